@@ -1,0 +1,1630 @@
+//! The dataset API: create or open a dataset by URL, create, rename and delete tensors,
+//! append, update and pop samples, read samples back, and flush.
+//!
+//! A `Dataset` works on one node of the commit tree. At a branch head it is writable;
+//! writes are buffered per tensor and become durable at [`Dataset::flush`] (full chunks
+//! are written as soon as they close, to bound memory). `flush` writes data chunks
+//! first, then encoders, then tensor metas, then `dataset_meta.json`, so a reader that
+//! opens the dataset mid-flush sees either the old sample counts or the new ones.
+//!
+//! Hidden companions are kept in step with every visible tensor: `_<t>_id` (a random
+//! u64 per sample, used by merge), `_<t>_shape` (the sample shape) and, for image-like
+//! htypes, `_<t>_info` (a JSON record per sample).
+
+mod encode;
+mod read;
+mod tensor;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+pub use encode::{EncodeCtx, Prepared, StoredItem};
+pub use read::ReadOptions;
+use tensor::{CompanionRole, TensorState};
+
+use crate::error::{Error, Result};
+use crate::format::array::{NdArray, Sample};
+use crate::format::chunk::{Chunk, ChunkBuilder};
+use crate::format::compression::Compression;
+use crate::format::diff::DatasetDiff;
+use crate::format::dtype::Dtype;
+use crate::format::encoders::TileEntry;
+use crate::format::htype::{BaseHtype, Htype};
+use crate::format::meta::{self, DatasetMeta, LinkSpec, TensorMeta};
+use crate::format::vcinfo::VersionControlInfo;
+use crate::format::{COMPANION_MAX_CHUNK_SIZE, WRITER_VERSION};
+use crate::ids::{BranchName, ChunkId, CommitId, TensorName};
+use crate::store::{Store, StoreOptions, paths};
+use crate::version::ChunkLocator;
+
+/// How to open or create a dataset.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    pub storage: StoreOptions,
+    /// Branch to open (default `main`).
+    pub branch: Option<BranchName>,
+    /// Open read-only even at a branch head.
+    pub read_only: bool,
+    /// With `create`: delete whatever is at the path first.
+    pub overwrite: bool,
+}
+
+/// How to create a tensor. `htype` is a 3.x htype string such as `image`,
+/// `class_label`, `link[image]` or `sequence[bbox]`.
+#[derive(Clone, Debug)]
+pub struct TensorOptions {
+    pub htype: String,
+    pub dtype: Option<Dtype>,
+    pub sample_compression: Option<String>,
+    pub chunk_compression: Option<String>,
+    pub max_chunk_size: Option<u64>,
+    /// Negative disables tiling.
+    pub tiling_threshold: Option<i64>,
+    pub class_names: Vec<String>,
+    pub hidden: bool,
+    pub create_id_tensor: bool,
+    pub create_shape_tensor: bool,
+    pub create_sample_info_tensor: bool,
+    /// Extra `tensor_info.json` entries (e.g. bbox `coords`).
+    pub info: Map<String, Value>,
+}
+
+impl TensorOptions {
+    pub fn new(htype: impl Into<String>) -> Self {
+        TensorOptions {
+            htype: htype.into(),
+            dtype: None,
+            sample_compression: None,
+            chunk_compression: None,
+            max_chunk_size: None,
+            tiling_threshold: None,
+            class_names: Vec::new(),
+            hidden: false,
+            create_id_tensor: true,
+            create_shape_tensor: true,
+            create_sample_info_tensor: true,
+            info: Map::new(),
+        }
+    }
+
+    pub fn dtype(mut self, d: Dtype) -> Self {
+        self.dtype = Some(d);
+        self
+    }
+
+    pub fn sample_compression(mut self, c: impl Into<String>) -> Self {
+        self.sample_compression = Some(c.into());
+        self
+    }
+
+    pub fn chunk_compression(mut self, c: impl Into<String>) -> Self {
+        self.chunk_compression = Some(c.into());
+        self
+    }
+
+    pub fn class_names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.class_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// What `Dataset::tensor_summary` reports about a tensor.
+#[derive(Clone, Debug)]
+pub struct TensorSummary {
+    pub name: String,
+    pub key: String,
+    pub htype: String,
+    pub dtype: Option<String>,
+    pub length: u64,
+    pub min_shape: Vec<u64>,
+    pub max_shape: Vec<u64>,
+    pub sample_compression: Option<String>,
+    pub chunk_compression: Option<String>,
+    pub num_chunks: usize,
+    pub class_names: Vec<String>,
+}
+
+/// A dataset opened at one node of its commit tree.
+pub struct Dataset {
+    store: Store,
+    tree: VersionControlInfo,
+    node: CommitId,
+    branch: String,
+    writable: bool,
+    meta: DatasetMeta,
+    meta_dirty: bool,
+    info: Map<String, Value>,
+    info_dirty: bool,
+    ds_diff: Option<DatasetDiff>,
+    tensors: BTreeMap<String, TensorState>,
+    locator: ChunkLocator,
+    cache: read::ChunkCache,
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("url", &self.store.url())
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl Dataset {
+    /// Whether a dataset exists at `store`'s root.
+    pub async fn exists_in(store: &Store) -> Result<bool> {
+        Ok(store
+            .exists(&paths::dataset_meta(&CommitId::root()))
+            .await?
+            || store.exists(paths::VERSION_CONTROL_INFO).await?)
+    }
+
+    /// Creates an empty dataset at `url`. Fails if one exists, unless `overwrite`.
+    pub async fn create(url: &str, opts: OpenOptions) -> Result<Dataset> {
+        let store = Store::open(url, &opts.storage)?;
+        if Dataset::exists_in(&store).await? {
+            if !opts.overwrite {
+                return Err(Error::Conflict {
+                    path: url.to_owned(),
+                    message: "a dataset already exists here (use overwrite to replace it)"
+                        .to_owned(),
+                    retryable: false,
+                });
+            }
+            store.delete_prefix("").await?;
+        }
+        let root = CommitId::root();
+        let meta = DatasetMeta::default();
+        let tree = VersionControlInfo::new_root();
+        store
+            .put(&paths::dataset_meta(&root), meta.encode())
+            .await?;
+        store
+            .put(&paths::dataset_info(&root), meta::encode_info(&Map::new()))
+            .await?;
+        // The tree is created last and only if absent: two processes racing to create
+        // the same dataset cannot both believe they made it.
+        store
+            .put_if_absent(paths::VERSION_CONTROL_INFO, tree.encode())
+            .await?;
+        let locator = ChunkLocator::new(&tree, &root)?;
+        Ok(Dataset {
+            store,
+            tree,
+            node: root,
+            branch: "main".to_owned(),
+            writable: !opts.read_only,
+            meta,
+            meta_dirty: false,
+            info: Map::new(),
+            info_dirty: false,
+            ds_diff: None,
+            tensors: BTreeMap::new(),
+            locator,
+            cache: read::ChunkCache::new(256 << 20),
+        })
+    }
+
+    /// Opens an existing dataset at the head of `opts.branch` (default `main`).
+    pub async fn open(url: &str, opts: OpenOptions) -> Result<Dataset> {
+        let store = Store::open(url, &opts.storage)?;
+        if !Dataset::exists_in(&store).await? {
+            return Err(Error::not_found("dataset", url));
+        }
+        let tree = crate::version::load_tree(&store).await?;
+        let branch = opts
+            .branch
+            .map(|b| b.as_str().to_owned())
+            .unwrap_or_else(|| "main".to_owned());
+        let node_s = tree
+            .branches
+            .get(&branch)
+            .ok_or_else(|| Error::not_found("branch", &branch))?;
+        let node: CommitId = node_s.parse().map_err(|_| {
+            Error::corrupt(
+                format!("{url}/{}", paths::VERSION_CONTROL_INFO),
+                format!("bad commit id {node_s:?}"),
+            )
+        })?;
+        let writable = !opts.read_only
+            && tree
+                .commits
+                .get(node.as_str())
+                .map(|n| n.is_head())
+                .unwrap_or(true);
+        Dataset::open_at(store, tree, node, branch, writable).await
+    }
+
+    /// Creates the dataset if absent, else opens it.
+    pub async fn open_or_create(url: &str, opts: OpenOptions) -> Result<Dataset> {
+        let store = Store::open(url, &opts.storage)?;
+        if Dataset::exists_in(&store).await? {
+            Dataset::open(url, opts).await
+        } else {
+            Dataset::create(url, opts).await
+        }
+    }
+
+    async fn open_at(
+        store: Store,
+        tree: VersionControlInfo,
+        node: CommitId,
+        branch: String,
+        writable: bool,
+    ) -> Result<Dataset> {
+        let k_meta = paths::dataset_meta(&node);
+        let meta_b = store.get(&k_meta).await?;
+        let meta =
+            DatasetMeta::decode(&meta_b).map_err(|c| c.at(format!("{}/{k_meta}", store.url())))?;
+        let k_info = paths::dataset_info(&node);
+        let info = match store.get_opt(&k_info).await? {
+            Some(b) if !b.is_empty() => meta::decode_info(&b, "dataset_info.json")
+                .map_err(|c| c.at(format!("{}/{k_info}", store.url())))?,
+            _ => Map::new(),
+        };
+        let k_diff = paths::dataset_diff(&node);
+        let ds_diff = match store.get_opt(&k_diff).await? {
+            Some(b) => Some(
+                DatasetDiff::decode(&b).map_err(|c| c.at(format!("{}/{k_diff}", store.url())))?,
+            ),
+            None => None,
+        };
+        let keys = meta
+            .tensors
+            .iter()
+            .map(|k| {
+                k.parse::<TensorName>().map_err(|_| {
+                    Error::corrupt(
+                        format!("{}/{k_meta}", store.url()),
+                        format!("bad tensor key {k:?}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let loaded = futures::future::try_join_all(keys.into_iter().map(|k| {
+            let store = &store;
+            let node = &node;
+            async move { TensorState::load(store, node, k).await }
+        }))
+        .await?;
+        let tensors = loaded
+            .into_iter()
+            .map(|t| (t.key.as_str().to_owned(), t))
+            .collect();
+        let locator = ChunkLocator::new(&tree, &node)?;
+        Ok(Dataset {
+            store,
+            tree,
+            node,
+            branch,
+            writable,
+            meta,
+            meta_dirty: false,
+            info,
+            info_dirty: false,
+            ds_diff,
+            tensors,
+            locator,
+            cache: read::ChunkCache::new(256 << 20),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The node being read: for a writable head, the id its next commit will get.
+    pub fn node_id(&self) -> &CommitId {
+        &self.node
+    }
+
+    /// The last committed id (the head's parent), or `None` before the first commit.
+    pub fn commit_id(&self) -> Option<String> {
+        let n = self.tree.commits.get(self.node.as_str())?;
+        if n.is_head() {
+            n.parent.clone()
+        } else {
+            Some(self.node.as_str().to_owned())
+        }
+    }
+
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    pub fn branches(&self) -> Vec<String> {
+        self.tree.branches.keys().cloned().collect()
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Visible tensor names, in creation order.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let by_key: BTreeMap<&str, &str> = self
+            .meta
+            .tensor_names
+            .iter()
+            .map(|(n, k)| (k.as_str(), n.as_str()))
+            .collect();
+        self.meta
+            .tensors
+            .iter()
+            .filter(|k| !self.meta.hidden_tensors.contains(k))
+            .filter_map(|k| by_key.get(k.as_str()).map(|n| (*n).to_owned()))
+            .collect()
+    }
+
+    /// Dataset length: the shortest visible tensor, as in 3.x.
+    pub fn len(&self) -> u64 {
+        self.tensor_names()
+            .iter()
+            .filter_map(|n| self.key_of(n).ok())
+            .filter_map(|k| self.tensors.get(&k))
+            .map(|t| t.num_samples())
+            .min()
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn key_of(&self, name: &str) -> Result<String> {
+        self.meta
+            .tensor_names
+            .get(name)
+            .cloned()
+            .or_else(|| self.tensors.contains_key(name).then(|| name.to_owned()))
+            .ok_or_else(|| Error::not_found("tensor", name))
+    }
+
+    fn tensor_state(&self, name: &str) -> Result<&TensorState> {
+        let k = self.key_of(name)?;
+        self.tensors
+            .get(&k)
+            .ok_or_else(|| Error::not_found("tensor", name))
+    }
+
+    pub fn tensor_len(&self, name: &str) -> Result<u64> {
+        Ok(self.tensor_state(name)?.num_samples())
+    }
+
+    pub fn tensor_htype(&self, name: &str) -> Result<Htype> {
+        Ok(self.tensor_state(name)?.htype)
+    }
+
+    pub fn tensor_meta(&self, name: &str) -> Result<&TensorMeta> {
+        Ok(&self.tensor_state(name)?.meta)
+    }
+
+    pub fn tensor_info(&self, name: &str) -> Result<&Map<String, Value>> {
+        Ok(&self.tensor_state(name)?.info)
+    }
+
+    pub fn info(&self) -> &Map<String, Value> {
+        &self.info
+    }
+
+    pub fn summary(&self, name: &str) -> Result<TensorSummary> {
+        let t = self.tensor_state(name)?;
+        Ok(TensorSummary {
+            name: name.to_owned(),
+            key: t.key.to_string(),
+            htype: t.htype.to_string(),
+            dtype: t.meta.dtype.clone(),
+            length: t.num_samples(),
+            min_shape: t.meta.min_shape.clone(),
+            max_shape: t.meta.max_shape.clone(),
+            sample_compression: t.meta.sample_compression.clone(),
+            chunk_compression: t.meta.chunk_compression.clone(),
+            num_chunks: t.chunk_ids.rows.len(),
+            class_names: class_names(&t.info),
+        })
+    }
+
+    /// Bytes on storage under each tensor's folders (all commits), by visible name.
+    pub async fn storage_sizes(&self) -> Result<BTreeMap<String, u64>> {
+        let all = self.store.list("").await?;
+        let mut out = BTreeMap::new();
+        for name in self.tensor_names() {
+            let key = self.key_of(&name)?;
+            let t = self
+                .tensors
+                .get(&key)
+                .ok_or_else(|| Error::not_found("tensor", &name))?;
+            let mut keys = vec![key.clone()];
+            keys.extend(t.meta.links.keys().cloned());
+            let mut total = 0u64;
+            for (path, size) in &all {
+                let rel = match path.strip_prefix("versions/") {
+                    Some(r) => r.split_once('/').map(|x| x.1).unwrap_or(""),
+                    None => path.as_str(),
+                };
+                if keys.iter().any(|k| rel.starts_with(&format!("{k}/"))) {
+                    total += size;
+                }
+            }
+            out.insert(name, total);
+        }
+        Ok(out)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if !self.writable {
+            return Err(Error::invalid(format!(
+                "dataset {} is open read-only at {} (not a writable branch head)",
+                self.store.url(),
+                self.node
+            )));
+        }
+        Ok(())
+    }
+
+    fn ds_diff_mut(&mut self) -> &mut DatasetDiff {
+        self.ds_diff.get_or_insert_with(DatasetDiff::default)
+    }
+
+    pub fn set_info(&mut self, key: impl Into<String>, value: Value) -> Result<()> {
+        self.check_writable()?;
+        self.info.insert(key.into(), value);
+        self.info_dirty = true;
+        self.ds_diff_mut().info_updated = true;
+        Ok(())
+    }
+
+    pub fn set_tensor_info(
+        &mut self,
+        tensor: &str,
+        key: impl Into<String>,
+        value: Value,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let k = self.key_of(tensor)?;
+        let t = self
+            .tensors
+            .get_mut(&k)
+            .ok_or_else(|| Error::not_found("tensor", tensor))?;
+        t.info.insert(key.into(), value);
+        t.info_dirty = true;
+        t.diff_mut().info_updated = true;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- tensors
+
+    /// Creates a tensor (and its hidden companions).
+    pub async fn create_tensor(&mut self, name: &str, opts: TensorOptions) -> Result<()> {
+        self.check_writable()?;
+        let tname: TensorName = name.parse()?;
+        if self.meta.tensor_names.contains_key(name) {
+            return Err(Error::invalid(format!("tensor {name:?} already exists")));
+        }
+        let htype = Htype::parse(&opts.htype)?;
+        let sc = match &opts.sample_compression {
+            Some(c) => Compression::parse(c)?,
+            None => None,
+        };
+        let cc = match &opts.chunk_compression {
+            Some(c) => Compression::parse(c)?,
+            None => None,
+        };
+        htype.check_compression(sc.as_ref(), cc.as_ref())?;
+        if let Some(c) = &cc
+            && *c != Compression::Lz4 && !htype.is_link {
+                return Err(Error::unsupported(format!(
+                    "chunk compression {} (only lz4 chunk compression is written)",
+                    c.name()
+                )));
+            }
+        if let Some(m) = opts.max_chunk_size
+            && (m < 1024 || m > u32::MAX as u64) {
+                return Err(Error::invalid(format!(
+                    "max_chunk_size {m} must be between 1 KB and 4 GB"
+                )));
+            }
+        // A deleted tensor's folder may still hold objects of this commit: take a fresh key.
+        let mut key = tname.clone();
+        if self.tensors.contains_key(key.as_str()) || self.meta.tensors.contains(&key.to_string()) {
+            key = format!("{name}_{:04x}", rand::random::<u16>()).parse()?;
+        }
+        let mut links = BTreeMap::new();
+        let mut companions: Vec<(TensorName, TensorMeta, &'static str)> = Vec::new();
+        let mk_companion =
+            |suffix: &str, htype: &str, dtype: Option<&str>, max_chunk: Option<u64>| {
+                let ck = key.companion(suffix);
+                let cm = TensorMeta {
+                    htype: htype.to_owned(),
+                    dtype: dtype.map(str::to_owned),
+                    typestr: None,
+                    min_shape: Vec::new(),
+                    max_shape: Vec::new(),
+                    length: 0,
+                    sample_compression: None,
+                    chunk_compression: None,
+                    max_chunk_size: max_chunk,
+                    tiling_threshold: None,
+                    hidden: true,
+                    links: BTreeMap::new(),
+                    is_sequence: false,
+                    is_link: false,
+                    verify: false,
+                    name: Some(tname.companion(suffix).to_string()),
+                    version: WRITER_VERSION.to_owned(),
+                    extra: Map::new(),
+                };
+                (ck, cm)
+            };
+        if opts.create_id_tensor && !opts.hidden {
+            let (ck, mut cm) = mk_companion("id", "generic", Some("uint64"), None);
+            cm.extra = Htype::plain(BaseHtype::Generic).meta_extra();
+            links.insert(
+                ck.to_string(),
+                LinkSpec {
+                    extend: "extend_id".into(),
+                    update: None,
+                    flatten_sequence: false,
+                },
+            );
+            companions.push((ck, cm, "id"));
+        }
+        let verify = htype.is_link;
+        if opts.create_shape_tensor && !opts.hidden && htype.has_shape_tensor() {
+            let (ck, mut cm) = mk_companion(
+                "shape",
+                "generic",
+                Some("int64"),
+                Some(COMPANION_MAX_CHUNK_SIZE as u64),
+            );
+            cm.extra = Htype::plain(BaseHtype::Generic).meta_extra();
+            let list = htype.base == BaseHtype::List;
+            links.insert(
+                ck.to_string(),
+                LinkSpec {
+                    extend: if list { "extend_len" } else { "extend_shape" }.into(),
+                    update: Some(if list { "update_len" } else { "update_shape" }.into()),
+                    flatten_sequence: true,
+                },
+            );
+            companions.push((ck, cm, "shape"));
+        }
+        if opts.create_sample_info_tensor && !opts.hidden && htype.has_info_tensor() {
+            let (ck, mut cm) = mk_companion(
+                "info",
+                "json",
+                Some("Any"),
+                Some(COMPANION_MAX_CHUNK_SIZE as u64),
+            );
+            cm.extra = Htype::plain(BaseHtype::Json).meta_extra();
+            links.insert(
+                ck.to_string(),
+                LinkSpec {
+                    extend: "extend_info".into(),
+                    update: Some("update_info".into()),
+                    flatten_sequence: true,
+                },
+            );
+            companions.push((ck, cm, "info"));
+        }
+        let meta_dtype = htype.meta_dtype(opts.dtype)?;
+        let typestr = meta_dtype
+            .as_deref()
+            .and_then(|d| d.parse::<Dtype>().ok())
+            .map(|d| d.typestr().to_owned());
+        let tmeta = TensorMeta {
+            htype: htype.base.name().to_owned(),
+            dtype: meta_dtype,
+            typestr: if opts.dtype.is_some() { typestr } else { None },
+            min_shape: Vec::new(),
+            max_shape: Vec::new(),
+            length: 0,
+            sample_compression: sc.as_ref().map(|c| c.name().to_owned()),
+            chunk_compression: cc.as_ref().map(|c| c.name().to_owned()),
+            max_chunk_size: opts.max_chunk_size,
+            tiling_threshold: opts.tiling_threshold,
+            hidden: opts.hidden,
+            links,
+            is_sequence: htype.is_sequence,
+            is_link: htype.is_link,
+            verify,
+            name: Some(name.to_owned()),
+            version: WRITER_VERSION.to_owned(),
+            extra: htype.meta_extra(),
+        };
+        let mut info = htype.default_info();
+        if !opts.class_names.is_empty() {
+            info.insert("class_names".into(), json!(opts.class_names));
+        }
+        for (k, v) in opts.info {
+            info.insert(k, v);
+        }
+        let state = TensorState::new(key.clone(), tmeta, info)?;
+        self.meta.tensors.push(key.to_string());
+        self.meta
+            .tensor_names
+            .insert(name.to_owned(), key.to_string());
+        if opts.hidden {
+            self.meta.hidden_tensors.push(key.to_string());
+        }
+        self.tensors.insert(key.to_string(), state);
+        for (ck, cm, _) in companions {
+            let st = TensorState::new(ck.clone(), cm, Map::new())?;
+            self.meta.tensors.push(ck.to_string());
+            self.meta.hidden_tensors.push(ck.to_string());
+            self.tensors.insert(ck.to_string(), st);
+        }
+        if let Some((group, _)) = name.rsplit_once('/') {
+            let mut g = String::new();
+            for part in group.split('/') {
+                if !g.is_empty() {
+                    g.push('/');
+                }
+                g.push_str(part);
+                if !self.meta.groups.contains(&g) {
+                    self.meta.groups.push(g.clone());
+                }
+            }
+        }
+        self.meta_dirty = true;
+        // Make the new tensor durable right away: 3.x does, and it keeps an empty
+        // tensor visible to other readers.
+        self.flush().await
+    }
+
+    /// Renames a visible tensor. Keys (folders) stay; only names change, as in 3.x.
+    pub async fn rename_tensor(&mut self, old: &str, new: &str) -> Result<()> {
+        self.check_writable()?;
+        let _: TensorName = new.parse()?;
+        if self.meta.tensor_names.contains_key(new) {
+            return Err(Error::invalid(format!("tensor {new:?} already exists")));
+        }
+        if old.rsplit_once('/').map(|x| x.0) != new.rsplit_once('/').map(|x| x.0) {
+            return Err(Error::invalid(
+                "a rename cannot move a tensor to another group",
+            ));
+        }
+        let key = self.key_of(old)?;
+        self.meta.tensor_names.remove(old);
+        self.meta.tensor_names.insert(new.to_owned(), key.clone());
+        let (oldn, newn): (TensorName, TensorName) = (old.parse()?, new.parse()?);
+        let companion_keys: Vec<String> = match self.tensors.get_mut(&key) {
+            Some(t) => {
+                t.meta.name = Some(new.to_owned());
+                t.dirty = true;
+                t.meta.links.keys().cloned().collect()
+            }
+            None => Vec::new(),
+        };
+        for ck in companion_keys {
+            if let Some(c) = self.tensors.get_mut(&ck)
+                && let Some(n) = c.meta.name.clone() {
+                    for suffix in ["id", "shape", "info"] {
+                        if n == oldn.companion(suffix).as_str() {
+                            c.meta.name = Some(newn.companion(suffix).to_string());
+                            c.dirty = true;
+                        }
+                    }
+                }
+        }
+        let d = self.ds_diff_mut();
+        // Chains of renames within one commit collapse to one entry.
+        let original = d
+            .renamed
+            .iter()
+            .find(|(_, v)| v.as_str() == old)
+            .map(|(k, _)| k.clone());
+        match original {
+            Some(orig) => {
+                d.renamed.insert(orig, new.to_owned());
+            }
+            None => {
+                d.renamed.insert(old.to_owned(), new.to_owned());
+            }
+        }
+        self.meta_dirty = true;
+        self.flush().await
+    }
+
+    /// Deletes a visible tensor and its companions from the head.
+    pub async fn delete_tensor(&mut self, name: &str) -> Result<()> {
+        self.check_writable()?;
+        let key = self.key_of(name)?;
+        let mut keys = vec![key.clone()];
+        if let Some(t) = self.tensors.get(&key) {
+            keys.extend(t.meta.links.keys().cloned());
+        }
+        self.meta.tensor_names.remove(name);
+        self.meta.tensors.retain(|k| !keys.contains(k));
+        self.meta.hidden_tensors.retain(|k| !keys.contains(k));
+        for k in &keys {
+            self.tensors.remove(k);
+        }
+        self.ds_diff_mut().deleted.push(name.to_owned());
+        self.meta_dirty = true;
+        // Make the removal visible first, then drop the head's objects of the tensor.
+        self.flush().await?;
+        for k in &keys {
+            let tk: TensorName = k.parse()?;
+            self.store
+                .delete_prefix(&paths::tensor_folder(&self.node, &tk))
+                .await?;
+        }
+        self.cache.clear();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Appends one sample to one tensor.
+    pub async fn append(&mut self, tensor: &str, sample: Sample) -> Result<()> {
+        self.extend(tensor, vec![sample]).await
+    }
+
+    /// Appends samples to one tensor. Encoding runs in parallel on the CPU pool.
+    pub async fn extend(&mut self, tensor: &str, samples: Vec<Sample>) -> Result<()> {
+        self.check_writable()?;
+        let key = self.key_of(tensor)?;
+        let samples = self.map_class_labels(&key, samples)?;
+        self.infer_dtype(&key, &samples)?;
+        let ctx = self.encode_ctx(&key)?;
+        let prepared = crate::runtime::spawn_cpu(move || {
+            use rayon::prelude::*;
+            samples
+                .into_par_iter()
+                .map(|s| encode::encode(&ctx, s))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| with_tensor(e, tensor))?;
+        self.append_prepared(&key, prepared).await
+    }
+
+    /// Appends one row: a sample for each named tensor.
+    pub async fn append_row(&mut self, row: Vec<(String, Sample)>) -> Result<()> {
+        for (t, s) in row {
+            self.append(&t, s).await?;
+        }
+        Ok(())
+    }
+
+    fn encode_ctx(&self, key: &str) -> Result<EncodeCtx> {
+        let t = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| Error::not_found("tensor", key))?;
+        let empty_ndim = if !t.meta.max_shape.is_empty() {
+            t.meta.max_shape.len()
+        } else if matches!(
+            t.htype.base,
+            BaseHtype::Image | BaseHtype::ImageRgb | BaseHtype::ImageGray
+        ) {
+            3
+        } else {
+            1
+        };
+        Ok(EncodeCtx {
+            htype: t.htype,
+            dtype: t.dtype,
+            sample_compression: t.sample_compression.clone(),
+            tiling_threshold: t.tiling_threshold(),
+            empty_ndim,
+        })
+    }
+
+    /// class_label tensors take names: map them to indices, adding new names to
+    /// `class_names` in `tensor_info.json`.
+    fn map_class_labels(&mut self, key: &str, samples: Vec<Sample>) -> Result<Vec<Sample>> {
+        let t = self
+            .tensors
+            .get_mut(key)
+            .ok_or_else(|| Error::not_found("tensor", key))?;
+        if t.htype.base != BaseHtype::ClassLabel {
+            return Ok(samples);
+        }
+        let mut names = class_names(&t.info);
+        let before = names.len();
+        let mut index = |n: &str| -> u32 {
+            match names.iter().position(|x| x == n) {
+                Some(i) => i as u32,
+                None => {
+                    names.push(n.to_owned());
+                    (names.len() - 1) as u32
+                }
+            }
+        };
+        fn map_one(s: Sample, index: &mut dyn FnMut(&str) -> u32) -> Result<Sample> {
+            Ok(match s {
+                Sample::Text(n) => Sample::Array(NdArray::from_slice(vec![1], &[index(&n)])?),
+                Sample::List(l) if l.iter().all(|v| v.is_string()) => {
+                    let idx: Vec<u32> = l
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .map(&mut *index)
+                        .collect();
+                    Sample::Array(NdArray::from_slice(vec![idx.len()], &idx)?)
+                }
+                Sample::Sequence(items) => Sample::Sequence(
+                    items
+                        .into_iter()
+                        .map(|i| map_one(i, index))
+                        .collect::<Result<_>>()?,
+                ),
+                other => other,
+            })
+        }
+        let out = samples
+            .into_iter()
+            .map(|s| map_one(s, &mut index))
+            .collect::<Result<Vec<_>>>()?;
+        if names.len() != before {
+            t.info.insert("class_names".into(), json!(names));
+            t.info_dirty = true;
+        }
+        Ok(out)
+    }
+
+    /// A generic tensor takes its dtype from its first array sample.
+    fn infer_dtype(&mut self, key: &str, samples: &[Sample]) -> Result<()> {
+        let t = self
+            .tensors
+            .get_mut(key)
+            .ok_or_else(|| Error::not_found("tensor", key))?;
+        if t.dtype.is_some() || t.htype.is_text_like() || t.htype.is_link {
+            return Ok(());
+        }
+        fn first(s: &[Sample]) -> Option<Dtype> {
+            s.iter().find_map(|s| match s {
+                Sample::Array(a) => Some(a.dtype),
+                Sample::Polygons(p) => p.first().map(|a| a.dtype),
+                Sample::Sequence(items) => first(items),
+                Sample::Encoded { .. } => Some(Dtype::U8),
+                _ => None,
+            })
+        }
+        if let Some(d) = first(samples) {
+            t.dtype = Some(d);
+            t.meta.dtype = Some(d.name().to_owned());
+            t.meta.typestr = Some(d.typestr().to_owned());
+            t.dirty = true;
+        }
+        Ok(())
+    }
+
+    async fn append_prepared(&mut self, key: &str, prepared: Vec<Prepared>) -> Result<()> {
+        let store = self.store.clone();
+        let node = self.node.clone();
+        // Companion rows, produced from the prepared samples before they are consumed.
+        let companions: Vec<(String, CompanionRole, bool)> = {
+            let t = self
+                .tensors
+                .get(key)
+                .ok_or_else(|| Error::not_found("tensor", key))?;
+            t.meta
+                .links
+                .iter()
+                .map(|(k, l)| {
+                    (
+                        k.clone(),
+                        CompanionRole::from_extend(&l.extend),
+                        l.flatten_sequence,
+                    )
+                })
+                .collect()
+        };
+        let mut comp_rows: Vec<(String, Vec<Prepared>)> = Vec::new();
+        for (ck, role, flatten) in &companions {
+            let mut rows = Vec::new();
+            for p in &prepared {
+                match (p, role) {
+                    (_, CompanionRole::Id) => rows.push(Prepared::Item(id_item()?)),
+                    (Prepared::Item(it), CompanionRole::Shape) => {
+                        rows.push(Prepared::Item(shape_item(&it.logical_shape)?))
+                    }
+                    (Prepared::Item(it), CompanionRole::Info) => {
+                        rows.push(Prepared::Item(info_item(it.info.as_ref())?))
+                    }
+                    (Prepared::Sequence(items), CompanionRole::Shape) if *flatten => {
+                        for it in items {
+                            rows.push(Prepared::Item(shape_item(&it.logical_shape)?));
+                        }
+                    }
+                    (Prepared::Sequence(items), CompanionRole::Info) if *flatten => {
+                        for it in items {
+                            rows.push(Prepared::Item(info_item(it.info.as_ref())?));
+                        }
+                    }
+                    (Prepared::Sequence(items), CompanionRole::Shape) => {
+                        rows.push(Prepared::Item(shape_item(&[items.len() as u64])?));
+                    }
+                    (Prepared::Sequence(_), CompanionRole::Info) => {
+                        rows.push(Prepared::Item(info_item(None)?))
+                    }
+                    (_, CompanionRole::Other) => {
+                        return Err(Error::unsupported(format!(
+                            "tensor {key} has a companion {ck} of a kind this version does not write"
+                        )));
+                    }
+                }
+            }
+            comp_rows.push((ck.clone(), rows));
+        }
+        {
+            let t = self
+                .tensors
+                .get_mut(key)
+                .ok_or_else(|| Error::not_found("tensor", key))?;
+            append_to_tensor(&store, &self.locator, &node, t, prepared).await?;
+        }
+        for (ck, rows) in comp_rows {
+            if let Some(c) = self.tensors.get_mut(&ck) {
+                append_to_tensor(&store, &self.locator, &node, c, rows).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered: chunks, then encoders and metas, then the dataset
+    /// meta and info.
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let node = self.node.clone();
+        futures::future::try_join_all(self.tensors.values_mut().map(|t| {
+            let store = &store;
+            let node = &node;
+            async move { t.save(store, node).await }
+        }))
+        .await?;
+        for t in self.tensors.values() {
+            self.locator.invalidate(&node, &t.key)?;
+        }
+        if self.info_dirty {
+            self.store
+                .put(&paths::dataset_info(&node), meta::encode_info(&self.info))
+                .await?;
+            self.info_dirty = false;
+        }
+        if let Some(d) = &self.ds_diff {
+            self.store
+                .put(&paths::dataset_diff(&node), d.encode())
+                .await?;
+        }
+        if self.meta_dirty {
+            self.store
+                .put(&paths::dataset_meta(&node), self.meta.encode())
+                .await?;
+            self.meta_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Replaces sample `index` of a tensor. Writing past the end pads the gap with
+    /// empty samples, as 3.x does.
+    pub async fn update(&mut self, tensor: &str, index: u64, sample: Sample) -> Result<()> {
+        self.check_writable()?;
+        let key = self.key_of(tensor)?;
+        let len = self.tensors.get(&key).map(|t| t.num_samples()).unwrap_or(0);
+        if index >= len {
+            let gap = (index - len) as usize;
+            self.extend(tensor, vec![Sample::Empty; gap]).await?;
+            if let Some(t) = self.tensors.get_mut(&key)
+                && gap > 0 {
+                    t.pad.add(len as u32, index as u32);
+                    t.dirty = true;
+                }
+            return self.append(tensor, sample).await;
+        }
+        let samples = self.map_class_labels(&key, vec![sample])?;
+        self.infer_dtype(&key, &samples)?;
+        let ctx = self.encode_ctx(&key)?;
+        let mut prepared = crate::runtime::spawn_cpu(move || {
+            samples
+                .into_iter()
+                .map(|s| encode::encode(&ctx, s))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| with_tensor(e, tensor))?;
+        let Some(Prepared::Item(it)) = prepared.pop() else {
+            return Err(Error::unsupported(format!(
+                "updating a sample of sequence tensor {tensor:?}"
+            )));
+        };
+        let store = self.store.clone();
+        let node = self.node.clone();
+        let links: Vec<(String, CompanionRole)> = {
+            let t = self
+                .tensors
+                .get(&key)
+                .ok_or_else(|| Error::not_found("tensor", tensor))?;
+            t.meta
+                .links
+                .iter()
+                .map(|(k, l)| (k.clone(), CompanionRole::from_extend(&l.extend)))
+                .collect()
+        };
+        let logical = it.logical_shape.clone();
+        let info = it.info.clone();
+        {
+            let t = self
+                .tensors
+                .get_mut(&key)
+                .ok_or_else(|| Error::not_found("tensor", tensor))?;
+            replace_in_tensor(&store, &self.locator, &node, t, index, it)
+                .await
+                .map_err(|e| with_tensor(e, tensor))?;
+            t.pad.unpad(index as u32);
+        }
+        for (ck, role) in links {
+            let row = match role {
+                CompanionRole::Shape => shape_item(&logical)?,
+                CompanionRole::Info => info_item(info.as_ref())?,
+                _ => continue,
+            };
+            if let Some(c) = self.tensors.get_mut(&ck) {
+                replace_in_tensor(&store, &self.locator, &node, c, index, row).await?;
+            }
+        }
+        self.cache.clear();
+        Ok(())
+    }
+
+    /// Removes row `index` (default: the last) from every visible tensor, as 3.x's
+    /// `ds.pop`.
+    pub async fn pop(&mut self, index: Option<u64>) -> Result<()> {
+        self.check_writable()?;
+        let len = self.len();
+        let index = match index {
+            Some(i) if i < len => i,
+            Some(i) => {
+                return Err(Error::invalid(format!(
+                    "row {i} is out of range (dataset length {len})"
+                )));
+            }
+            None if len > 0 => len - 1,
+            None => return Err(Error::invalid("pop from an empty dataset")),
+        };
+        let store = self.store.clone();
+        let node = self.node.clone();
+        for name in self.tensor_names() {
+            let key = self.key_of(&name)?;
+            let links: Vec<(String, CompanionRole)> = match self.tensors.get(&key) {
+                Some(t) => t
+                    .meta
+                    .links
+                    .iter()
+                    .map(|(k, l)| (k.clone(), CompanionRole::from_extend(&l.extend)))
+                    .collect(),
+                None => continue,
+            };
+            // The popped row's sample id goes into the diff (merge needs it).
+            let id_key = links
+                .iter()
+                .find(|(_, r)| *r == CompanionRole::Id)
+                .map(|(k, _)| k.clone());
+            let sample_id = match &id_key {
+                Some(k) => match self.read_key(k, index).await? {
+                    Sample::Array(a) if a.dtype == Dtype::U64 && a.data.len() == 8 => {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&a.data);
+                        Some(u64::from_le_bytes(b))
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            let t = self
+                .tensors
+                .get_mut(&key)
+                .ok_or_else(|| Error::not_found("tensor", &name))?;
+            let item_range = match &t.seq {
+                Some(s) => s
+                    .items(index)
+                    .ok_or_else(|| Error::internal("sequence index out of range"))?,
+                None => (index, index + 1),
+            };
+            for item in (item_range.0..item_range.1).rev() {
+                remove_from_tensor(&store, &self.locator, &node, t, item).await?;
+            }
+            if let Some(s) = &mut t.seq {
+                remove_sequence(s, index);
+            }
+            record_pop(t, index, sample_id);
+            for (ck, _) in &links {
+                if let Some(c) = self.tensors.get_mut(ck) {
+                    let flatten = true;
+                    let (a, b) =
+                        if flatten && item_range.1 - item_range.0 != 1 && c.num_samples() > index {
+                            item_range
+                        } else {
+                            (index, index + 1)
+                        };
+                    for item in (a..b).rev() {
+                        if item < c.meta.length {
+                            remove_from_tensor(&store, &self.locator, &node, c, item).await?;
+                        }
+                    }
+                    record_pop(c, index, None);
+                }
+            }
+        }
+        self.cache.clear();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    async fn read_key(&self, key: &str, index: u64) -> Result<Sample> {
+        let t = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| Error::not_found("tensor", key))?;
+        read::read_samples(self, t, index..index + 1, &ReadOptions::default())
+            .await
+            .and_then(|mut v| {
+                v.pop()
+                    .ok_or_else(|| Error::internal("read returned no sample"))
+            })
+    }
+
+    /// Reads sample `index` of a tensor, decoded.
+    pub async fn read(&self, tensor: &str, index: u64) -> Result<Sample> {
+        let mut v = self.read_range(tensor, index..index + 1).await?;
+        v.pop()
+            .ok_or_else(|| Error::internal("read returned no sample"))
+    }
+
+    /// Reads samples `range` of a tensor, decoded. Needed chunks are fetched in parallel.
+    pub async fn read_range(
+        &self,
+        tensor: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<Sample>> {
+        self.read_range_with(tensor, range, &ReadOptions::default())
+            .await
+    }
+
+    pub async fn read_range_with(
+        &self,
+        tensor: &str,
+        range: std::ops::Range<u64>,
+        opts: &ReadOptions,
+    ) -> Result<Vec<Sample>> {
+        let t = self.tensor_state(tensor)?;
+        read::read_samples(self, t, range, opts)
+            .await
+            .map_err(|e| with_tensor(e, tensor))
+    }
+
+    /// The stored (still compressed) bytes and shape of sample `index` of a
+    /// non-sequence tensor; tiled samples are returned decoded and re-laid as raw bytes.
+    pub async fn read_stored(&self, tensor: &str, index: u64) -> Result<(Vec<u64>, Bytes)> {
+        let t = self.tensor_state(tensor)?;
+        read::read_stored(self, t, index)
+            .await
+            .map_err(|e| with_tensor(e, tensor))
+    }
+
+    /// Shape of sample `index` without decoding its data.
+    pub async fn shape(&self, tensor: &str, index: u64) -> Result<Vec<u64>> {
+        let t = self.tensor_state(tensor)?;
+        read::sample_shape(self, t, index).await
+    }
+}
+
+fn with_tensor(e: Error, tensor: &str) -> Error {
+    match e {
+        Error::InvalidInput { message } => Error::InvalidInput {
+            message: format!("tensor {tensor:?}: {message}"),
+        },
+        Error::Unsupported { message } => Error::Unsupported {
+            message: format!("tensor {tensor:?}: {message}"),
+        },
+        other => other,
+    }
+}
+
+pub(crate) fn class_names(info: &Map<String, Value>) -> Vec<String> {
+    info.get("class_names")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn id_item() -> Result<StoredItem> {
+    let id: u64 = rand::random();
+    Ok(StoredItem {
+        shape: vec![1],
+        bytes: id.to_le_bytes().to_vec(),
+        tiles: None,
+        info: None,
+        logical_shape: vec![1],
+    })
+}
+
+fn shape_item(shape: &[u64]) -> Result<StoredItem> {
+    let mut bytes = Vec::with_capacity(shape.len() * 8);
+    for d in shape {
+        bytes.extend_from_slice(&(*d as i64).to_le_bytes());
+    }
+    let n = u32::try_from(shape.len()).map_err(|_| Error::invalid("too many dimensions"))?;
+    Ok(StoredItem {
+        shape: vec![n],
+        bytes,
+        tiles: None,
+        info: None,
+        logical_shape: vec![shape.len() as u64],
+    })
+}
+
+fn info_item(info: Option<&Value>) -> Result<StoredItem> {
+    let v = info.cloned().unwrap_or_else(|| json!({}));
+    Ok(StoredItem {
+        shape: vec![1],
+        bytes: crate::format::json::to_compact(&v),
+        tiles: None,
+        info: None,
+        logical_shape: vec![1],
+    })
+}
+
+/// Makes sure the chunk in chunk-id row `row` is held as a builder, loading it (and
+/// decompressing it) if needed. A chunk owned by an ancestor commit is copied into the
+/// head under the same name (copy-on-write) once it is written back.
+async fn ensure_builder(
+    store: &Store,
+    locator: &ChunkLocator,
+    t: &mut TensorState,
+    row: usize,
+) -> Result<u64> {
+    let id = t
+        .chunk_ids
+        .rows
+        .get(row)
+        .map(|r| r.0)
+        .ok_or_else(|| Error::internal("chunk row out of range"))?;
+    if t.builders.contains_key(&id) {
+        return Ok(id);
+    }
+    let k = locator.locate(store, &t.key, ChunkId(id)).await?;
+    let bytes = store.get(&k).await?;
+    let chunk = Chunk::decode(bytes).map_err(|c| c.at(format!("{}/{k}", store.url())))?;
+    let data = read::decompress_data(&chunk, t.chunk_compression.as_ref(), t.max_chunk_size())
+        .map_err(|c| c.at(format!("{}/{k}", store.url())))?;
+    t.builders.insert(
+        id,
+        ChunkBuilder::from_parts(chunk.shapes, chunk.byte_positions, data),
+    );
+    Ok(id)
+}
+
+fn is_tile_chunk(t: &TensorState, row: usize) -> bool {
+    let Some(&(_, last)) = t.chunk_ids.rows.get(row) else {
+        return false;
+    };
+    if !t.tiles.entries.contains_key(&last) {
+        return false;
+    }
+    // A row holds tiles when a neighbour shares its last index or the sample is tiled.
+    true
+}
+
+fn update_shape_bounds(meta: &mut TensorMeta, shape: &[u64]) {
+    if meta.length == 0 || meta.max_shape.is_empty() && meta.min_shape.is_empty() {
+        meta.min_shape = shape.to_vec();
+        meta.max_shape = shape.to_vec();
+        return;
+    }
+    if meta.min_shape.len() != shape.len() {
+        // Samples of differing rank: 3.x keeps the bounds of the first rank it saw.
+        return;
+    }
+    for (i, d) in shape.iter().enumerate() {
+        meta.min_shape[i] = meta.min_shape[i].min(*d);
+        meta.max_shape[i] = meta.max_shape[i].max(*d);
+    }
+}
+
+async fn append_to_tensor(
+    store: &Store,
+    locator: &ChunkLocator,
+    node: &CommitId,
+    t: &mut TensorState,
+    prepared: Vec<Prepared>,
+) -> Result<()> {
+    if prepared.is_empty() {
+        return Ok(());
+    }
+    // Continue filling the last chunk if the head owns it and it is not a tile.
+    if let Some(&(last_id, _)) = t.chunk_ids.rows.last() {
+        let row = t.chunk_ids.rows.len() - 1;
+        if !t.builders.contains_key(&last_id)
+            && t.in_head.contains(&last_id)
+            && !is_tile_chunk(t, row)
+        {
+            ensure_builder(store, locator, t, row).await?;
+        }
+    }
+    let start = t.meta.length;
+    let half = t.max_chunk_size() / 2;
+    let mut closed: Vec<u64> = Vec::new();
+    for p in prepared {
+        let items = match p {
+            Prepared::Item(it) => vec![it],
+            Prepared::Sequence(items) => {
+                let n =
+                    u32::try_from(items.len()).map_err(|_| Error::invalid("sequence too long"))?;
+                match &mut t.seq {
+                    Some(s) => s.push(n),
+                    None => {
+                        return Err(Error::internal("sequence sample for a non-sequence tensor"));
+                    }
+                }
+                items
+            }
+        };
+        for it in items {
+            let idx = t.meta.length;
+            let shape_for_meta: Vec<u64> = if t.htype.is_link {
+                it.logical_shape.clone()
+            } else {
+                it.shape.iter().map(|&d| d as u64).collect()
+            };
+            if let Some(tiles) = it.tiles {
+                if let Some(&(last_id, _)) = t.chunk_ids.rows.last() {
+                    closed.push(last_id);
+                }
+                let n = tiles.tiles.len();
+                for (shape, bytes) in tiles.tiles {
+                    let id = ChunkId::generate().0;
+                    t.builders.insert(id, ChunkBuilder::tile(&shape, bytes));
+                    t.dirty_chunks.insert(id);
+                    t.in_head.insert(id);
+                    t.chunk_ids.rows.push((id, idx));
+                    closed.push(id);
+                }
+                debug_assert!(n > 0);
+                t.tiles.entries.insert(
+                    idx,
+                    TileEntry {
+                        sample_shape: tiles.sample_shape,
+                        tile_shape: tiles.tile_shape,
+                    },
+                );
+            } else {
+                let last = t.chunk_ids.rows.last().copied();
+                let row = t.chunk_ids.rows.len().saturating_sub(1);
+                let fits = match last {
+                    Some((id, _)) if !is_tile_chunk(t, row) => match t.builders.get(&id) {
+                        Some(b) => b.num_samples() == 0 || b.data.len() + it.bytes.len() <= half,
+                        None => false,
+                    },
+                    _ => false,
+                };
+                if fits {
+                    if let Some((id, _)) = last {
+                        if let Some(b) = t.builders.get_mut(&id) {
+                            b.push(&it.shape, &it.bytes);
+                        }
+                        t.dirty_chunks.insert(id);
+                        if let Some(r) = t.chunk_ids.rows.last_mut() {
+                            r.1 = idx;
+                        }
+                    }
+                } else {
+                    if let Some((id, _)) = last {
+                        closed.push(id);
+                    }
+                    let id = ChunkId::generate().0;
+                    let mut b = ChunkBuilder::default();
+                    b.push(&it.shape, &it.bytes);
+                    t.builders.insert(id, b);
+                    t.dirty_chunks.insert(id);
+                    t.in_head.insert(id);
+                    t.chunk_ids.rows.push((id, idx));
+                }
+            }
+            if let Some(c) = &mut t.creds {
+                c.push(0);
+            }
+            update_shape_bounds(&mut t.meta, &shape_for_meta);
+            t.meta.length += 1;
+        }
+    }
+    let end = t.meta.length;
+    t.record_append(start, end);
+    t.dirty = true;
+    // Chunks that will not grow any more are written now, to bound memory.
+    let last = t.chunk_ids.rows.last().map(|r| r.0);
+    let to_write: Vec<(u64, ChunkBuilder)> = closed
+        .into_iter()
+        .filter(|id| Some(*id) != last && t.dirty_chunks.contains(id))
+        .filter_map(|id| t.builders.remove(&id).map(|b| (id, b)))
+        .collect();
+    if !to_write.is_empty() {
+        for (id, _) in &to_write {
+            t.dirty_chunks.remove(id);
+            if !node.is_root() {
+                t.chunk_set
+                    .insert(ChunkId(*id).name(), crate::version::ChunkLocation::Here);
+            }
+        }
+        let cc = t.chunk_compression.clone();
+        let blobs = crate::runtime::spawn_cpu(move || {
+            use rayon::prelude::*;
+            Ok(to_write
+                .into_par_iter()
+                .map(|(id, b)| (id, tensor::encode_chunk(&b, cc.as_ref())))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        let key = t.key.clone();
+        futures::future::try_join_all(blobs.into_iter().map(|(id, bytes)| {
+            let k = paths::chunk(node, &key, ChunkId(id));
+            async move { store.put(&k, Bytes::from(bytes)).await }
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+async fn replace_in_tensor(
+    store: &Store,
+    locator: &ChunkLocator,
+    _node: &CommitId,
+    t: &mut TensorState,
+    index: u64,
+    it: StoredItem,
+) -> Result<()> {
+    if t.tiles.entries.contains_key(&index) || it.tiles.is_some() {
+        return Err(Error::unsupported(format!(
+            "updating sample {index}: it is (or would become) tiled; pop and re-append it instead"
+        )));
+    }
+    let (row, local) = t
+        .chunk_ids
+        .locate(index)
+        .ok_or_else(|| Error::invalid(format!("sample {index} is out of range")))?;
+    let id = ensure_builder(store, locator, t, row).await?;
+    if let Some(b) = t.builders.get_mut(&id) {
+        b.replace(local, &it.shape, &it.bytes)
+            .map_err(|c| c.at(format!("chunk {}", ChunkId(id))))?;
+    }
+    t.dirty_chunks.insert(id);
+    t.in_head.insert(id);
+    let shape: Vec<u64> = if t.htype.is_link {
+        it.logical_shape
+    } else {
+        it.shape.iter().map(|&d| d as u64).collect()
+    };
+    if t.meta.min_shape.len() == shape.len() {
+        for (i, d) in shape.iter().enumerate() {
+            t.meta.min_shape[i] = t.meta.min_shape[i].min(*d);
+            t.meta.max_shape[i] = t.meta.max_shape[i].max(*d);
+        }
+    }
+    t.record_update(index);
+    t.dirty = true;
+    Ok(())
+}
+
+async fn remove_from_tensor(
+    store: &Store,
+    locator: &ChunkLocator,
+    _node: &CommitId,
+    t: &mut TensorState,
+    item: u64,
+) -> Result<()> {
+    if item >= t.meta.length {
+        return Err(Error::internal(format!(
+            "removing item {item} past the end of {}",
+            t.key
+        )));
+    }
+    if t.tiles.entries.remove(&item).is_some() {
+        let rows: Vec<usize> = t
+            .chunk_ids
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.1 == item)
+            .map(|(i, _)| i)
+            .collect();
+        for r in rows.into_iter().rev() {
+            let (id, _) = t.chunk_ids.rows.remove(r);
+            t.builders.remove(&id);
+            t.dirty_chunks.remove(&id);
+        }
+    } else {
+        let (row, local) = t
+            .chunk_ids
+            .locate(item)
+            .ok_or_else(|| Error::internal(format!("item {item} not in chunk index")))?;
+        let id = ensure_builder(store, locator, t, row).await?;
+        let empty = match t.builders.get_mut(&id) {
+            Some(b) => {
+                b.remove(local)
+                    .map_err(|c| c.at(format!("chunk {}", ChunkId(id))))?;
+                b.num_samples() == 0
+            }
+            None => false,
+        };
+        if empty {
+            t.chunk_ids.rows.remove(row);
+            t.builders.remove(&id);
+            t.dirty_chunks.remove(&id);
+        } else {
+            t.dirty_chunks.insert(id);
+            t.in_head.insert(id);
+        }
+    }
+    for r in t.chunk_ids.rows.iter_mut() {
+        if r.1 >= item && r.1 > 0 {
+            r.1 -= 1;
+        }
+    }
+    // Row last indexes at `item` that belonged to the previous sample must stay; fix
+    // the rows whose first sample was `item` (they were decremented into the previous).
+    let shifted: Vec<(u64, TileEntry)> =
+        t.tiles.entries.split_off(&(item + 1)).into_iter().collect();
+    for (k, v) in shifted {
+        t.tiles.entries.insert(k - 1, v);
+    }
+    if let Some(c) = &mut t.creds {
+        let _ = c.remove(item);
+    }
+    t.meta.length -= 1;
+    t.dirty = true;
+    Ok(())
+}
+
+fn remove_sequence(s: &mut crate::format::encoders::SequenceEncoder, index: u64) {
+    let mut lens: Vec<u32> = (0..s.num_sequences())
+        .filter_map(|i| s.items(i))
+        .map(|(a, b)| (b - a) as u32)
+        .collect();
+    if (index as usize) < lens.len() {
+        lens.remove(index as usize);
+    }
+    let mut n = crate::format::encoders::SequenceEncoder::default();
+    for l in lens {
+        n.push(l);
+    }
+    *s = n;
+}
+
+fn record_pop(t: &mut TensorState, index: u64, sample_id: Option<u64>) {
+    let d = t.diff_mut();
+    let (a, b) = d.added;
+    if (a..b).contains(&index) {
+        d.added.1 -= 1;
+    } else {
+        d.deleted.push(index);
+        if let Some(id) = sample_id {
+            d.deleted_ids.push(id);
+        }
+        if index < a {
+            d.added = (a - 1, b - 1);
+        }
+    }
+    d.updated.retain(|u| *u != index);
+    for u in d.updated.iter_mut() {
+        if *u > index {
+            *u -= 1;
+        }
+    }
+    t.dirty = true;
+}

@@ -1,0 +1,120 @@
+//! The one error type of `deeplake-core`.
+//!
+//! Variants are grouped by who must act: the caller (`InvalidInput`, `NotFound`,
+//! `Conflict`, `Unsupported`), the operator of the storage (`Corrupt`, `Storage`, `Io`),
+//! or us (`Internal`, a bug). Context travels in typed fields, never in concatenated
+//! strings, so the daemon can map every variant to one HTTP status in one place.
+
+use std::fmt;
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed something we cannot accept (bad name, wrong dtype, bad shape, bad URL).
+    #[error("invalid input: {message}")]
+    InvalidInput { message: String },
+
+    /// A dataset, tensor, commit, branch or row that does not exist.
+    #[error("{what} not found: {name}")]
+    NotFound { what: &'static str, name: String },
+
+    /// Lost a race for a create-if-absent write, or a merge conflict. `retryable` marks
+    /// races that a bounded reload-and-retry resolves.
+    #[error("conflict on {path}: {message}")]
+    Conflict {
+        path: String,
+        message: String,
+        retryable: bool,
+    },
+
+    /// A valid request that this build does not support (a codec we cannot decode, ...).
+    #[error("unsupported: {message}")]
+    Unsupported { message: String },
+
+    /// Bytes on storage that do not parse. `path` is the object key.
+    #[error("corrupt object {path}: {reason}")]
+    Corrupt { path: String, reason: String },
+
+    /// The storage backend failed (network, permissions, throttling).
+    #[error("storage error: {0}")]
+    Storage(#[from] object_store::Error),
+
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// An impossible state: a bug in this crate.
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
+
+impl Error {
+    pub fn invalid(message: impl fmt::Display) -> Self {
+        Error::InvalidInput {
+            message: message.to_string(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, name: impl fmt::Display) -> Self {
+        Error::NotFound {
+            what,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn unsupported(message: impl fmt::Display) -> Self {
+        Error::Unsupported {
+            message: message.to_string(),
+        }
+    }
+
+    pub fn corrupt(path: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Error::Corrupt {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn internal(message: impl fmt::Display) -> Self {
+        Error::Internal {
+            message: message.to_string(),
+        }
+    }
+
+    /// Short machine-readable kind, used by the CLI and the HTTP layer.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Unsupported { .. } => "unsupported",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Storage(_) => "storage",
+            Error::Io(_) => "io",
+            Error::Internal { .. } => "internal",
+        }
+    }
+}
+
+/// A decoding failure inside `format`, which knows bytes but not object keys. The store
+/// layer attaches the key with [`Corruption::at`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption(pub String);
+
+impl Corruption {
+    pub fn new(reason: impl fmt::Display) -> Self {
+        Corruption(reason.to_string())
+    }
+
+    pub fn at(self, path: impl fmt::Display) -> Error {
+        Error::corrupt(path, self.0)
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

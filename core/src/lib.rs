@@ -1,0 +1,28 @@
+//! deeplake-core: the library both binaries share.
+//!
+//! Module order (a module uses only those before it):
+//!
+//! ```text
+//! error, ids, runtime -> format (pure bytes <-> structs) -> store (object_store; the only
+//! place keys are spelled) -> version (commit tree, chunk lookup) -> dataset (read, write)
+//! ```
+//!
+//! Datasets are stored in the Deep Lake 3.x Tensor Storage Format, byte-compatible with
+//! deeplake 3.9.52: it opens what we write and we open what it writes.
+
+pub mod error;
+pub mod ids;
+pub mod runtime;
+
+pub mod format;
+pub mod store;
+pub mod version;
+
+pub mod dataset;
+
+pub use dataset::{Dataset, OpenOptions, TensorOptions};
+pub use error::{Error, Result};
+pub use format::array::{NdArray, Sample};
+pub use format::dtype::Dtype;
+pub use format::htype::Htype;
+pub use store::Store;

@@ -1,0 +1,3 @@
+//! Integration tests of deeplake-core: one binary, one module per area.
+
+mod storage;

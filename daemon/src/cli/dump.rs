@@ -1,0 +1,278 @@
+//! `deeplake dump PATH`: one JSON object per row.
+//!
+//! Numbers, text, json and lists print as values; an array prints as nested lists
+//! when it is small (at most 64 elements, not an image) or with `--full`, and
+//! otherwise as `{"shape", "dtype", "sha256"}` where `sha256` is the hex digest of the
+//! decoded array's C-order little-endian bytes. `--stored` adds `stored_sha256`, the
+//! digest of the bytes as stored, for sample-compressed tensors. `--meta` prints a first
+//! line `{"__meta__": {...}}` describing the tensors.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use deeplake_core::format::array::{NdArray, element_to_f64};
+use deeplake_core::format::htype::BaseHtype;
+use deeplake_core::{Dataset, Dtype, Sample};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::StorageArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct DumpArgs {
+    /// Dataset path or URL.
+    pub path: String,
+    /// Comma-separated tensor names (default: all visible tensors).
+    #[arg(long, value_delimiter = ',')]
+    pub tensors: Vec<String>,
+    /// Row range START:END (either side may be empty), or a single row.
+    #[arg(long)]
+    pub rows: Option<String>,
+    /// Print every array as nested lists.
+    #[arg(long)]
+    pub full: bool,
+    /// Add the digest of the stored bytes of sample-compressed tensors.
+    #[arg(long)]
+    pub stored: bool,
+    /// Print a first line describing the tensors.
+    #[arg(long)]
+    pub meta: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Parses `a:b`, `a:`, `:b`, `a` against a length.
+pub fn parse_rows(spec: Option<&str>, len: u64) -> anyhow::Result<std::ops::Range<u64>> {
+    let Some(spec) = spec else { return Ok(0..len) };
+    let num = |s: &str, default: u64| -> anyhow::Result<u64> {
+        if s.trim().is_empty() {
+            Ok(default)
+        } else {
+            s.trim()
+                .parse::<u64>()
+                .with_context(|| format!("--rows: {s:?} is not a row number"))
+        }
+    };
+    let r = match spec.split_once(':') {
+        Some((a, b)) => num(a, 0)?..num(b, len)?.min(len),
+        None => {
+            let i = num(spec, 0)?;
+            i..i + 1
+        }
+    };
+    if r.start > r.end || r.end > len {
+        bail!("--rows {spec}: out of range for a dataset of {len} rows");
+    }
+    Ok(r)
+}
+
+fn nested(a: &NdArray) -> Value {
+    fn rec(a: &NdArray, dim: usize, offset: &mut usize) -> Value {
+        if dim == a.shape.len() {
+            let s = a.dtype.size();
+            let b = &a.data[*offset * s..(*offset + 1) * s];
+            *offset += 1;
+            return scalar(a.dtype, b);
+        }
+        Value::Array((0..a.shape[dim]).map(|_| rec(a, dim + 1, offset)).collect())
+    }
+    let mut off = 0;
+    if a.shape.is_empty() {
+        return if a.data.is_empty() {
+            Value::Array(vec![])
+        } else {
+            scalar(a.dtype, &a.data)
+        };
+    }
+    rec(a, 0, &mut off)
+}
+
+fn scalar(d: Dtype, b: &[u8]) -> Value {
+    let v = element_to_f64(d, b);
+    match d {
+        Dtype::Bool => Value::Bool(v != 0.0),
+        Dtype::U64 => {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[..8]);
+            json!(u64::from_le_bytes(x))
+        }
+        Dtype::I64 => {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[..8]);
+            json!(i64::from_le_bytes(x))
+        }
+        d if d.is_float() => serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        _ => json!(v as i64),
+    }
+}
+
+fn digest(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+struct Render {
+    full: bool,
+    stored: bool,
+    image_like: bool,
+    compressed: bool,
+}
+
+fn render(s: &Sample, r: &Render, stored: Option<&[u8]>) -> Value {
+    match s {
+        Sample::Array(a) => {
+            let small = a.num_elements() <= 64 && !r.image_like;
+            let mut v = if r.compressed && r.stored {
+                let mut m = Map::new();
+                m.insert("shape".into(), json!(a.shape));
+                m.insert("dtype".into(), json!(a.dtype.name()));
+                if let Some(b) = stored {
+                    m.insert("stored_sha256".into(), json!(digest(b)));
+                }
+                if r.full {
+                    m.insert("data".into(), nested(a));
+                } else {
+                    m.insert("sha256".into(), json!(digest(&a.data)));
+                }
+                return Value::Object(m);
+            } else if r.full || small {
+                nested(a)
+            } else {
+                json!({"shape": a.shape, "dtype": a.dtype.name(), "sha256": digest(&a.data)})
+            };
+            if let (Value::Object(m), Some(b), true) = (&mut v, stored, r.stored) {
+                m.insert("stored_sha256".into(), json!(digest(b)));
+            }
+            v
+        }
+        Sample::Encoded {
+            bytes,
+            compression,
+            shape,
+        } => {
+            json!({"shape": shape, "compression": compression.name(), "stored_sha256": digest(bytes)})
+        }
+        Sample::Text(t) => json!(t),
+        Sample::Json(v) => v.clone(),
+        Sample::List(l) => Value::Array(l.clone()),
+        Sample::Link { path, .. } => json!(path),
+        Sample::Polygons(p) => Value::Array(p.iter().map(nested).collect()),
+        Sample::Sequence(items) => Value::Array(items.iter().map(|i| render(i, r, None)).collect()),
+        Sample::Empty => Value::Null,
+    }
+}
+
+pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut opts = a.storage.open_options()?;
+    opts.read_only = true;
+    let ds = Dataset::open(&a.path, opts).await?;
+    let mut names = if a.tensors.is_empty() {
+        ds.tensor_names()
+    } else {
+        a.tensors.clone()
+    };
+    names.sort();
+    for n in &names {
+        ds.tensor_len(n)
+            .with_context(|| format!("--tensors: no tensor {n:?} in {}", a.path))?;
+    }
+    let len = names
+        .iter()
+        .map(|n| ds.tensor_len(n))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .min()
+        .unwrap_or(0);
+    let rows = parse_rows(a.rows.as_deref(), len)?;
+    if a.meta {
+        let mut tensors = Map::new();
+        for n in &names {
+            let s = ds.summary(n)?;
+            let mut m = json!({
+                "htype": s.htype, "dtype": s.dtype, "sample_compression": s.sample_compression,
+                "chunk_compression": s.chunk_compression, "length": s.length,
+                "info": ds.tensor_info(n)?,
+            });
+            if !s.class_names.is_empty() {
+                m["class_names"] = json!(s.class_names);
+            }
+            tensors.insert(n.clone(), m);
+        }
+        writeln!(
+            out,
+            "{}",
+            json!({"__meta__": {"length": len, "tensors": tensors}})
+        )?;
+    }
+    let renders: Vec<Render> = names
+        .iter()
+        .map(|n| {
+            let h = ds.tensor_htype(n)?;
+            let m = ds.tensor_meta(n)?;
+            Ok(Render {
+                full: a.full,
+                stored: a.stored,
+                image_like: matches!(
+                    h.base,
+                    BaseHtype::Image | BaseHtype::ImageRgb | BaseHtype::ImageGray
+                ),
+                compressed: m.sample_compression.is_some() && !h.is_link && !h.is_text_like(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    const BATCH: u64 = 256;
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + BATCH).min(rows.end);
+        let mut cols = Vec::with_capacity(names.len());
+        for (n, r) in names.iter().zip(&renders) {
+            let samples = ds
+                .read_range(n, start..end)
+                .await
+                .with_context(|| format!("reading tensor {n:?}"))?;
+            let mut stored = Vec::new();
+            if r.stored && r.compressed && !ds.tensor_htype(n)?.is_sequence {
+                for i in start..end {
+                    stored.push(Some(ds.read_stored(n, i).await?.1));
+                }
+            } else {
+                stored.resize(samples.len(), None);
+            }
+            cols.push((samples, stored));
+        }
+        for k in 0..(end - start) as usize {
+            let mut row = Map::new();
+            for ((n, r), (samples, stored)) in names.iter().zip(&renders).zip(&cols) {
+                row.insert(n.clone(), render(&samples[k], r, stored[k].as_deref()));
+            }
+            writeln!(out, "{}", Value::Object(row))?;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_specs() {
+        assert_eq!(parse_rows(None, 5).unwrap(), 0..5);
+        assert_eq!(parse_rows(Some("1:3"), 5).unwrap(), 1..3);
+        assert_eq!(parse_rows(Some(":2"), 5).unwrap(), 0..2);
+        assert_eq!(parse_rows(Some("3:"), 5).unwrap(), 3..5);
+        assert_eq!(parse_rows(Some("4"), 5).unwrap(), 4..5);
+        assert!(parse_rows(Some("9"), 5).is_err());
+        assert!(parse_rows(Some("x:1"), 5).is_err());
+    }
+
+    #[test]
+    fn nested_lists_keep_shape() {
+        let a = NdArray::from_slice(vec![2, 2], &[1i32, 2, 3, 4]).unwrap();
+        assert_eq!(nested(&a), json!([[1, 2], [3, 4]]));
+        let b = NdArray::from_slice(vec![1], &[true]).unwrap();
+        assert_eq!(nested(&b), json!([true]));
+    }
+}

@@ -1,0 +1,71 @@
+//! Command-line interface: argument parsing and dispatch.
+
+pub mod dump;
+pub mod import;
+pub mod info;
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use deeplake_core::OpenOptions;
+use deeplake_core::store::StoreOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deeplake",
+    version,
+    about = "Deep Lake 3.x datasets from the command line"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Storage flags shared by every command that opens a dataset.
+#[derive(Debug, Clone, clap::Args, Default)]
+pub struct StorageArgs {
+    /// Backend option as KEY=VALUE (for s3://: endpoint, region, access_key_id,
+    /// secret_access_key, allow_http, ...); may repeat. AWS_* environment variables
+    /// are read too.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", global = true)]
+    pub storage_options: Vec<String>,
+}
+
+impl StorageArgs {
+    pub fn open_options(&self) -> anyhow::Result<OpenOptions> {
+        let mut s = StoreOptions::default();
+        for kv in &self.storage_options {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--storage-option {kv:?} is not KEY=VALUE"))?;
+            s = s.with(k, v);
+        }
+        Ok(OpenOptions {
+            storage: s,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show tensors, lengths, shapes, compression and size on storage.
+    Info(info::InfoArgs),
+    /// Print rows as JSON lines.
+    Dump(dump::DumpArgs),
+    /// Import a folder of class subfolders, or a COCO annotation file.
+    Import(import::ImportArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match cli.command {
+        Command::Info(a) => info::run(&a, &mut out).await?,
+        Command::Dump(a) => dump::run(&a, &mut out).await?,
+        Command::Import(a) => import::run(&a, &mut out).await?,
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Shared helpers for the scripts in this folder. Source it; do not run it.
+#
+# CACHE holds everything the test scripts install (Python venvs) or run (the S3
+# server's state), outside the repository so that a `git clean` keeps it.
+
+# Errors inside $(...) must stop the caller too.
+shopt -s inherit_errexit
+
+CACHE=${DEEPLAKE_RS_CACHE:-$HOME/.cache/deeplake-rs}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# ensure_venv NAME REQFILE
+#
+# Prints the path of a venv holding the packages of REQFILE, creating it first if
+# needed. The path depends on the file's contents and the Python version, so an
+# edited requirements file gets a fresh venv instead of a half-upgraded one. The
+# marker file is written last: a venv without it (an interrupted install) is
+# thrown away and built again.
+ensure_venv() {
+    local name=$1 reqfile=$2
+    [ -f "$reqfile" ] || die "requirements file not found: $reqfile"
+    command -v python3 >/dev/null || die "python3 is required"
+    local pyver hash venv
+    pyver=$(python3 -c 'import platform; print(platform.python_implementation(), platform.python_version())') ||
+        die "python3 does not run"
+    hash=$({
+        cat "$reqfile"
+        printf '%s\n' "$pyver"
+    } | sha256sum | cut -c1-12) || die "sha256sum failed"
+    venv="$CACHE/venv/$name-$hash"
+    if [ ! -f "$venv/.complete" ]; then
+        mkdir -p "$CACHE/venv"
+        (
+            # One installer at a time per venv; a second caller waits, then finds it done.
+            if command -v flock >/dev/null; then flock 9; fi
+            if [ ! -f "$venv/.complete" ]; then
+                log "installing venv $name into $venv (first run only)"
+                rm -rf "$venv"
+                local logfile="$CACHE/venv/$name-$hash.log"
+                if ! {
+                    python3 -m venv "$venv" &&
+                        "$venv/bin/python" -m pip install --disable-pip-version-check -r "$reqfile"
+                } >"$logfile" 2>&1; then
+                    tail -n 40 "$logfile" >&2
+                    die "installing venv $name failed (full log: $logfile)"
+                fi
+                touch "$venv/.complete"
+            fi
+        ) 9>"$CACHE/venv/$name-$hash.lock" || exit 1
+    fi
+    printf '%s\n' "$venv"
+}
+
+# Paths of the three venvs the tests use.
+dl3_venv() { ensure_venv deeplake3 "$REPO_ROOT/scripts/requirements/deeplake3.txt"; }
+dl4_venv() { ensure_venv deeplake4 "$REPO_ROOT/scripts/requirements/deeplake4.txt"; }
+s3_venv() { ensure_venv s3 "$REPO_ROOT/scripts/requirements/s3.txt"; }

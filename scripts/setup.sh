@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond the Rust toolchain: the system tools the
+# scripts call, and three Python venvs (deeplake 3.9.52 as the format oracle,
+# deeplake 4.7.4 as a second reader, SeaweedFS as the S3 server). Safe to run
+# again: finished venvs are reused. Prints the venv paths.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# System tools. Only installs what is missing, and only through apt.
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v flock >/dev/null || missing+=(util-linux)
+command -v python3 >/dev/null || missing+=(python3)
+if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null || die "missing tools and no apt-get to install them: ${missing[*]}"
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+        sudo=(sudo)
+    fi
+    log "installing with apt: ${missing[*]}"
+    aptlog=$(mktemp)
+    if ! {
+        "${sudo[@]}" apt-get update -q &&
+            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
+    } >"$aptlog" 2>&1; then
+        tail -n 40 "$aptlog" >&2
+        die "apt-get install failed"
+    fi
+    rm -f "$aptlog"
+fi
+
+# Rust toolchain and the components the test script runs.
+command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+if command -v rustup >/dev/null; then
+    installed=$(rustup component list --installed 2>/dev/null || true)
+    for component in clippy rustfmt; do
+        if ! grep -q "^$component" <<<"$installed"; then
+            log "warning: rustup component '$component' is not installed (rustup component add $component)"
+        fi
+    done
+else
+    log "warning: rustup not found; make sure cargo clippy and cargo fmt are available"
+fi
+
+# Python venvs. Each call returns at once when the venv is already complete.
+dl3=$(dl3_venv)
+dl4=$(dl4_venv)
+s3=$(s3_venv)
+printf 'deeplake3 venv: %s\n' "$dl3"
+printf 'deeplake4 venv: %s\n' "$dl4"
+printf 's3 venv:        %s\n' "$s3"

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The project's full check, as CI runs it: installs the test tools (scripts/setup.sh),
+# starts the local S3 server, then runs formatting, lints, the dependency-direction
+# rule, every Rust test, and the interop suite against deeplake 3.9.52 / 4.7.4.
+# Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+failed=()
+# run_step NAME CMD...: runs CMD, records NAME if it fails.
+run_step() {
+    local name=$1
+    shift
+    section "$name"
+    local start=$SECONDS
+    if "$@"; then
+        printf -- '---- %s: ok (%ss)\n' "$name" $((SECONDS - start))
+    else
+        printf -- '---- %s: FAILED (%ss)\n' "$name" $((SECONDS - start))
+        failed+=("$name")
+    fi
+}
+
+section "setup"
+bash scripts/setup.sh
+DL3_VENV=$(dl3_venv)
+DL4_VENV=$(dl4_venv)
+
+section "S3 server"
+if bash scripts/s3.sh status; then
+    echo "using the S3 server already started by scripts/s3.sh"
+else
+    trap 'bash scripts/s3.sh stop' EXIT
+    bash scripts/s3.sh start
+fi
+eval "$(bash scripts/s3.sh env)"
+echo "S3 endpoint $AWS_ENDPOINT, bucket $DEEPLAKE_TEST_S3_BUCKET"
+
+export DEEPLAKE_DL3_PYTHON="$DL3_VENV/bin/python"
+export DEEPLAKE_DL4_PYTHON="$DL4_VENV/bin/python"
+
+# `core` must not depend on the protocol/HTTP/CLI crates of the binaries.
+check_dependency_direction() {
+    local tree
+    tree=$(cargo tree -p deeplake-core -e normal --prefix none -f '{p}') || return 1
+    if grep -E '^(axum|clap|jsonschema) v' <<<"$tree"; then
+        echo "deeplake-core must not depend on the crates listed above"
+        return 1
+    fi
+}
+
+run_interop() {
+    local target
+    target=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
+    cargo build --workspace --bins || return 1
+    DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
+        DEEPLAKE_FIXTURE_WRITER=${DEEPLAKE_FIXTURE_WRITER:-$target/debug/deeplake-fixture-writer} \
+        "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/interop
+}
+
+run_step "cargo fmt" cargo fmt --all -- --check
+run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+run_step "dependency direction" check_dependency_direction
+run_step "cargo test" cargo test --workspace
+run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
+
+section "summary"
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all checks passed"
