@@ -340,9 +340,12 @@ fn encode_array(ctx: &EncodeCtx, arr: NdArray) -> Result<StoredItem> {
     let shape = arr.shape.clone();
     let raw_len = arr.data.len();
     if let Some(t) = ctx.tiling_threshold
-        && raw_len > t && raw_len > 0 && !shape.is_empty() {
-            return encode_tiled(ctx, arr, t);
-        }
+        && raw_len > t
+        && raw_len > 0
+        && !shape.is_empty()
+    {
+        return encode_tiled(ctx, arr, t);
+    }
     let bytes = encode_payload(ctx, &arr)?;
     let mut it = item(&shape, bytes)?;
     if h.has_info_tensor() {

@@ -518,18 +518,21 @@ impl Dataset {
         };
         htype.check_compression(sc.as_ref(), cc.as_ref())?;
         if let Some(c) = &cc
-            && *c != Compression::Lz4 && !htype.is_link {
-                return Err(Error::unsupported(format!(
-                    "chunk compression {} (only lz4 chunk compression is written)",
-                    c.name()
-                )));
-            }
+            && *c != Compression::Lz4
+            && !htype.is_link
+        {
+            return Err(Error::unsupported(format!(
+                "chunk compression {} (only lz4 chunk compression is written)",
+                c.name()
+            )));
+        }
         if let Some(m) = opts.max_chunk_size
-            && (m < 1024 || m > u32::MAX as u64) {
-                return Err(Error::invalid(format!(
-                    "max_chunk_size {m} must be between 1 KB and 4 GB"
-                )));
-            }
+            && (m < 1024 || m > u32::MAX as u64)
+        {
+            return Err(Error::invalid(format!(
+                "max_chunk_size {m} must be between 1 KB and 4 GB"
+            )));
+        }
         // A deleted tensor's folder may still hold objects of this commit: take a fresh key.
         let mut key = tname.clone();
         if self.tensors.contains_key(key.as_str()) || self.meta.tensors.contains(&key.to_string()) {
@@ -555,7 +558,7 @@ impl Dataset {
                     links: BTreeMap::new(),
                     is_sequence: false,
                     is_link: false,
-                    verify: false,
+                    verify: true,
                     name: Some(tname.companion(suffix).to_string()),
                     version: WRITER_VERSION.to_owned(),
                     extra: Map::new(),
@@ -575,7 +578,8 @@ impl Dataset {
             );
             companions.push((ck, cm, "id"));
         }
-        let verify = htype.is_link;
+        // 3.x writes verify=true on every tensor it creates.
+        let verify = true;
         if opts.create_shape_tensor && !opts.hidden && htype.has_shape_tensor() {
             let (ck, mut cm) = mk_companion(
                 "shape",
@@ -614,14 +618,11 @@ impl Dataset {
             companions.push((ck, cm, "info"));
         }
         let meta_dtype = htype.meta_dtype(opts.dtype)?;
-        let typestr = meta_dtype
-            .as_deref()
-            .and_then(|d| d.parse::<Dtype>().ok())
-            .map(|d| d.typestr().to_owned());
         let tmeta = TensorMeta {
             htype: htype.base.name().to_owned(),
             dtype: meta_dtype,
-            typestr: if opts.dtype.is_some() { typestr } else { None },
+            // 3.x sets typestr only when the dtype is inferred from data.
+            typestr: None,
             min_shape: Vec::new(),
             max_shape: Vec::new(),
             length: 0,
@@ -654,7 +655,12 @@ impl Dataset {
             self.meta.hidden_tensors.push(key.to_string());
         }
         self.tensors.insert(key.to_string(), state);
-        for (ck, cm, _) in companions {
+        // 3.x lists companions after their tensor as info, shape, id, and names them in
+        // `tensor_names` like visible tensors.
+        for (ck, cm, _) in companions.into_iter().rev() {
+            if let Some(n) = &cm.name {
+                self.meta.tensor_names.insert(n.clone(), ck.to_string());
+            }
             let st = TensorState::new(ck.clone(), cm, Map::new())?;
             self.meta.tensors.push(ck.to_string());
             self.meta.hidden_tensors.push(ck.to_string());
@@ -704,14 +710,18 @@ impl Dataset {
         };
         for ck in companion_keys {
             if let Some(c) = self.tensors.get_mut(&ck)
-                && let Some(n) = c.meta.name.clone() {
-                    for suffix in ["id", "shape", "info"] {
-                        if n == oldn.companion(suffix).as_str() {
-                            c.meta.name = Some(newn.companion(suffix).to_string());
-                            c.dirty = true;
-                        }
+                && let Some(n) = c.meta.name.clone()
+            {
+                for suffix in ["id", "shape", "info"] {
+                    if n == oldn.companion(suffix).as_str() {
+                        let nn = newn.companion(suffix).to_string();
+                        self.meta.tensor_names.remove(&n);
+                        self.meta.tensor_names.insert(nn.clone(), ck.clone());
+                        c.meta.name = Some(nn);
+                        c.dirty = true;
                     }
                 }
+            }
         }
         let d = self.ds_diff_mut();
         // Chains of renames within one commit collapse to one entry.
@@ -740,7 +750,9 @@ impl Dataset {
         if let Some(t) = self.tensors.get(&key) {
             keys.extend(t.meta.links.keys().cloned());
         }
-        self.meta.tensor_names.remove(name);
+        self.meta
+            .tensor_names
+            .retain(|n, k| n != name && !keys.contains(k));
         self.meta.tensors.retain(|k| !keys.contains(k));
         self.meta.hidden_tensors.retain(|k| !keys.contains(k));
         for k in &keys {
@@ -1017,10 +1029,11 @@ impl Dataset {
             let gap = (index - len) as usize;
             self.extend(tensor, vec![Sample::Empty; gap]).await?;
             if let Some(t) = self.tensors.get_mut(&key)
-                && gap > 0 {
-                    t.pad.add(len as u32, index as u32);
-                    t.dirty = true;
-                }
+                && gap > 0
+            {
+                t.pad.add(len as u32, index as u32);
+                t.dirty = true;
+            }
             return self.append(tensor, sample).await;
         }
         let samples = self.map_class_labels(&key, vec![sample])?;
@@ -1338,6 +1351,44 @@ fn update_shape_bounds(meta: &mut TensorMeta, shape: &[u64]) {
     }
 }
 
+/// Every sample of a tensor has the same number of dimensions (3.x refuses others).
+/// Checked before anything is appended, so a bad batch changes nothing.
+fn check_ranks(t: &TensorState, prepared: &[Prepared]) -> Result<Option<usize>> {
+    let mut rank = (!t.meta.max_shape.is_empty()).then_some(t.meta.max_shape.len());
+    for p in prepared {
+        let items: &[StoredItem] = match p {
+            Prepared::Item(it) => std::slice::from_ref(it),
+            Prepared::Sequence(items) => items,
+        };
+        for it in items {
+            let r = if t.htype.is_link {
+                it.logical_shape.len()
+            } else {
+                it.shape.len()
+            };
+            if (t.htype.is_link && r == 0) || is_empty_item(it) {
+                continue;
+            }
+            match rank {
+                Some(want) if want != r => {
+                    return Err(Error::invalid(format!(
+                        "sample has {r} dimensions but tensor {} holds samples of {want}",
+                        t.meta.name.as_deref().unwrap_or(t.key.as_str())
+                    )));
+                }
+                None => rank = Some(r),
+                _ => {}
+            }
+        }
+    }
+    Ok(rank)
+}
+
+/// An empty sample: no bytes and an all-zero shape. It takes the tensor's rank.
+fn is_empty_item(it: &StoredItem) -> bool {
+    it.tiles.is_none() && it.bytes.is_empty() && it.shape.iter().all(|d| *d == 0)
+}
+
 async fn append_to_tensor(
     store: &Store,
     locator: &ChunkLocator,
@@ -1358,6 +1409,7 @@ async fn append_to_tensor(
             ensure_builder(store, locator, t, row).await?;
         }
     }
+    let rank = check_ranks(t, &prepared)?;
     let start = t.meta.length;
     let half = t.max_chunk_size() / 2;
     let mut closed: Vec<u64> = Vec::new();
@@ -1376,7 +1428,13 @@ async fn append_to_tensor(
                 items
             }
         };
-        for it in items {
+        for mut it in items {
+            if let Some(r) = rank {
+                if is_empty_item(&it) && it.shape.len() != r && !t.htype.is_text_like() {
+                    it.shape = vec![0; r];
+                    it.logical_shape = vec![0; r];
+                }
+            }
             let idx = t.meta.length;
             let shape_for_meta: Vec<u64> = if t.htype.is_link {
                 it.logical_shape.clone()

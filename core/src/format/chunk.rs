@@ -267,14 +267,8 @@ impl ChunkBuilder {
     /// all-zero shape of the same rank first, as 3.x does. On a tile builder (one sample,
     /// no byte positions) the tile's bytes become the first byte-position row.
     pub fn try_push(&mut self, shape: &[u32], bytes: &[u8]) -> Result<(), Corruption> {
-        if let Some(row) = self.shapes.first()
-            && row.len() != shape.len() + 1
-        {
-            return Err(Corruption::new(format!(
-                "chunk builder: sample of rank {} pushed onto a chunk of rank {}",
-                shape.len(),
-                row.len().saturating_sub(1)
-            )));
+        if let Some(row) = self.shapes.first() {
+            check_rank(row, shape)?;
         }
         if self.byte_positions.is_empty() && self.num_samples() > 1 {
             return Err(Corruption::new(
@@ -325,8 +319,11 @@ impl ChunkBuilder {
             .ok()
             .filter(|_| self.data.len() - old.len() + bytes.len() <= u32::MAX as usize)
             .ok_or_else(|| Corruption::new("chunk builder: chunk would exceed 4 GiB"))?;
-        if !self.shapes.is_empty() && rle::find(&self.shapes, local as u64).is_none() {
-            return Err(shape_gap(local));
+        if let Some(row) = self.shapes.first() {
+            check_rank(row, shape)?;
+            if rle::find(&self.shapes, local as u64).is_none() {
+                return Err(shape_gap(local));
+            }
         }
         // Nothing fails past this point, so an error above leaves the builder unchanged.
         if self.shapes.is_empty() {
@@ -427,6 +424,18 @@ fn shift_starts(rows: &mut [[u32; 3]], old_len: usize, new_len: usize) {
 fn to_u32(v: usize) -> u32 {
     debug_assert!(v <= u32::MAX as usize, "chunk table value {v} exceeds u32");
     u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// A chunk's samples share one rank: its shape rows are `rank + 1` wide.
+fn check_rank(row: &[u32], shape: &[u32]) -> Result<(), Corruption> {
+    if row.len() == shape.len() + 1 {
+        return Ok(());
+    }
+    Err(Corruption::new(format!(
+        "chunk builder: sample of rank {} in a chunk of rank {}",
+        shape.len(),
+        row.len().saturating_sub(1)
+    )))
 }
 
 fn no_byte_positions(local: usize) -> Corruption {
@@ -653,6 +662,8 @@ mod tests {
         let mut b = b;
         assert!(b.replace(0, &[1, 1, 3], &[0; 3]).is_err());
         assert!(b.remove(0).is_err());
+        assert!(b.try_push(&[1, 1, 3], &[0; 3]).is_err());
+        assert_eq!(b.num_samples(), 2);
     }
 
     #[test]
@@ -698,6 +709,12 @@ mod tests {
         assert_eq!(b.shapes, vec![vec![1]]);
         let c = decode(&b.encode_with_data(&b.data)).unwrap();
         assert_eq!(c.shape(1).unwrap(), Vec::<u32>::new());
+
+        // Rank mismatches are refused and leave the builder as it was.
+        let before = b.clone();
+        assert!(b.try_push(&[1], &[3]).is_err());
+        assert!(b.replace(0, &[1], &[3]).is_err());
+        assert_eq!(b, before);
     }
 
     #[test]

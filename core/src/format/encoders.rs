@@ -706,3 +706,540 @@ pub(crate) mod rle {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    fn prefixed(version: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_version(&mut out, version);
+        out.extend_from_slice(body);
+        out
+    }
+
+    // Written by deeplake 3.9.52 (see the chunk tests for the datasets they come from).
+    const LABEL_IDS: &str = "06332e392e3532084b462f10579f962c0200000000000000";
+    // One 6x8 sample in four 3x4 tiles: four rows, all with last index 0.
+    const TILE_IDS: &str = "06332e392e353208c846b0e540596c5c00000000000000009a41b0d0c6a608d6\
+                            0000000000000000c24a7c2e9cdae9ad00000000000000001147bb74210e51e5\
+                            0000000000000000";
+    const TILES: &str = "06332e392e35320100000000000000020000000000000000000000000000000600\
+                         000000000000080000000000000003000000000000000400000000000000";
+    const EMPTY_TILES: &str = "06332e392e35320000000000000000";
+    // Sequences of 2 and 3 items.
+    const SEQUENCES: &str = "06332e392e3532020000000000000000000000030000000200000001000000";
+    // Three local paths, no creds key.
+    const CREDS: &str = "06332e392e35320000000002000000";
+    // Length 1, then `t[4] = x`.
+    const PADS: &str = "06332e392e35320100000004000000";
+    const EMPTY_PADS: &str = "06332e392e3532";
+    // Then `t[3] = y`: 3.x's unpad leaves `[1, 3, 4]`, which its reader takes as {1, 2, 4}.
+    const PADS_ODD: &str = "06332e392e3532010000000300000004000000";
+
+    /// Asserts that every strict prefix of `bytes` fails to decode, except those `ok` allows
+    /// (prefixes that are themselves well formed, e.g. ending on a row boundary).
+    fn check_truncations<T>(
+        bytes: &[u8],
+        decode: impl Fn(&[u8]) -> Result<T, Corruption>,
+        ok: impl Fn(usize) -> bool,
+    ) {
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                decode(&bytes[..cut]).is_ok(),
+                ok(cut),
+                "cut at {cut} of {}",
+                bytes.len()
+            );
+        }
+        assert!(decode(bytes).is_ok());
+    }
+
+    #[test]
+    fn chunk_ids_golden() {
+        let enc = ChunkIdEncoder::decode(&hex(LABEL_IDS)).unwrap();
+        assert_eq!(enc.rows, vec![(0x2c96_9f57_102f_464b, 2)]);
+        assert_eq!(enc.encode(), hex(LABEL_IDS));
+        // 24 bytes for one chunk, 16 more per chunk.
+        assert_eq!(hex(LABEL_IDS).len(), 24);
+        assert_eq!(
+            ChunkIdEncoder::chunk_name(enc.rows[0].0),
+            "2c969f57102f464b"
+        );
+        assert_eq!(
+            ChunkIdEncoder::chunk_name(0x0322_5842_e7e3_473f),
+            "3225842e7e3473f"
+        );
+        assert_eq!(enc.num_samples(), 3);
+        assert_eq!(enc.locate(2), Some((0, 2)));
+        assert_eq!(enc.locate(3), None);
+
+        let tiles = ChunkIdEncoder::decode(&hex(TILE_IDS)).unwrap();
+        assert_eq!(hex(TILE_IDS).len(), 24 + 3 * 16);
+        assert_eq!(tiles.encode(), hex(TILE_IDS));
+        let names: Vec<_> = tiles
+            .rows
+            .iter()
+            .map(|r| ChunkIdEncoder::chunk_name(r.0))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "5c6c5940e5b046c8",
+                "d608a6c6d0b0419a",
+                "ade9da9c2e7c4ac2",
+                "e5510e2174bb4711"
+            ]
+        );
+        assert_eq!(tiles.num_samples(), 1);
+        assert_eq!(tiles.locate(0), Some((0, 0)));
+        assert_eq!(tiles.rows_of(0), Some(0..4));
+        assert_eq!(tiles.first_index(3), 1, "row 3 holds no sample after 0");
+    }
+
+    #[test]
+    fn chunk_ids_legacy_and_narrow_layouts() {
+        // Before 2.7.6: no width byte, u32 ids.
+        let mut body = Vec::new();
+        for v in [7u32, 1, 9, 4] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let legacy = ChunkIdEncoder::decode(&prefixed("2.7.5", &body)).unwrap();
+        assert_eq!(legacy.rows, vec![(7, 1), (9, 4)]);
+        assert_eq!(legacy.locate(3), Some((1, 1)));
+        assert_eq!(
+            ChunkIdEncoder::decode(&prefixed("2.7", &body)).unwrap(),
+            legacy
+        );
+        // Re-encoded in the current layout.
+        assert_eq!(ChunkIdEncoder::decode(&legacy.encode()).unwrap(), legacy);
+        assert_eq!(legacy.encode().len(), 8 + 2 * 16);
+
+        let mut narrow = vec![4];
+        narrow.extend_from_slice(&body);
+        assert_eq!(
+            ChunkIdEncoder::decode(&prefixed("2.7.6", &narrow)).unwrap(),
+            legacy
+        );
+        assert!(
+            ChunkIdEncoder::decode(&prefixed("3.9.52", &body[1..])).is_err(),
+            "width 0"
+        );
+        assert!(ChunkIdEncoder::decode(&prefixed("x.1", &body)).is_err());
+        assert!(version_older_than("2.7.5", [2, 7, 6]).unwrap());
+        assert!(!version_older_than("2.7.6", [2, 7, 6]).unwrap());
+        assert!(!version_older_than("3.9.52", [2, 7, 6]).unwrap());
+        assert!(!version_older_than("2.7.6.1", [2, 7, 6]).unwrap());
+    }
+
+    #[test]
+    fn chunk_ids_with_an_empty_first_chunk() {
+        // 3.x registers a new chunk with last index -1 before any sample lands in it.
+        let empty = ChunkIdEncoder {
+            rows: vec![(5, u64::MAX)],
+        };
+        let enc = ChunkIdEncoder::decode(&empty.encode()).unwrap();
+        assert_eq!(enc.num_samples(), 0);
+        assert_eq!(enc.locate(0), None);
+        let filled = ChunkIdEncoder {
+            rows: vec![(5, u64::MAX), (6, 1)],
+        };
+        let enc = ChunkIdEncoder::decode(&filled.encode()).unwrap();
+        assert_eq!(enc.locate(0), Some((1, 0)));
+        assert_eq!(enc.locate(1), Some((1, 1)));
+        // The u32 layout's marker keeps its meaning once widened.
+        let mut body = vec![4];
+        body.extend_from_slice(&5u32.to_le_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            ChunkIdEncoder::decode(&prefixed("3.0.0", &body)).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn chunk_ids_reject_corruption() {
+        check_truncations(&hex(TILE_IDS), ChunkIdEncoder::decode, |cut| {
+            cut == 0 || (cut >= 8 && (cut - 8) % 16 == 0)
+        });
+        assert_eq!(
+            ChunkIdEncoder::decode(&[]).unwrap(),
+            ChunkIdEncoder::default()
+        );
+        let backwards = ChunkIdEncoder {
+            rows: vec![(1, 5), (2, 3)],
+        };
+        assert!(ChunkIdEncoder::decode(&backwards.encode()).is_err());
+    }
+
+    #[test]
+    fn tiles_golden() {
+        let enc = TileEncoder::decode(&hex(TILES)).unwrap();
+        let entry = TileEntry {
+            sample_shape: vec![6, 8],
+            tile_shape: vec![3, 4],
+        };
+        assert_eq!(enc.entries, BTreeMap::from([(0, entry.clone())]));
+        assert_eq!(entry.grid(), vec![2, 2]);
+        assert_eq!(entry.num_tiles(), 4);
+        assert_eq!(enc.encode(), hex(TILES));
+        // Spec example: 60x60 in 30x30 tiles; uneven edges round up.
+        assert_eq!(
+            TileEntry {
+                sample_shape: vec![60, 60],
+                tile_shape: vec![30, 30]
+            }
+            .num_tiles(),
+            4
+        );
+        assert_eq!(
+            TileEntry {
+                sample_shape: vec![61, 3],
+                tile_shape: vec![30, 2]
+            }
+            .grid(),
+            vec![3, 2]
+        );
+
+        let empty = TileEncoder::decode(&hex(EMPTY_TILES)).unwrap();
+        assert!(empty.entries.is_empty());
+        assert_eq!(TileEncoder::default().encode(), hex(EMPTY_TILES));
+        assert_eq!(hex(EMPTY_TILES).len(), 15);
+        assert_eq!(TileEncoder::decode(&[]).unwrap(), TileEncoder::default());
+    }
+
+    #[test]
+    fn tiles_reject_corruption() {
+        check_truncations(&hex(TILES), TileEncoder::decode, |cut| cut == 0);
+        check_truncations(&hex(EMPTY_TILES), TileEncoder::decode, |cut| cut == 0);
+        let mut trailing = hex(EMPTY_TILES);
+        trailing.push(0);
+        assert!(TileEncoder::decode(&trailing).is_err());
+        // Hostile counts: entries, then dimensions.
+        for (n, ndim) in [(u64::MAX, 2u64), (1 << 61, 0), (1, u64::MAX), (1, 1 << 60)] {
+            let mut body = n.to_le_bytes().to_vec();
+            body.extend_from_slice(&ndim.to_le_bytes());
+            body.extend_from_slice(&[1; 64]);
+            assert!(
+                TileEncoder::decode(&prefixed("3.9.52", &body)).is_err(),
+                "n {n} ndim {ndim}"
+            );
+        }
+        let zero_tile = TileEncoder {
+            entries: BTreeMap::from([(
+                0,
+                TileEntry {
+                    sample_shape: vec![4],
+                    tile_shape: vec![0],
+                },
+            )]),
+        };
+        assert!(TileEncoder::decode(&zero_tile.encode()).is_err());
+        assert_eq!(zero_tile.entries[&0].num_tiles(), 0);
+    }
+
+    #[test]
+    fn tiles_remove_renumbers() {
+        let e = |n| TileEntry {
+            sample_shape: vec![n],
+            tile_shape: vec![1],
+        };
+        let mut enc = TileEncoder {
+            entries: BTreeMap::from([(1, e(1)), (3, e(3)), (4, e(4))]),
+        };
+        enc.remove(3);
+        assert_eq!(enc.entries, BTreeMap::from([(1, e(1)), (3, e(4))]));
+        enc.remove(0);
+        assert_eq!(enc.entries, BTreeMap::from([(0, e(1)), (2, e(4))]));
+    }
+
+    #[test]
+    fn sequences_golden() {
+        let enc = SequenceEncoder::decode(&hex(SEQUENCES)).unwrap();
+        assert_eq!(enc.rows, vec![[2, 0, 0], [3, 2, 1]]);
+        assert_eq!(enc.num_sequences(), 2);
+        assert_eq!(enc.items(0), Some((0, 2)));
+        assert_eq!(enc.items(1), Some((2, 5)));
+        assert_eq!(enc.items(2), None);
+        let mut built = SequenceEncoder::default();
+        built.push(2);
+        built.push(3);
+        assert_eq!(built.encode(), hex(SEQUENCES));
+        check_truncations(&hex(SEQUENCES), SequenceEncoder::decode, |cut| {
+            cut == 0 || (cut >= 7 && (cut - 7) % 12 == 0)
+        });
+    }
+
+    #[test]
+    fn creds_golden() {
+        let enc = CredsEncoder::decode(&hex(CREDS)).unwrap();
+        assert_eq!(enc.rows, vec![[0, 2]]);
+        assert_eq!(
+            (enc.num_samples(), enc.get(2), enc.get(3)),
+            (3, Some(0), None)
+        );
+        let mut built = CredsEncoder::default();
+        for _ in 0..3 {
+            built.push(0);
+        }
+        assert_eq!(built.encode(), hex(CREDS));
+        built.set(1, 2).unwrap();
+        assert_eq!(built.rows, vec![[0, 0], [2, 1], [0, 2]]);
+        built.remove(1).unwrap();
+        assert_eq!(built.rows, vec![[0, 1]]);
+        assert!(built.set(2, 1).is_err());
+        assert!(built.remove(2).is_err());
+        check_truncations(&hex(CREDS), CredsEncoder::decode, |cut| {
+            cut == 0 || (cut >= 7 && (cut - 7) % 8 == 0)
+        });
+        let backwards = CredsEncoder {
+            rows: vec![[0, 4], [1, 2]],
+        };
+        assert!(CredsEncoder::decode(&backwards.encode()).is_err());
+    }
+
+    #[test]
+    fn pads_golden() {
+        let enc = PadEncoder::decode(&hex(PADS)).unwrap();
+        assert_eq!(enc.ranges, vec![(1, 4)]);
+        let padded: Vec<bool> = (0..6).map(|i| enc.is_padded(i)).collect();
+        assert_eq!(padded, [false, true, true, true, false, false]);
+        let mut built = PadEncoder::default();
+        built.add(1, 4);
+        assert_eq!(built.encode(), hex(PADS));
+        assert_eq!(
+            PadEncoder::decode(&hex(EMPTY_PADS)).unwrap(),
+            PadEncoder::default()
+        );
+        assert_eq!(PadEncoder::default().encode(), hex(EMPTY_PADS));
+        assert_eq!(hex(EMPTY_PADS).len(), 7);
+
+        let odd = PadEncoder::decode(&hex(PADS_ODD)).unwrap();
+        assert_eq!(odd.ranges, vec![(1, 3), (4, 5)]);
+        let padded: Vec<bool> = (0..6).map(|i| odd.is_padded(i)).collect();
+        // What deeplake 3.9.52's `is_padded` answers for that file.
+        assert_eq!(padded, [false, true, true, false, true, false]);
+
+        built.unpad(3);
+        assert_eq!(built.ranges, vec![(1, 3)]);
+        built.unpad(1);
+        assert_eq!(built.ranges, vec![(2, 3)]);
+        built.unpad(7);
+        assert_eq!(built.ranges, vec![(2, 3)]);
+
+        check_truncations(&hex(PADS), PadEncoder::decode, |cut| {
+            cut == 0 || cut == 7 || cut == 11
+        });
+        let overlapping = PadEncoder {
+            ranges: vec![(1, 5), (3, 8)],
+        };
+        assert!(PadEncoder::decode(&overlapping.encode()).is_err());
+        let reversed = PadEncoder {
+            ranges: vec![(5, 1)],
+        };
+        assert!(PadEncoder::decode(&reversed.encode()).is_err());
+        let lone_max = prefixed("3.9.52", &u32::MAX.to_le_bytes());
+        assert!(PadEncoder::decode(&lone_max).is_err());
+    }
+
+    fn tile_entries() -> impl Strategy<Value = BTreeMap<u64, TileEntry>> {
+        (0usize..4).prop_flat_map(|ndim| {
+            let entry = (
+                prop::collection::vec(0u64..1000, ndim),
+                prop::collection::vec(1u64..100, ndim),
+            )
+                .prop_map(|(sample_shape, tile_shape)| TileEntry {
+                    sample_shape,
+                    tile_shape,
+                });
+            prop::collection::btree_map(any::<u64>(), entry, 0..8)
+        })
+    }
+
+    /// A chunk layout: `None` = a tiled sample of `k` tiles, `Some(n)` = a chunk of `n`.
+    fn chunk_layout() -> impl Strategy<Value = (bool, Vec<(bool, u64)>)> {
+        (
+            any::<bool>(),
+            prop::collection::vec((any::<bool>(), 1u64..5), 0..12),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_ids_match_naive_expansion((empty_first, layout) in chunk_layout()) {
+            let mut rows = Vec::new();
+            if empty_first {
+                rows.push((0, u64::MAX));
+            }
+            // expanded[i] = every (row, local) holding sample i.
+            let mut expanded: Vec<Vec<(usize, usize)>> = Vec::new();
+            for (k, &(tiled, n)) in layout.iter().enumerate() {
+                if tiled {
+                    let i = expanded.len() as u64;
+                    expanded.push((0..n).map(|t| (rows.len() + t as usize, 0)).collect());
+                    rows.extend((0..n).map(|t| (k as u64 * 100 + t, i)));
+                } else {
+                    let row = rows.len();
+                    expanded.extend((0..n as usize).map(|local| vec![(row, local)]));
+                    rows.push((k as u64 * 100, expanded.len() as u64 - 1));
+                }
+            }
+            let enc = ChunkIdEncoder::decode(&ChunkIdEncoder { rows }.encode()).unwrap();
+            prop_assert_eq!(enc.num_samples(), expanded.len() as u64);
+            for (i, holders) in expanded.iter().enumerate() {
+                prop_assert_eq!(enc.locate(i as u64), Some(holders[0]));
+                let rows = enc.rows_of(i as u64).unwrap();
+                prop_assert_eq!(rows.len(), holders.len());
+                prop_assert_eq!(enc.first_index(holders[0].0), i as u64 - holders[0].1 as u64);
+            }
+            prop_assert_eq!(enc.locate(expanded.len() as u64), None);
+            prop_assert_eq!(enc.first_index(enc.rows.len() + 3), enc.num_samples());
+        }
+
+        #[test]
+        fn chunk_ids_round_trip(rows in prop::collection::vec((any::<u64>(), 0u64..50), 0..20)) {
+            let mut rows = rows;
+            rows.sort_by_key(|r| r.1);
+            let enc = ChunkIdEncoder { rows };
+            prop_assert_eq!(ChunkIdEncoder::decode(&enc.encode()).unwrap(), enc);
+        }
+
+        #[test]
+        fn tiles_round_trip(entries in tile_entries()) {
+            let enc = TileEncoder { entries };
+            let bytes = enc.encode();
+            prop_assert_eq!(TileEncoder::decode(&bytes).unwrap(), enc.clone());
+            let ndim = enc.entries.values().next().map_or(0, |e| e.sample_shape.len());
+            let expected = if enc.entries.is_empty() { 15 } else { 23 + enc.entries.len() * 8 * (1 + 2 * ndim) };
+            prop_assert_eq!(bytes.len(), expected);
+        }
+
+        #[test]
+        fn sequences_match_naive(lens in prop::collection::vec(prop_oneof![Just(0u32), Just(2), 0u32..6], 0..30)) {
+            let mut enc = SequenceEncoder::default();
+            for &l in &lens {
+                enc.push(l);
+            }
+            let enc = SequenceEncoder::decode(&enc.encode()).unwrap();
+            prop_assert_eq!(enc.num_sequences(), lens.len() as u64);
+            let mut start = 0u64;
+            for (i, &l) in lens.iter().enumerate() {
+                prop_assert_eq!(enc.items(i as u64), Some((start, start + u64::from(l))));
+                start += u64::from(l);
+            }
+            prop_assert_eq!(enc.items(lens.len() as u64), None);
+            for w in enc.rows.windows(2) {
+                prop_assert_ne!(w[0][0], w[1][0]);
+            }
+        }
+
+        #[test]
+        fn creds_match_naive(ops in prop::collection::vec((0u8..3, any::<usize>(), 0u32..3), 0..40)) {
+            let mut enc = CredsEncoder::default();
+            let mut model: Vec<u32> = Vec::new();
+            for (op, at, v) in ops {
+                match op {
+                    0 => {
+                        enc.push(v);
+                        model.push(v);
+                    }
+                    1 if !model.is_empty() => {
+                        let i = at % model.len();
+                        enc.set(i as u64, v).unwrap();
+                        model[i] = v;
+                    }
+                    2 if !model.is_empty() => {
+                        let i = at % model.len();
+                        enc.remove(i as u64).unwrap();
+                        model.remove(i);
+                    }
+                    _ => {
+                        prop_assert!(enc.set(at as u64, v).is_err());
+                        prop_assert!(enc.remove(at as u64).is_err());
+                    }
+                }
+                let dec = CredsEncoder::decode(&enc.encode()).unwrap();
+                prop_assert_eq!(&dec, &enc);
+                prop_assert_eq!(enc.num_samples(), model.len() as u64);
+                for (i, &v) in model.iter().enumerate() {
+                    prop_assert_eq!(enc.get(i as u64), Some(v));
+                }
+                prop_assert_eq!(enc.get(model.len() as u64), None);
+                for w in enc.rows.windows(2) {
+                    prop_assert_ne!(w[0][0], w[1][0]);
+                }
+            }
+        }
+
+        #[test]
+        fn pads_match_naive(ops in prop::collection::vec((any::<bool>(), 0u32..40, 0u32..8), 0..30)) {
+            let mut enc = PadEncoder::default();
+            let mut model = BTreeSet::new();
+            for (add, at, len) in ops {
+                if add {
+                    enc.add(at, at + len);
+                    model.extend(at..at + len);
+                } else {
+                    enc.unpad(at);
+                    model.remove(&at);
+                }
+                prop_assert_eq!(&PadEncoder::decode(&enc.encode()).unwrap(), &enc);
+                for i in 0..50 {
+                    prop_assert_eq!(enc.is_padded(i), model.contains(&(i as u32)), "index {}", i);
+                }
+                for w in enc.ranges.windows(2) {
+                    prop_assert!(w[0].1 < w[1].0);
+                }
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(body in prop::collection::vec(any::<u8>(), 0..200), raw in any::<bool>()) {
+            let bytes = if raw { body } else { prefixed("3.9.52", &body) };
+            if let Ok(e) = ChunkIdEncoder::decode(&bytes) {
+                for i in 0..e.num_samples().min(64) + 2 {
+                    let _ = (e.locate(i), e.rows_of(i), e.first_index(i as usize));
+                }
+                prop_assert_eq!(ChunkIdEncoder::decode(&e.encode()).unwrap(), e);
+            }
+            if let Ok(e) = TileEncoder::decode(&bytes) {
+                for t in e.entries.values() {
+                    let _ = t.num_tiles();
+                }
+                prop_assert_eq!(TileEncoder::decode(&e.encode()).unwrap(), e);
+            }
+            if let Ok(e) = SequenceEncoder::decode(&bytes) {
+                for i in 0..e.num_sequences().min(64) + 2 {
+                    let _ = e.items(i);
+                }
+                prop_assert_eq!(SequenceEncoder::decode(&e.encode()).unwrap(), e);
+            }
+            if let Ok(mut e) = CredsEncoder::decode(&bytes) {
+                for i in 0..e.num_samples().min(64) + 2 {
+                    let _ = e.get(i);
+                }
+                prop_assert_eq!(CredsEncoder::decode(&e.encode()).unwrap(), e.clone());
+                let n = e.num_samples();
+                let _ = e.set(n / 2, 7);
+                let _ = e.remove(n / 3);
+                e.push(1);
+            }
+            if let Ok(mut e) = PadEncoder::decode(&bytes) {
+                for i in 0..64 {
+                    let _ = e.is_padded(i);
+                }
+                prop_assert_eq!(PadEncoder::decode(&e.encode()).unwrap(), e.clone());
+                e.unpad(3);
+                e.add(2, 9);
+            }
+        }
+    }
+}

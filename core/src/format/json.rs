@@ -146,7 +146,9 @@ fn write_float(out: &mut String, f: f64) {
     // to the exact value, ties to even, which is what CPython's `repr` picks too (Rust's
     // `{:e}` breaks ties upwards: 1012128239658013.25 would print as ...013.3). Only the
     // layout differs, so take Ryu's digits and lay them out the Python way.
-    let ryu = Number::from_f64(f).map(|n| n.to_string()).unwrap_or_default();
+    let ryu = Number::from_f64(f)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
     let (negative, ryu) = match ryu.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, ryu.as_str()),
@@ -365,7 +367,7 @@ mod tests {
             1234567890123456.8,
             12345678901234567.0,
             100.0,
-            3.14159,
+            6.02214,
             2.5e-5,
             0.001,
             1e23
@@ -407,7 +409,7 @@ mod tests {
         1234567890123456.8,
         1.2345678901234568e+16,
         100.0,
-        3.14159,
+        6.02214,
         2.5e-05,
         0.001,
         1e+23
@@ -461,7 +463,7 @@ mod tests {
 }"#;
 
     /// `json.dumps(v, sort_keys=True)` (serde_json maps iterate sorted here).
-    const COMPACT: &str = r#"{"empty_list": [], "empty_obj": {}, "floats": [1.0, 0.1, 1e-05, 0.0001, 1e+20, 1e+16, 1000000000000000.0, 123456789.125, 1.5e-300, 1.7976931348623157e+308, 5e-324, -2.5, 0.0, -0.0, 1234567890123456.8, 1.2345678901234568e+16, 100.0, 3.14159, 2.5e-05, 0.001, 1e+23], "ints": [0, -1, 18446744073709551615, -9223372036854775808, 9007199254740993], "keys": {"10": 6, "9": 7, "B": 2, "_": 5, "a": 4, "b": 1, "\u00e1": 3, "\uffff": 9, "\ud83d\ude00": 8}, "nested": [[], [{}], {"x": [null, true, false]}], "null": null, "strs": ["", "ascii", "tab\there\r\n\b\f", "\u2028", "\u65e5\u672c", "\ud83d\ude00", "\u0000", "\u001f", "\u007f", "\u0080", "~", "q\"b\\s/"]}"#;
+    const COMPACT: &str = r#"{"empty_list": [], "empty_obj": {}, "floats": [1.0, 0.1, 1e-05, 0.0001, 1e+20, 1e+16, 1000000000000000.0, 123456789.125, 1.5e-300, 1.7976931348623157e+308, 5e-324, -2.5, 0.0, -0.0, 1234567890123456.8, 1.2345678901234568e+16, 100.0, 6.02214, 2.5e-05, 0.001, 1e+23], "ints": [0, -1, 18446744073709551615, -9223372036854775808, 9007199254740993], "keys": {"10": 6, "9": 7, "B": 2, "_": 5, "a": 4, "b": 1, "\u00e1": 3, "\uffff": 9, "\ud83d\ude00": 8}, "nested": [[], [{}], {"x": [null, true, false]}], "null": null, "strs": ["", "ascii", "tab\there\r\n\b\f", "\u2028", "\u65e5\u672c", "\ud83d\ude00", "\u0000", "\u001f", "\u007f", "\u0080", "~", "q\"b\\s/"]}"#;
 
     #[test]
     fn pretty_matches_python() {
@@ -502,8 +504,8 @@ mod tests {
             (1.5e100, "1.5e+100"),
             (-1e-7, "-1e-07"),
             // A tie between two shortest candidates: CPython rounds half to even.
-            (1012128239658013.25, "1012128239658013.2"),
-            (-884081604317110.25, "-884081604317110.2"),
+            (1012128239658013.0 + 0.25, "1012128239658013.2"),
+            (-884081604317110.0 - 0.25, "-884081604317110.2"),
         ];
         for (f, want) in cases {
             let mut s = String::new();
@@ -586,23 +588,5 @@ mod tests {
             decode_custom(&json!({"_hub_custom_type": "other"})).unwrap(),
             None
         );
-    }
-}
-#[cfg(test)]
-mod adhoc {
-    #[test]
-    fn adhoc_floats() {
-        let text = std::fs::read_to_string("/tmp/hx/adhoc/floats.txt").unwrap();
-        let mut bad = 0;
-        for line in text.lines() {
-            let (h, want) = line.split_once(' ').unwrap();
-            let b: [u8; 8] = hex::decode(h).unwrap().try_into().unwrap();
-            let f = f64::from_le_bytes(b);
-            let mut s = String::new();
-            super::write_float(&mut s, f);
-            if s != want { bad += 1; eprintln!("{s} != {want}"); }
-        }
-        assert_eq!(bad, 0);
-        eprintln!("floats ok: {}", text.lines().count());
     }
 }

@@ -59,6 +59,8 @@ pub struct LinkSpec {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TensorMeta {
+    /// 3.x writes `null` for companions that have no data yet; that reads as generic.
+    #[serde(deserialize_with = "null_as_generic")]
     pub htype: String,
     #[serde(default)]
     pub dtype: Option<String>,
@@ -94,6 +96,10 @@ pub struct TensorMeta {
     /// Htype-specific keys (`class_names`, `_info`, `coords`, `vdb_indexes`, ...).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn null_as_generic<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(|| "generic".to_owned()))
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, Corruption> {

@@ -123,3 +123,122 @@ pub fn decode(bytes: &[u8], dtype: Dtype, ndim: usize) -> Result<Vec<NdArray>, C
     r.finish()?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn f32s(shape: Vec<usize>, values: &[f32]) -> NdArray {
+        NdArray::from_slice(shape, values).unwrap()
+    }
+
+    /// The data section of a deeplake 3.9.52 polygon chunk: `[[1,2],[3,4],[5,6]]` and
+    /// `[[7,8],[9,10]]` as float32, stored with shape `(2, 3, 2)`.
+    const GOLDEN: &str = "0200030002000000803f0000004000004040000080400000a0400000c0400000\
+                          e040000000410000104100002041";
+
+    fn golden_polygons() -> Vec<NdArray> {
+        vec![
+            f32s(vec![3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            f32s(vec![2, 2], &[7.0, 8.0, 9.0, 10.0]),
+        ]
+    }
+
+    #[test]
+    fn golden_layout_and_shape() {
+        let (bytes, shape) = encode(&golden_polygons()).unwrap();
+        assert_eq!(bytes, hex::decode(GOLDEN).unwrap());
+        assert_eq!(shape, vec![2, 3, 2]);
+        assert_eq!(decode(&bytes, Dtype::F32, 2).unwrap(), golden_polygons());
+    }
+
+    #[test]
+    fn empty_sample() {
+        assert_eq!(encode(&[]).unwrap(), (vec![], vec![0, 0, 0]));
+        assert_eq!(decode(&[], Dtype::F32, 0).unwrap(), vec![]);
+        assert_eq!(decode(&[0, 0], Dtype::F32, 2).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn invalid_polygons_are_rejected() {
+        let empty_polygon = f32s(vec![0, 2], &[]);
+        assert!(encode(&[empty_polygon]).is_err());
+        let mixed_ndim = [
+            f32s(vec![1, 2], &[1.0, 2.0]),
+            f32s(vec![1, 3], &[1.0, 2.0, 3.0]),
+        ];
+        assert!(encode(&mixed_ndim).is_err());
+        let mixed_dtype = [
+            f32s(vec![1, 2], &[1.0, 2.0]),
+            NdArray::from_slice(vec![1, 2], &[1u8, 2]).unwrap(),
+        ];
+        assert!(encode(&mixed_dtype).is_err());
+        assert!(
+            encode(&[f32s(vec![2], &[1.0, 2.0])]).is_err(),
+            "1-D polygon"
+        );
+        assert!(encode(&[f32s(vec![2, 0], &[])]).is_err(), "0-D points");
+        let too_many = vec![f32s(vec![1, 1], &[0.0]); 65536];
+        assert!(encode(&too_many).is_err());
+        let too_long = NdArray::from_slice(vec![65536, 1], &vec![0u8; 65536]).unwrap();
+        assert!(encode(&[too_long]).is_err());
+    }
+
+    #[test]
+    fn corrupt_bytes_are_rejected() {
+        let bytes = hex::decode(GOLDEN).unwrap();
+        for cut in 1..bytes.len() {
+            assert!(decode(&bytes[..cut], Dtype::F32, 2).is_err(), "cut {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0; 8]);
+        assert!(decode(&longer, Dtype::F32, 2).is_err());
+        assert!(decode(&bytes, Dtype::F32, 3).is_err(), "wrong ndim");
+        assert!(decode(&bytes, Dtype::F32, 0).is_err());
+        assert!(decode(&bytes, Dtype::F32, usize::MAX).is_err());
+        // A header claiming 65535 polygons of 65535 points over a few bytes.
+        assert!(decode(&[0xff, 0xff, 0xff, 0xff], Dtype::F64, 3).is_err());
+        // A polygon without points.
+        assert!(decode(&[1, 0, 0, 0], Dtype::F32, 2).is_err());
+    }
+
+    fn polygons() -> impl Strategy<Value = (Dtype, usize, Vec<NdArray>)> {
+        (prop::sample::select(Dtype::ALL.to_vec()), 1usize..4).prop_flat_map(|(dtype, ndim)| {
+            let polygon = (1usize..6).prop_flat_map(move |points| {
+                prop::collection::vec(any::<u8>(), points * ndim * dtype.size()).prop_map(
+                    move |data| NdArray {
+                        dtype,
+                        shape: vec![points, ndim],
+                        data: data.into(),
+                    },
+                )
+            });
+            (
+                Just(dtype),
+                Just(ndim),
+                prop::collection::vec(polygon, 0..6),
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip((dtype, ndim, polys) in polygons()) {
+            let (bytes, shape) = encode(&polys).unwrap();
+            let max_points = polys.iter().map(|p| p.shape[0]).max().unwrap_or(0);
+            let want_shape = if polys.is_empty() { vec![0, 0, 0] } else { vec![polys.len(), max_points, ndim] };
+            prop_assert_eq!(shape, want_shape);
+            prop_assert_eq!(decode(&bytes, dtype, ndim).unwrap(), polys);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200), ndim in 0usize..5) {
+            if let Ok(polys) = decode(&bytes, Dtype::U16, ndim) {
+                let (again, _) = encode(&polys).unwrap();
+                prop_assert_eq!(decode(&again, Dtype::U16, ndim).unwrap(), polys);
+            }
+        }
+    }
+}

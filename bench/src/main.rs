@@ -1,0 +1,419 @@
+//! `bench-ours`: the deeplake-rs side of the peer benchmark (see `bench/README.md`).
+//!
+//! Reads a data set made by `bench/gen_data.py` (JPEGs + `meta.jsonl`), writes it into a
+//! fresh local dataset, reads it back and prints one JSON object with the measurements:
+//! ingest rate, full decoded read (wall and per process CPU-second), the decode-only
+//! ceiling of the same JPEGs on one thread, cold random single-sample reads, and bytes
+//! on disk against the raw JPEG bytes. The JSON keys match what `bench/peers.py` prints
+//! for the Python peers, so `bench/run.sh` can put them side by side.
+//!
+//! CPU time comes from `/proc` (process and thread `utime + stime`), so this binary is
+//! Linux-only; clock ticks are 10 ms, which is why every CPU-timed phase runs for
+//! seconds, not milliseconds.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use clap::Parser;
+use deeplake_core::format::compression::Compression;
+use deeplake_core::{Dataset, Dtype, NdArray, OpenOptions, Sample, TensorOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark deeplake-rs on a gen_data.py data set; prints one JSON object")]
+struct Args {
+    /// Directory written by gen_data.py (images/, meta.jsonl, manifest.json).
+    #[arg(long)]
+    data: PathBuf,
+    /// Dataset directory to create (replaced if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Rows per `extend` call when writing.
+    #[arg(long, default_value_t = 256)]
+    write_batch: usize,
+    /// Samples per `read_range` call in the full read.
+    #[arg(long, default_value_t = 64)]
+    read_batch: usize,
+    /// Number of random single-sample reads.
+    #[arg(long, default_value_t = 500)]
+    random_reads: usize,
+    /// Seed of the random read indexes (the peers use the same seed and generator order
+    /// only loosely; the indexes are printed so runs can be compared).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Minimum thread CPU time of the decode-only loop, in seconds (whole passes).
+    #[arg(long, default_value_t = 2.0)]
+    decode_min_cpu_s: f64,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    file: String,
+    label: u32,
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+    caption: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(run(&args))?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &report)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn run(args: &Args) -> Result<Value> {
+    let rows = load_meta(&args.data)?;
+    let n = rows.len();
+    ensure!(n > 0, "{} has no rows", args.data.display());
+    let classes = load_classes(&args.data)?;
+    let url = args.out.to_str().context("output path is not UTF-8")?.to_owned();
+
+    let write = write_phase(args, &url, &rows, &classes).await?;
+    let jpegs = read_jpegs(&args.data, &rows)?;
+    let raw_bytes: u64 = jpegs.iter().map(|b| b.len() as u64).sum();
+    let (disk_bytes, disk_alloc) = dir_size(&args.out)?;
+    let full = full_read_phase(args, &url, n).await?;
+    let decode = decode_only_phase(&jpegs, args.decode_min_cpu_s)?;
+    let random = random_phase(args, &url, &jpegs).await?;
+    let checks = check_phase(&url, &rows).await?;
+
+    let write_s = write.as_secs_f64();
+    Ok(json!({
+        "system": "ours",
+        "version": env!("CARGO_PKG_VERSION"),
+        "n": n,
+        "jpeg_bytes": raw_bytes,
+        "write": {
+            "seconds": write_s,
+            "samples_per_s": n as f64 / write_s,
+            "mb_per_s": raw_bytes as f64 / 1e6 / write_s,
+            "batch": args.write_batch,
+            "api": "Dataset::extend per tensor per batch of Sample::Encoded file bytes, then flush",
+        },
+        "full_read": full,
+        "decode_only": decode,
+        "random": random,
+        "disk": {
+            "dataset_bytes": disk_bytes,
+            "dataset_bytes_allocated": disk_alloc,
+            "raw_jpeg_bytes": raw_bytes,
+            "ratio": disk_bytes as f64 / raw_bytes as f64,
+        },
+        "checks": checks,
+    }))
+}
+
+fn load_meta(dir: &Path) -> Result<Vec<Row>> {
+    let p = dir.join("meta.jsonl");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", p.display(), i + 1)))
+        .collect()
+}
+
+fn load_classes(dir: &Path) -> Result<Vec<String>> {
+    let p = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    let classes = v
+        .get("classes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Ok(classes)
+}
+
+fn read_jpegs(dir: &Path, rows: &[Row]) -> Result<Vec<Bytes>> {
+    rows.iter()
+        .map(|r| {
+            let p = dir.join(&r.file);
+            std::fs::read(&p).map(Bytes::from).with_context(|| format!("reading {}", p.display()))
+        })
+        .collect()
+}
+
+/// Creates the dataset and ingests every row; the timed span includes reading the JPEG
+/// files, as it does for the peers (deeplake 3 reads them inside `deeplake.read`).
+async fn write_phase(args: &Args, url: &str, rows: &[Row], classes: &[String]) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut ds = Dataset::create(url, OpenOptions { overwrite: true, ..Default::default() }).await?;
+    ds.create_tensor("images", TensorOptions::new("image").dtype(Dtype::U8).sample_compression("jpeg")).await?;
+    ds.create_tensor("labels", TensorOptions::new("class_label").class_names(classes.iter().cloned())).await?;
+    ds.create_tensor("boxes", TensorOptions::new("bbox").dtype(Dtype::F32)).await?;
+    ds.create_tensor("captions", TensorOptions::new("text")).await?;
+    for batch in rows.chunks(args.write_batch.max(1)) {
+        let mut images = Vec::with_capacity(batch.len());
+        for r in batch {
+            let p = args.data.join(&r.file);
+            let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            images.push(Sample::Encoded { bytes: Bytes::from(bytes), compression: Compression::Jpeg, shape: None });
+        }
+        let labels = batch.iter().map(|r| Sample::Array(NdArray::scalar(r.label))).collect();
+        let boxes =
+            batch.iter().map(|r| NdArray::from_slice(vec![4], &r.bbox).map(Sample::Array)).collect::<Result<_, _>>()?;
+        let captions = batch.iter().map(|r| Sample::Text(r.caption.clone())).collect();
+        ds.extend("images", images).await?;
+        ds.extend("labels", labels).await?;
+        ds.extend("boxes", boxes).await?;
+        ds.extend("captions", captions).await?;
+    }
+    ds.flush().await?;
+    Ok(t0.elapsed())
+}
+
+/// Reads every image, decoded, in `read_batch` ranges from a freshly opened dataset.
+async fn full_read_phase(args: &Args, url: &str, n: usize) -> Result<Value> {
+    let cpu0 = process_cpu()?;
+    let t0 = Instant::now();
+    let ds = Dataset::open(url, OpenOptions { read_only: true, ..Default::default() }).await?;
+    let mut images = 0usize;
+    let mut pixels = 0usize;
+    let step = args.read_batch.max(1) as u64;
+    let mut a = 0u64;
+    while a < n as u64 {
+        let b = (a + step).min(n as u64);
+        for s in ds.read_range("images", a..b).await? {
+            match s {
+                Sample::Array(arr) => pixels += arr.data.len(),
+                other => bail!("image read back as {other:?}, expected a decoded array"),
+            }
+            images += 1;
+        }
+        a = b;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu()? - cpu0;
+    ensure!(images == n, "full read returned {images} images, expected {n}");
+    Ok(json!({
+        "images": images,
+        "decoded_bytes": pixels,
+        "seconds": wall,
+        "images_per_s": images as f64 / wall,
+        "cpu_s": cpu,
+        "images_per_cpu_s": images as f64 / cpu,
+        "batch": args.read_batch,
+        "api": "Dataset::read_range (decoded) in batches, fresh open",
+    }))
+}
+
+/// Decodes the JPEGs as the core reader does (zune-jpeg to RGB into a fresh buffer), on
+/// one thread, in whole passes until `min_cpu_s` of that thread's CPU time is spent.
+fn decode_only_phase(jpegs: &[Bytes], min_cpu_s: f64) -> Result<Value> {
+    let jpegs = jpegs.to_vec();
+    let handle = std::thread::spawn(move || -> Result<(usize, f64, f64)> {
+        let cpu0 = thread_cpu()?;
+        let t0 = Instant::now();
+        let mut images = 0usize;
+        loop {
+            for j in &jpegs {
+                let px = decode_jpeg(j)?;
+                std::hint::black_box(&px);
+                images += 1;
+            }
+            if thread_cpu()? - cpu0 >= min_cpu_s {
+                break;
+            }
+        }
+        Ok((images, t0.elapsed().as_secs_f64(), thread_cpu()? - cpu0))
+    });
+    let (images, wall, cpu) = handle.join().map_err(|_| anyhow::anyhow!("decode thread panicked"))??;
+    Ok(json!({
+        "images": images,
+        "seconds": wall,
+        "cpu_s": cpu,
+        "images_per_cpu_s": images as f64 / cpu,
+        "images_per_s": images as f64 / wall,
+        "decoder": "zune-jpeg (the core reader's decoder), one thread",
+    }))
+}
+
+/// Cold random access: one fresh open (empty chunk cache), then single-sample decoded
+/// reads of seeded random rows, each timed on its own. The same rows are then decoded
+/// straight from the JPEG bytes to give the one-decode baseline.
+async fn random_phase(args: &Args, url: &str, jpegs: &[Bytes]) -> Result<Value> {
+    let n = jpegs.len() as u64;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let idx: Vec<u64> = (0..args.random_reads).map(|_| rng.random_range(0..n)).collect();
+    let t_open = Instant::now();
+    let ds = Dataset::open(url, OpenOptions { read_only: true, ..Default::default() }).await?;
+    let open_ms = ms(t_open.elapsed());
+    let mut lat = Vec::with_capacity(idx.len());
+    let mut decoded = Vec::with_capacity(idx.len());
+    for &i in &idx {
+        let t = Instant::now();
+        let s = ds.read("images", i).await?;
+        lat.push(ms(t.elapsed()));
+        decoded.push(s);
+    }
+    let mut dec = Vec::with_capacity(idx.len());
+    let mut mismatches = 0usize;
+    for (&i, s) in idx.iter().zip(&decoded) {
+        let j = jpegs.get(i as usize).context("random index out of range")?;
+        let t = Instant::now();
+        let px = decode_jpeg(j)?;
+        dec.push(ms(t.elapsed()));
+        match s {
+            Sample::Array(a) if a.data.as_ref() == px.as_slice() => {}
+            _ => mismatches += 1,
+        }
+    }
+    Ok(json!({
+        "reads": idx.len(),
+        "seed": args.seed,
+        "open_ms": open_ms,
+        "p50_ms": percentile(&mut lat, 0.50),
+        "p99_ms": percentile(&mut lat, 0.99),
+        "mean_ms": lat.iter().sum::<f64>() / lat.len().max(1) as f64,
+        "decode_p50_ms": percentile(&mut dec, 0.50),
+        "pixel_mismatches": mismatches,
+        "api": "Dataset::read (decoded), one fresh open",
+    }))
+}
+
+/// Untimed sanity checks: every tensor has n rows and labels/boxes read back as written.
+async fn check_phase(url: &str, rows: &[Row]) -> Result<Value> {
+    let ds = Dataset::open(url, OpenOptions { read_only: true, ..Default::default() }).await?;
+    let n = rows.len() as u64;
+    for t in ["images", "labels", "boxes", "captions"] {
+        let len = ds.tensor_len(t)?;
+        ensure!(len == n, "tensor {t} has {len} rows, expected {n}");
+    }
+    let labels = ds.read_range("labels", 0..n).await?;
+    let boxes = ds.read_range("boxes", 0..n).await?;
+    let mut bad = 0usize;
+    for ((r, l), b) in rows.iter().zip(&labels).zip(&boxes) {
+        let l_ok = matches!(l, Sample::Array(a) if a.to_f64_vec() == [f64::from(r.label)]);
+        let want: Vec<f64> = r.bbox.iter().map(|&v| f64::from(v)).collect();
+        let b_ok = matches!(b, Sample::Array(a) if a.to_f64_vec() == want);
+        if !(l_ok && b_ok) {
+            bad += 1;
+        }
+    }
+    ensure!(bad == 0, "{bad} rows read back different labels or boxes");
+    Ok(json!({ "rows": n, "label_box_mismatches": bad }))
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<Vec<u8>> {
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut d = JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+    d.decode_headers().map_err(|e| anyhow::anyhow!("jpeg header: {e}"))?;
+    let size = d.output_buffer_size().context("jpeg too large")?;
+    let mut px = vec![0u8; size];
+    d.decode_into(&mut px).map_err(|e| anyhow::anyhow!("jpeg decode: {e}"))?;
+    Ok(px)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Nearest-rank percentile (sorts `v`).
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v.get(rank - 1).copied().unwrap_or(f64::NAN)
+}
+
+/// Apparent and allocated bytes of every file under `dir`.
+fn dir_size(dir: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                apparent += m.len();
+                allocated += m.blocks() * 512;
+            }
+        }
+    }
+    Ok((apparent, allocated))
+}
+
+/// CPU seconds (user + system) of the whole process, all threads, dead ones included.
+fn process_cpu() -> Result<f64> {
+    proc_stat_cpu("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) of the calling thread.
+fn thread_cpu() -> Result<f64> {
+    proc_stat_cpu("/proc/thread-self/stat")
+}
+
+fn proc_stat_cpu(path: &str) -> Result<f64> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) may hold spaces; fields after its closing paren are
+    // plain. utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
+    let rest = s.rsplit_once(')').map(|x| x.1).context("malformed /proc stat")?;
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next().context("no utime")?.parse()?;
+    let stime: u64 = f.next().context("no stime")?.parse()?;
+    Ok((utime + stime) as f64 / clock_ticks()? as f64)
+}
+
+/// `sysconf(_SC_CLK_TCK)` without libc: the kernel passes it in the aux vector.
+fn clock_ticks() -> Result<u64> {
+    const AT_CLKTCK: u64 = 17;
+    let auxv = std::fs::read("/proc/self/auxv").context("reading /proc/self/auxv")?;
+    for pair in auxv.chunks_exact(16) {
+        let (k, v) = pair.split_at(8);
+        let k = u64::from_ne_bytes(k.try_into()?);
+        let v = u64::from_ne_bytes(v.try_into()?);
+        if k == AT_CLKTCK && v > 0 {
+            return Ok(v);
+        }
+    }
+    bail!("AT_CLKTCK not found in /proc/self/auxv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.5), 50.0);
+        assert_eq!(percentile(&mut v, 0.99), 99.0);
+        assert_eq!(percentile(&mut [3.0], 0.99), 3.0);
+        assert!(percentile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn cpu_clocks_advance() {
+        assert!(clock_ticks().unwrap() > 0);
+        let t0 = thread_cpu().unwrap();
+        let p0 = process_cpu().unwrap();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(thread_cpu().unwrap() > t0);
+        assert!(process_cpu().unwrap() > p0);
+    }
+}
