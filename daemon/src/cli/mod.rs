@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch.
 
+pub mod demo;
 pub mod dump;
 pub mod import;
 pub mod info;
@@ -54,6 +55,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Print rows as JSON lines.
     Dump(dump::DumpArgs),
+    /// Build a sample dataset of synthetic images, then show it.
+    Demo(demo::DemoArgs),
     /// Import a folder of class subfolders, or a COCO annotation file.
     Import(import::ImportArgs),
 }
@@ -62,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match cli.command {
+        Command::Demo(a) => demo::run(&a, &mut out).await?,
         Command::Info(a) => info::run(&a, &mut out).await?,
         Command::Dump(a) => dump::run(&a, &mut out).await?,
         Command::Import(a) => import::run(&a, &mut out).await?,

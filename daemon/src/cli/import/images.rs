@@ -9,7 +9,7 @@
 //! an alpha channel is dropped; a 16-bit grayscale PNG is scaled to 8 bits.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use deeplake_core::format::compression::{self, Compression};
@@ -43,9 +43,18 @@ pub(crate) struct Loaded {
 fn codec_of(bytes: &[u8], path: &Path) -> anyhow::Result<Compression> {
     match Compression::sniff(bytes) {
         Some(c @ (Compression::Jpeg | Compression::Png)) => Ok(c),
-        Some(other) => bail!("{}: a {} file, not a JPEG or PNG image", path.display(), other.name()),
-        None if bytes.is_empty() => bail!("corrupt image file {}: the file is empty", path.display()),
-        None => bail!("corrupt image file {}: not a JPEG or PNG header", path.display()),
+        Some(other) => bail!(
+            "{}: a {} file, not a JPEG or PNG image",
+            path.display(),
+            other.name()
+        ),
+        None if bytes.is_empty() => {
+            bail!("corrupt image file {}: the file is empty", path.display())
+        }
+        None => bail!(
+            "corrupt image file {}: not a JPEG or PNG header",
+            path.display()
+        ),
     }
 }
 
@@ -53,53 +62,37 @@ fn shape_of(bytes: &[u8], codec: &Compression, path: &Path) -> anyhow::Result<Ve
     let shape = compression::image_shape(bytes, codec)
         .map_err(|e| anyhow::anyhow!("corrupt image file {}: {e}", path.display()))?;
     if shape.contains(&0) {
-        bail!("corrupt image file {}: the header gives an empty image {shape:?}", path.display());
+        bail!(
+            "corrupt image file {}: the header gives an empty image {shape:?}",
+            path.display()
+        );
     }
     Ok(shape)
 }
 
 /// Reads the header of `path`: codec, shape and size. Does not decode pixels.
 pub(crate) fn probe(path: &Path) -> anyhow::Result<Probe> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open image file {}", path.display()))?;
-    let len = file.metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open image file {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
     let mut head = Vec::with_capacity(PROBE_BYTES.min(len) as usize);
-    file.take(PROBE_BYTES).read_to_end(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    file.take(PROBE_BYTES)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let codec = codec_of(&head, path)?;
     let shape = match compression::image_shape(&head, &codec) {
         Ok(s) if !s.contains(&0) => s,
         _ if (head.len() as u64) < len => {
-            let all = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let all =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             shape_of(&all, &codec, path)?
         }
         _ => shape_of(&head, &codec, path)?,
     };
     Ok(Probe { codec, shape, len })
-}
-
-/// Probes every file (in parallel, in order), calling `tick` once per file. On failure
-/// the error is the first failing file's, with a count of the others.
-pub(crate) fn probe_all(paths: &[PathBuf], tick: &(dyn Fn() + Sync)) -> anyhow::Result<Vec<Probe>> {
-    use rayon::prelude::*;
-    let results: Vec<anyhow::Result<Probe>> = paths
-        .par_iter()
-        .map(|p| {
-            let r = probe(p);
-            tick();
-            r
-        })
-        .collect();
-    let failures = results.iter().filter(|r| r.is_err()).count();
-    let mut out = Vec::with_capacity(results.len());
-    for r in results {
-        match r {
-            Ok(p) => out.push(p),
-            Err(e) if failures > 1 => {
-                return Err(e.context(format!("{} image files failed the check; the first is:", failures)));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
 }
 
 /// The codec most files use; PNG wins a tie (it loses no pixels when the others are
@@ -112,7 +105,11 @@ pub(crate) fn majority_codec<'a>(codecs: impl IntoIterator<Item = &'a Compressio
             _ => png += 1,
         }
     }
-    if jpeg > png { Compression::Jpeg } else { Compression::Png }
+    if jpeg > png {
+        Compression::Jpeg
+    } else {
+        Compression::Png
+    }
 }
 
 /// Bit depth and colour type from a PNG's IHDR (which the PNG format places first).
@@ -124,18 +121,27 @@ fn png_depth_and_color(bytes: &[u8]) -> Option<(u8, u8)> {
 }
 
 /// Decodes `bytes` (of `from`) and encodes the pixels as `to`.
-fn reencode(bytes: &[u8], from: &Compression, to: &Compression) -> Result<(Vec<u8>, Vec<usize>), String> {
+fn reencode(
+    bytes: &[u8],
+    from: &Compression,
+    to: &Compression,
+) -> Result<(Vec<u8>, Vec<usize>), String> {
     const GRAY: u8 = 0;
     let gray16 = *from == Compression::Png && png_depth_and_color(bytes) == Some((16, GRAY));
     let arr = if gray16 {
-        let wide = compression::decode_sample(bytes, from, Dtype::U16, &[]).map_err(|e| e.to_string())?;
+        let wide =
+            compression::decode_sample(bytes, from, Dtype::U16, &[]).map_err(|e| e.to_string())?;
         // Little-endian samples: the second byte of each is the high one.
         let narrow: Vec<u8> = wide.data.chunks_exact(2).map(|b| b[1]).collect();
         NdArray::new(Dtype::U8, wide.shape, narrow).map_err(|e| e.to_string())?
     } else {
         compression::decode_sample(bytes, from, Dtype::U8, &[]).map_err(|e| e.to_string())?
     };
-    let arr = if *to == Compression::Jpeg { drop_alpha(arr)? } else { arr };
+    let arr = if *to == Compression::Jpeg {
+        drop_alpha(arr)?
+    } else {
+        arr
+    };
     let out = compression::encode_sample(&arr, to).map_err(|e| e.to_string())?;
     Ok((out, arr.shape))
 }
@@ -150,26 +156,54 @@ fn drop_alpha(arr: NdArray) -> Result<NdArray, String> {
         return Ok(arr);
     }
     let keep = c - 1;
-    let data: Vec<u8> = arr.data.chunks_exact(c).flat_map(|px| px.iter().take(keep).copied()).collect();
+    let data: Vec<u8> = arr
+        .data
+        .chunks_exact(c)
+        .flat_map(|px| px.iter().take(keep).copied())
+        .collect();
     NdArray::new(Dtype::U8, vec![h, w, keep], data).map_err(|e| e.to_string())
 }
 
 /// Reads `path` as a sample of a tensor whose sample compression is `target`. The
 /// header is checked again (the file may have changed since it was probed).
 pub(crate) fn load(path: &Path, target: &Compression) -> anyhow::Result<Loaded> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read image file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read image file {}", path.display()))?;
     let file_bytes = bytes.len() as u64;
     let codec = codec_of(&bytes, path)?;
     let shape = shape_of(&bytes, &codec, path)?;
     if codec == *target {
-        let sample = Sample::Encoded { bytes: bytes.into(), compression: codec, shape: Some(shape.clone()) };
-        return Ok(Loaded { sample, shape, file_bytes, reencoded: false });
+        let sample = Sample::Encoded {
+            bytes: bytes.into(),
+            compression: codec,
+            shape: Some(shape.clone()),
+        };
+        return Ok(Loaded {
+            sample,
+            shape,
+            file_bytes,
+            reencoded: false,
+        });
     }
     let (out, shape) = reencode(&bytes, &codec, target).map_err(|e| {
-        anyhow::anyhow!("cannot re-encode {} image file {} as {}: {e}", codec.name(), path.display(), target.name())
+        anyhow::anyhow!(
+            "cannot re-encode {} image file {} as {}: {e}",
+            codec.name(),
+            path.display(),
+            target.name()
+        )
     })?;
-    let sample = Sample::Encoded { bytes: out.into(), compression: target.clone(), shape: Some(shape.clone()) };
-    Ok(Loaded { sample, shape, file_bytes, reencoded: true })
+    let sample = Sample::Encoded {
+        bytes: out.into(),
+        compression: target.clone(),
+        shape: Some(shape.clone()),
+    };
+    Ok(Loaded {
+        sample,
+        shape,
+        file_bytes,
+        reencoded: true,
+    })
 }
 
 #[cfg(test)]
@@ -199,7 +233,10 @@ mod tests {
     fn unknown_headers_name_the_file() {
         let p = Path::new("cats/x.jpg");
         let e = codec_of(b"hello", p).unwrap_err().to_string();
-        assert!(e.contains("cats/x.jpg") && e.contains("not a JPEG or PNG header"), "{e}");
+        assert!(
+            e.contains("cats/x.jpg") && e.contains("not a JPEG or PNG header"),
+            "{e}"
+        );
         let e = codec_of(b"", p).unwrap_err().to_string();
         assert!(e.contains("empty"), "{e}");
         let e = codec_of(b"GIF89a....", p).unwrap_err().to_string();

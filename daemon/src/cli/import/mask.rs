@@ -26,12 +26,19 @@ pub(crate) fn fill_polygon(plane: &mut [bool], height: usize, width: usize, coor
     if points.len() < 3 || plane.len() != height.saturating_mul(width) {
         return;
     }
-    let (ymin, ymax) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (ymin, ymax) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
     // Rows whose centre y = r + 0.5 lies in [ymin, ymax).
     let first = to_index((ymin - 0.5).ceil(), height);
     let last = to_index((ymax - 0.5).ceil(), height);
-    let edges: Vec<((f64, f64), (f64, f64))> =
-        points.iter().zip(points.iter().cycle().skip(1)).map(|(a, b)| (*a, *b)).collect();
+    let edges: Vec<((f64, f64), (f64, f64))> = points
+        .iter()
+        .zip(points.iter().cycle().skip(1))
+        .map(|(a, b)| (*a, *b))
+        .collect();
     let mut xs: Vec<f64> = Vec::new();
     for row in first..last {
         let y = row as f64 + 0.5;
@@ -42,7 +49,9 @@ pub(crate) fn fill_polygon(plane: &mut [bool], height: usize, width: usize, coor
             }
         }
         xs.sort_by(f64::total_cmp);
-        let Some(line) = plane.get_mut(row * width..(row + 1) * width) else { return };
+        let Some(line) = plane.get_mut(row * width..(row + 1) * width) else {
+            return;
+        };
         for pair in xs.chunks_exact(2) {
             // Centres c + 0.5 in [a, b): columns ceil(a - 0.5) .. ceil(b - 0.5).
             let from = to_index((pair[0] - 0.5).ceil(), width);
@@ -77,14 +86,21 @@ pub(crate) fn decode_rle_string(s: &str) -> Result<Vec<u32>, String> {
         let mut shift = 0u32;
         loop {
             let Some(&b) = bytes.get(pos) else {
-                return Err(format!("compressed RLE ends inside the count that starts at character {start}"));
+                return Err(format!(
+                    "compressed RLE ends inside the count that starts at character {start}"
+                ));
             };
             if !(48..48 + 64).contains(&b) {
-                return Err(format!("compressed RLE has an invalid character {:?} at {pos}", char::from(b)));
+                return Err(format!(
+                    "compressed RLE has an invalid character {:?} at {pos}",
+                    char::from(b)
+                ));
             }
             // Twelve characters hold 60 bits, far more than any run length needs.
             if shift > 55 {
-                return Err(format!("compressed RLE count at character {start} is too long"));
+                return Err(format!(
+                    "compressed RLE count at character {start} is too long"
+                ));
             }
             let c = i64::from(b - 48);
             x |= (c & 0x1f) << shift;
@@ -99,14 +115,19 @@ pub(crate) fn decode_rle_string(s: &str) -> Result<Vec<u32>, String> {
         }
         if counts.len() > 2 {
             let base = counts.get(counts.len() - 2).copied().unwrap_or(0);
-            x = x.checked_add(base).ok_or_else(|| format!("compressed RLE count at character {start} overflows"))?;
+            x = x
+                .checked_add(base)
+                .ok_or_else(|| format!("compressed RLE count at character {start} overflows"))?;
         }
         counts.push(x);
     }
     counts
         .into_iter()
         .enumerate()
-        .map(|(i, c)| u32::try_from(c).map_err(|_| format!("compressed RLE run {i} has an invalid length {c}")))
+        .map(|(i, c)| {
+            u32::try_from(c)
+                .map_err(|_| format!("compressed RLE run {i} has an invalid length {c}"))
+        })
         .collect()
 }
 
@@ -115,16 +136,26 @@ pub(crate) fn check_runs(height: usize, width: usize, runs: &[u32]) -> Result<()
     let total: u64 = runs.iter().map(|&r| u64::from(r)).sum();
     let pixels = (height as u64).saturating_mul(width as u64);
     if total != pixels {
-        return Err(format!("RLE runs cover {total} pixels, a {height}x{width} image has {pixels}"));
+        return Err(format!(
+            "RLE runs cover {total} pixels, a {height}x{width} image has {pixels}"
+        ));
     }
     Ok(())
 }
 
 /// Sets the pixels of `plane` that `runs` (column-major, 0s first) mark as 1.
-pub(crate) fn paint_runs(plane: &mut [bool], height: usize, width: usize, runs: &[u32]) -> Result<(), String> {
+pub(crate) fn paint_runs(
+    plane: &mut [bool],
+    height: usize,
+    width: usize,
+    runs: &[u32],
+) -> Result<(), String> {
     check_runs(height, width, runs)?;
     if plane.len() != height.saturating_mul(width) {
-        return Err(format!("mask plane of {} pixels for a {height}x{width} image", plane.len()));
+        return Err(format!(
+            "mask plane of {} pixels for a {height}x{width} image",
+            plane.len()
+        ));
     }
     let mut pos = 0usize;
     for (i, &run) in runs.iter().enumerate() {
@@ -148,7 +179,10 @@ mod tests {
 
     /// Renders a plane as rows of '0'/'1' for readable assertions.
     fn rows(plane: &[bool], width: usize) -> Vec<String> {
-        plane.chunks(width).map(|r| r.iter().map(|&b| if b { '1' } else { '0' }).collect()).collect()
+        plane
+            .chunks(width)
+            .map(|r| r.iter().map(|&b| if b { '1' } else { '0' }).collect())
+            .collect()
     }
 
     fn fill(height: usize, width: usize, polys: &[&[f64]]) -> Vec<String> {
@@ -203,35 +237,54 @@ mod tests {
     #[test]
     fn even_odd_leaves_a_hole() {
         // Outer ring, a cut to the inner ring and back: the inner square is a hole.
-        let ring = [0.0, 0.0, 6.0, 0.0, 6.0, 5.0, 0.0, 5.0, 0.0, 0.0, 2.0, 1.0, 4.0, 1.0, 4.0, 4.0, 2.0, 4.0, 2.0, 1.0];
-        assert_eq!(fill(5, 6, &[&ring]), ["111111", "110011", "110011", "110011", "111111"]);
+        let ring = [
+            0.0, 0.0, 6.0, 0.0, 6.0, 5.0, 0.0, 5.0, 0.0, 0.0, 2.0, 1.0, 4.0, 1.0, 4.0, 4.0, 2.0,
+            4.0, 2.0, 1.0,
+        ];
+        assert_eq!(
+            fill(5, 6, &[&ring]),
+            ["111111", "110011", "110011", "110011", "111111"]
+        );
     }
 
     #[test]
     fn self_intersecting_bow_tie() {
         // Two triangles meeting at (3, 2.5); the crossing edges swap order at that row.
         let bow = [0.0, 0.0, 6.0, 5.0, 6.0, 0.0, 0.0, 5.0];
-        assert_eq!(fill(5, 6, &[&bow]), ["100001", "110011", "111111", "110011", "100001"]);
+        assert_eq!(
+            fill(5, 6, &[&bow]),
+            ["100001", "110011", "111111", "110011", "100001"]
+        );
     }
 
     #[test]
     fn centres_on_edges_follow_the_half_open_rule() {
         // x in [0.5, 2.5), y in [0.5, 1.5): centres on the left/top edges are inside.
-        assert_eq!(fill(3, 4, &[&[0.5, 0.5, 2.5, 0.5, 2.5, 1.5, 0.5, 1.5]]), ["1100", "0000", "0000"]);
+        assert_eq!(
+            fill(3, 4, &[&[0.5, 0.5, 2.5, 0.5, 2.5, 1.5, 0.5, 1.5]]),
+            ["1100", "0000", "0000"]
+        );
     }
 
     #[test]
     fn polygons_unite_and_clip_to_the_image() {
         let a: &[f64] = &[-10.0, -10.0, 1.0, -10.0, 1.0, 10.0, -10.0, 10.0];
         let b: &[f64] = &[5.0, 4.0, 100.0, 4.0, 100.0, 100.0, 5.0, 100.0];
-        assert_eq!(fill(5, 6, &[a, b]), ["100000", "100000", "100000", "100000", "100001"]);
+        assert_eq!(
+            fill(5, 6, &[a, b]),
+            ["100000", "100000", "100000", "100000", "100001"]
+        );
     }
 
     #[test]
     fn degenerate_polygons_fill_nothing() {
         let nan = f64::NAN;
-        for p in [&[1.0, 1.0, 4.0, 4.0][..], &[][..], &[nan, nan, 1.0, 2.0, 3.0, nan][..], &[0.0, 0.0, 5.0, 0.0, 9.0, 0.0][..]]
-        {
+        for p in [
+            &[1.0, 1.0, 4.0, 4.0][..],
+            &[][..],
+            &[nan, nan, 1.0, 2.0, 3.0, nan][..],
+            &[0.0, 0.0, 5.0, 0.0, 9.0, 0.0][..],
+        ] {
             assert!(fill(5, 6, &[p]).iter().all(|r| r == "000000"), "{p:?}");
         }
         // A plane of the wrong size is left alone rather than indexed out of bounds.
@@ -251,8 +304,12 @@ mod tests {
 
     #[test]
     fn compressed_rle_round_trips_with_deltas() {
-        let cases: [&[u32]; 4] =
-            [&[0, 30], &[5, 100, 3, 2, 50, 1, 70_000, 16, 15, 17], &[1_000_000, 1, 999_999], &[31, 32, 33, 0, 1, 2, 4_000_000_000]];
+        let cases: [&[u32]; 4] = [
+            &[0, 30],
+            &[5, 100, 3, 2, 50, 1, 70_000, 16, 15, 17],
+            &[1_000_000, 1, 999_999],
+            &[31, 32, 33, 0, 1, 2, 4_000_000_000],
+        ];
         for counts in cases {
             let s = encode_rle_string(counts);
             assert_eq!(decode_rle_string(&s).unwrap(), counts, "{s}");
@@ -261,13 +318,29 @@ mod tests {
 
     #[test]
     fn bad_compressed_rle_is_an_error() {
-        assert!(decode_rle_string("3 2").unwrap_err().contains("invalid character"));
-        assert!(decode_rle_string("3~").unwrap_err().contains("invalid character"));
+        assert!(
+            decode_rle_string("3 2")
+                .unwrap_err()
+                .contains("invalid character")
+        );
+        assert!(
+            decode_rle_string("3~")
+                .unwrap_err()
+                .contains("invalid character")
+        );
         // 'P' = '0' + 0x20: a continuation with nothing after it.
         assert!(decode_rle_string("3P").unwrap_err().contains("ends inside"));
         // '?' = '0' + 15 ... and '@' = '0' + 16: a lone sign bit makes -16.
-        assert!(decode_rle_string("@").unwrap_err().contains("invalid length -16"));
-        assert!(decode_rle_string(&"o".repeat(20)).unwrap_err().contains("too long"));
+        assert!(
+            decode_rle_string("@")
+                .unwrap_err()
+                .contains("invalid length -16")
+        );
+        assert!(
+            decode_rle_string(&"o".repeat(20))
+                .unwrap_err()
+                .contains("too long")
+        );
         // A delta that makes a later count negative.
         let s = format!("{}{}", encode_rle_string(&[1, 5, 1]), "C");
         assert!(decode_rle_string(&s).is_err());
@@ -287,8 +360,16 @@ mod tests {
     #[test]
     fn runs_must_cover_the_image() {
         let mut plane = vec![false; 6];
-        assert!(paint_runs(&mut plane, 2, 3, &[1, 2]).unwrap_err().contains("cover 3 pixels"));
-        assert!(paint_runs(&mut plane, 2, 3, &[1, 2, 4]).unwrap_err().contains("cover 7 pixels"));
+        assert!(
+            paint_runs(&mut plane, 2, 3, &[1, 2])
+                .unwrap_err()
+                .contains("cover 3 pixels")
+        );
+        assert!(
+            paint_runs(&mut plane, 2, 3, &[1, 2, 4])
+                .unwrap_err()
+                .contains("cover 7 pixels")
+        );
         assert!(paint_runs(&mut vec![false; 5], 2, 3, &[6]).is_err());
         assert_eq!(plane, vec![false; 6]);
     }

@@ -46,7 +46,13 @@ impl Progress {
         } else {
             Sink::Log(Mutex::new(start))
         };
-        Progress { label, total, done: AtomicU64::new(0), start, sink }
+        Progress {
+            label,
+            total,
+            done: AtomicU64::new(0),
+            start,
+            sink,
+        }
     }
 
     /// Records `n` more files done.
@@ -56,7 +62,9 @@ impl Progress {
             Sink::Bar(bar) => bar.inc(n),
             Sink::Log(last) => {
                 // A reader that finds the lock taken skips its line: another is writing one.
-                let Ok(mut last) = last.try_lock() else { return };
+                let Ok(mut last) = last.try_lock() else {
+                    return;
+                };
                 let now = Instant::now();
                 if now.duration_since(*last) < LOG_EVERY {
                     return;
@@ -104,6 +112,9 @@ mod tests {
             log_line("importing", 50, 150, Duration::from_secs(10)),
             "importing: 50/150 files (5.0 files/s, ETA 20 s)"
         );
-        assert_eq!(log_line("checking", 0, 10, Duration::ZERO), "checking: 0/10 files (0.0 files/s, ETA unknown)");
+        assert_eq!(
+            log_line("checking", 0, 10, Duration::ZERO),
+            "checking: 0/10 files (0.0 files/s, ETA unknown)"
+        );
     }
 }
