@@ -20,8 +20,6 @@ use bytes::Bytes;
 use clap::Parser;
 use deeplake_core::format::compression::Compression;
 use deeplake_core::{Dataset, Dtype, NdArray, OpenOptions, Sample, TensorOptions};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use zune_jpeg::JpegDecoder;
@@ -47,13 +45,18 @@ struct Args {
     /// Number of random single-sample reads.
     #[arg(long, default_value_t = 500)]
     random_reads: usize,
-    /// Seed of the random read indexes (the peers use the same seed and generator order
-    /// only loosely; the indexes are printed so runs can be compared).
+    /// Seed of the random read rows (splitmix64; peers.py draws the same rows).
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Minimum process CPU time of the full read, in seconds (whole epochs).
+    #[arg(long, default_value_t = 2.0)]
+    read_min_cpu_s: f64,
     /// Minimum thread CPU time of the decode-only loop, in seconds (whole passes).
     #[arg(long, default_value_t = 2.0)]
     decode_min_cpu_s: f64,
+    /// Repeat the write this many times and stop (for profiling the write path).
+    #[arg(long)]
+    write_only: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -67,7 +70,9 @@ struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let report = rt.block_on(run(&args))?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &report)?;
@@ -80,8 +85,20 @@ async fn run(args: &Args) -> Result<Value> {
     let n = rows.len();
     ensure!(n > 0, "{} has no rows", args.data.display());
     let classes = load_classes(&args.data)?;
-    let url = args.out.to_str().context("output path is not UTF-8")?.to_owned();
+    let url = args
+        .out
+        .to_str()
+        .context("output path is not UTF-8")?
+        .to_owned();
 
+    if let Some(times) = args.write_only {
+        let mut runs = Vec::new();
+        for _ in 0..times.max(1) {
+            let (s, cpu, parts) = write_phase(args, &url, &rows, &classes).await?;
+            runs.push(json!({ "seconds": s, "samples_per_s": n as f64 / s, "cpu_s": cpu, "breakdown": parts }));
+        }
+        return Ok(json!({ "system": "ours", "n": n, "write_only": runs }));
+    }
     let write = write_phase(args, &url, &rows, &classes).await?;
     let jpegs = read_jpegs(&args.data, &rows)?;
     let raw_bytes: u64 = jpegs.iter().map(|b| b.len() as u64).sum();
@@ -91,7 +108,7 @@ async fn run(args: &Args) -> Result<Value> {
     let random = random_phase(args, &url, &jpegs).await?;
     let checks = check_phase(&url, &rows).await?;
 
-    let write_s = write.as_secs_f64();
+    let (write_s, write_cpu, write_parts) = write;
     Ok(json!({
         "system": "ours",
         "version": env!("CARGO_PKG_VERSION"),
@@ -101,6 +118,9 @@ async fn run(args: &Args) -> Result<Value> {
             "seconds": write_s,
             "samples_per_s": n as f64 / write_s,
             "mb_per_s": raw_bytes as f64 / 1e6 / write_s,
+            "cpu_s": write_cpu,
+            "samples_per_cpu_s": n as f64 / write_cpu,
+            "breakdown": write_parts,
             "batch": args.write_batch,
             "api": "Dataset::extend per tensor per batch of Sample::Encoded file bytes, then flush",
         },
@@ -123,18 +143,25 @@ fn load_meta(dir: &Path) -> Result<Vec<Row>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", p.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{} line {}", p.display(), i + 1))
+        })
         .collect()
 }
 
 fn load_classes(dir: &Path) -> Result<Vec<String>> {
     let p = dir.join("manifest.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
     let classes = v
         .get("classes")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(classes)
 }
@@ -143,73 +170,160 @@ fn read_jpegs(dir: &Path, rows: &[Row]) -> Result<Vec<Bytes>> {
     rows.iter()
         .map(|r| {
             let p = dir.join(&r.file);
-            std::fs::read(&p).map(Bytes::from).with_context(|| format!("reading {}", p.display()))
+            std::fs::read(&p)
+                .map(Bytes::from)
+                .with_context(|| format!("reading {}", p.display()))
         })
         .collect()
 }
 
 /// Creates the dataset and ingests every row; the timed span includes reading the JPEG
 /// files, as it does for the peers (deeplake 3 reads them inside `deeplake.read`).
-async fn write_phase(args: &Args, url: &str, rows: &[Row], classes: &[String]) -> Result<Duration> {
+/// Returns the wall time, the process CPU time and where the wall time went.
+async fn write_phase(
+    args: &Args,
+    url: &str,
+    rows: &[Row],
+    classes: &[String],
+) -> Result<(f64, f64, Value)> {
+    let cpu0 = process_cpu()?;
     let t0 = Instant::now();
-    let mut ds = Dataset::create(url, OpenOptions { overwrite: true, ..Default::default() }).await?;
-    ds.create_tensor("images", TensorOptions::new("image").dtype(Dtype::U8).sample_compression("jpeg")).await?;
-    ds.create_tensor("labels", TensorOptions::new("class_label").class_names(classes.iter().cloned())).await?;
-    ds.create_tensor("boxes", TensorOptions::new("bbox").dtype(Dtype::F32)).await?;
-    ds.create_tensor("captions", TensorOptions::new("text")).await?;
+    let mut ds = Dataset::create(
+        url,
+        OpenOptions {
+            overwrite: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ds.create_tensor(
+        "images",
+        TensorOptions::new("image")
+            .dtype(Dtype::U8)
+            .sample_compression("jpeg"),
+    )
+    .await?;
+    ds.create_tensor(
+        "labels",
+        TensorOptions::new("class_label").class_names(classes.iter().cloned()),
+    )
+    .await?;
+    ds.create_tensor("boxes", TensorOptions::new("bbox").dtype(Dtype::F32))
+        .await?;
+    ds.create_tensor("captions", TensorOptions::new("text"))
+        .await?;
+    let create = t0.elapsed();
+    let mut files = Duration::ZERO;
+    let mut ext = [Duration::ZERO; 4];
     for batch in rows.chunks(args.write_batch.max(1)) {
+        let t = Instant::now();
         let mut images = Vec::with_capacity(batch.len());
         for r in batch {
             let p = args.data.join(&r.file);
             let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            images.push(Sample::Encoded { bytes: Bytes::from(bytes), compression: Compression::Jpeg, shape: None });
+            images.push(Sample::Encoded {
+                bytes: Bytes::from(bytes),
+                compression: Compression::Jpeg,
+                shape: None,
+            });
         }
-        let labels = batch.iter().map(|r| Sample::Array(NdArray::scalar(r.label))).collect();
-        let boxes =
-            batch.iter().map(|r| NdArray::from_slice(vec![4], &r.bbox).map(Sample::Array)).collect::<Result<_, _>>()?;
-        let captions = batch.iter().map(|r| Sample::Text(r.caption.clone())).collect();
-        ds.extend("images", images).await?;
-        ds.extend("labels", labels).await?;
-        ds.extend("boxes", boxes).await?;
-        ds.extend("captions", captions).await?;
+        files += t.elapsed();
+        let labels = batch
+            .iter()
+            .map(|r| Sample::Array(NdArray::scalar(r.label)))
+            .collect();
+        let boxes = batch
+            .iter()
+            .map(|r| NdArray::from_slice(vec![4], &r.bbox).map(Sample::Array))
+            .collect::<Result<_, _>>()?;
+        let captions = batch
+            .iter()
+            .map(|r| Sample::Text(r.caption.clone()))
+            .collect();
+        for (slot, (name, samples)) in ext.iter_mut().zip([
+            ("images", images),
+            ("labels", labels),
+            ("boxes", boxes),
+            ("captions", captions),
+        ]) {
+            let t = Instant::now();
+            ds.extend(name, samples).await?;
+            *slot += t.elapsed();
+        }
     }
+    let t = Instant::now();
     ds.flush().await?;
-    Ok(t0.elapsed())
+    let flush = t.elapsed();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu()? - cpu0;
+    let breakdown = json!({
+        "create_s": create.as_secs_f64(),
+        "read_files_s": files.as_secs_f64(),
+        "extend_images_s": ext[0].as_secs_f64(),
+        "extend_labels_s": ext[1].as_secs_f64(),
+        "extend_boxes_s": ext[2].as_secs_f64(),
+        "extend_captions_s": ext[3].as_secs_f64(),
+        "flush_s": flush.as_secs_f64(),
+    });
+    Ok((wall, cpu, breakdown))
 }
 
-/// Reads every image, decoded, in `read_batch` ranges from a freshly opened dataset.
+/// Reads every image, decoded, in `read_batch` ranges; whole epochs, each from a fresh
+/// open (empty chunk cache), until `read_min_cpu_s` of process CPU time is spent.
 async fn full_read_phase(args: &Args, url: &str, n: usize) -> Result<Value> {
     let cpu0 = process_cpu()?;
     let t0 = Instant::now();
-    let ds = Dataset::open(url, OpenOptions { read_only: true, ..Default::default() }).await?;
     let mut images = 0usize;
+    let mut epochs = 0usize;
     let mut pixels = 0usize;
-    let step = args.read_batch.max(1) as u64;
-    let mut a = 0u64;
-    while a < n as u64 {
-        let b = (a + step).min(n as u64);
-        for s in ds.read_range("images", a..b).await? {
-            match s {
-                Sample::Array(arr) => pixels += arr.data.len(),
-                other => bail!("image read back as {other:?}, expected a decoded array"),
-            }
-            images += 1;
+    loop {
+        let got = read_epoch(args, url, n, &mut pixels).await?;
+        ensure!(got == n, "full read returned {got} images, expected {n}");
+        images += got;
+        epochs += 1;
+        if process_cpu()? - cpu0 >= args.read_min_cpu_s {
+            break;
         }
-        a = b;
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = process_cpu()? - cpu0;
-    ensure!(images == n, "full read returned {images} images, expected {n}");
     Ok(json!({
         "images": images,
+        "epochs": epochs,
         "decoded_bytes": pixels,
         "seconds": wall,
         "images_per_s": images as f64 / wall,
         "cpu_s": cpu,
         "images_per_cpu_s": images as f64 / cpu,
         "batch": args.read_batch,
-        "api": "Dataset::read_range (decoded) in batches, fresh open",
+        "api": "Dataset::read_range (decoded) in batches, fresh open per epoch",
     }))
+}
+
+async fn read_epoch(args: &Args, url: &str, n: usize, pixels: &mut usize) -> Result<usize> {
+    let ds = Dataset::open(
+        url,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut images = 0usize;
+    let step = args.read_batch.max(1) as u64;
+    let mut a = 0u64;
+    while a < n as u64 {
+        let b = (a + step).min(n as u64);
+        for s in ds.read_range("images", a..b).await? {
+            match s {
+                Sample::Array(arr) => *pixels += arr.data.len(),
+                other => bail!("image read back as {other:?}, expected a decoded array"),
+            }
+            images += 1;
+        }
+        a = b;
+    }
+    Ok(images)
 }
 
 /// Decodes the JPEGs as the core reader does (zune-jpeg to RGB into a fresh buffer), on
@@ -232,7 +346,9 @@ fn decode_only_phase(jpegs: &[Bytes], min_cpu_s: f64) -> Result<Value> {
         }
         Ok((images, t0.elapsed().as_secs_f64(), thread_cpu()? - cpu0))
     });
-    let (images, wall, cpu) = handle.join().map_err(|_| anyhow::anyhow!("decode thread panicked"))??;
+    let (images, wall, cpu) = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("decode thread panicked"))??;
     Ok(json!({
         "images": images,
         "seconds": wall,
@@ -248,10 +364,16 @@ fn decode_only_phase(jpegs: &[Bytes], min_cpu_s: f64) -> Result<Value> {
 /// straight from the JPEG bytes to give the one-decode baseline.
 async fn random_phase(args: &Args, url: &str, jpegs: &[Bytes]) -> Result<Value> {
     let n = jpegs.len() as u64;
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let idx: Vec<u64> = (0..args.random_reads).map(|_| rng.random_range(0..n)).collect();
+    let idx = random_indexes(args.seed, n, args.random_reads);
     let t_open = Instant::now();
-    let ds = Dataset::open(url, OpenOptions { read_only: true, ..Default::default() }).await?;
+    let ds = Dataset::open(
+        url,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await?;
     let open_ms = ms(t_open.elapsed());
     let mut lat = Vec::with_capacity(idx.len());
     let mut decoded = Vec::with_capacity(idx.len());
@@ -288,7 +410,14 @@ async fn random_phase(args: &Args, url: &str, jpegs: &[Bytes]) -> Result<Value> 
 
 /// Untimed sanity checks: every tensor has n rows and labels/boxes read back as written.
 async fn check_phase(url: &str, rows: &[Row]) -> Result<Value> {
-    let ds = Dataset::open(url, OpenOptions { read_only: true, ..Default::default() }).await?;
+    let ds = Dataset::open(
+        url,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await?;
     let n = rows.len() as u64;
     for t in ["images", "labels", "boxes", "captions"] {
         let len = ds.tensor_len(t)?;
@@ -312,11 +441,29 @@ async fn check_phase(url: &str, rows: &[Row]) -> Result<Value> {
 fn decode_jpeg(bytes: &[u8]) -> Result<Vec<u8>> {
     let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut d = JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-    d.decode_headers().map_err(|e| anyhow::anyhow!("jpeg header: {e}"))?;
+    d.decode_headers()
+        .map_err(|e| anyhow::anyhow!("jpeg header: {e}"))?;
     let size = d.output_buffer_size().context("jpeg too large")?;
     let mut px = vec![0u8; size];
-    d.decode_into(&mut px).map_err(|e| anyhow::anyhow!("jpeg decode: {e}"))?;
+    d.decode_into(&mut px)
+        .map_err(|e| anyhow::anyhow!("jpeg decode: {e}"))?;
     Ok(px)
+}
+
+/// splitmix64 reduced mod `n`: a generator small enough to repeat exactly in peers.py,
+/// so every system reads the same rows.
+fn random_indexes(seed: u64, n: u64, count: usize) -> Vec<u64> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            z % n.max(1)
+        })
+        .collect()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -368,7 +515,10 @@ fn proc_stat_cpu(path: &str) -> Result<f64> {
     let s = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) may hold spaces; fields after its closing paren are
     // plain. utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
-    let rest = s.rsplit_once(')').map(|x| x.1).context("malformed /proc stat")?;
+    let rest = s
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .context("malformed /proc stat")?;
     let mut f = rest.split_whitespace().skip(11);
     let utime: u64 = f.next().context("no utime")?.parse()?;
     let stime: u64 = f.next().context("no stime")?.parse()?;
@@ -401,6 +551,20 @@ mod tests {
         assert_eq!(percentile(&mut v, 0.99), 99.0);
         assert_eq!(percentile(&mut [3.0], 0.99), 3.0);
         assert!(percentile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn random_indexes_match_splitmix64() {
+        // First outputs of splitmix64 seeded with 0 (the published reference values).
+        assert_eq!(
+            random_indexes(0, u64::MAX, 2),
+            vec![0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4]
+        );
+        let v = random_indexes(7, 10, 100);
+        assert!(v.iter().all(|&i| i < 10));
+        assert_eq!(v, random_indexes(7, 10, 100));
+        // peers.py must draw the same rows; this is its output for (7, 2000, 5).
+        assert_eq!(random_indexes(7, 2000, 5), vec![487, 1804, 1346, 203, 1674]);
     }
 
     #[test]

@@ -7,18 +7,17 @@ Deterministic: pixel content comes from a seeded generator, so two runs with the
 Pillow version write identical bytes. The pictures are smooth gradients plus mild noise:
 real JPEG decoders (libjpeg-turbo, zune-jpeg, ...) differ only in the last bits on such
 content, which keeps pixel comparisons across decoders meaningful with a small tolerance.
-Only numpy and Pillow are needed, so any of the test venvs can run it.
+Writing needs numpy and Pillow (any of the test venvs has them); importing this module
+for FILES does not.
 """
 import argparse
 import os
 import sys
 
-import numpy as np
-from PIL import Image
-
 SEED = 20240611
 
-# name -> (mode, height, width, save options)
+# name -> (Pillow mode, height, width, save options). The mode matters to the cases:
+# deeplake converts a file whose channels do not fit image.rgb / image.gray.
 FILES = {
     "rgb_16x20.jpg": ("RGB", 16, 20, {"quality": 90}),
     "rgb_24x20.jpg": ("RGB", 24, 20, {"quality": 90}),
@@ -36,6 +35,8 @@ FILES = {
 
 def picture(rng, mode, height, width):
     """Smooth per-channel gradients with a little noise, as uint8 (H, W[, C])."""
+    import numpy as np
+
     channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
     y = np.linspace(0.0, 1.0, height)[:, None, None]
     x = np.linspace(0.0, 1.0, width)[None, :, None]
@@ -50,6 +51,9 @@ def picture(rng, mode, height, width):
 
 def write_fixtures(out_dir):
     """Writes every fixture file into out_dir and returns their paths by name."""
+    import numpy as np
+    from PIL import Image
+
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(SEED)
     paths = {}

@@ -518,7 +518,7 @@ mod tests {
         assert_eq!(tile_shape(&[100, 37], 1, 1000), vec![25, 37]);
         assert_eq!(
             tile_shape(&[4000, 4000, 3], 1, 16_000_000),
-            vec![2000, 4000, 3]
+            vec![2000, 2000, 3]
         );
     }
 

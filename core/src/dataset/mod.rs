@@ -1429,11 +1429,13 @@ async fn append_to_tensor(
             }
         };
         for mut it in items {
-            if let Some(r) = rank {
-                if is_empty_item(&it) && it.shape.len() != r && !t.htype.is_text_like() {
-                    it.shape = vec![0; r];
-                    it.logical_shape = vec![0; r];
-                }
+            if let Some(r) = rank
+                && is_empty_item(&it)
+                && it.shape.len() != r
+                && !t.htype.is_text_like()
+            {
+                it.shape = vec![0; r];
+                it.logical_shape = vec![0; r];
             }
             let idx = t.meta.length;
             let shape_for_meta: Vec<u64> = if t.htype.is_link {

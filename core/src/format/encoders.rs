@@ -380,7 +380,9 @@ fn out_of_range(what: &str, i: u64) -> Corruption {
 /// global indices.
 ///
 /// Kept sorted and disjoint by [`PadEncoder::add`] and [`PadEncoder::unpad`]; `decode`
-/// rejects pairs that are not.
+/// rejects pairs that overlap or go backwards, drops empty pairs, and reads a lone
+/// trailing value `e` (which 3.x's `unpad` can leave behind) as `[e, e + 1)`, the way 3.x
+/// reads it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PadEncoder {
     pub ranges: Vec<(u32, u32)>,

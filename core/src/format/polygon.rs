@@ -92,8 +92,10 @@ pub fn decode(bytes: &[u8], dtype: Dtype, ndim: usize) -> Result<Vec<NdArray>, C
     let n = r.u16_le()?;
     let n = r.check_count(u64::from(n), 2)?;
     let lengths = (0..n).map(|_| r.u16_le()).collect::<Result<Vec<_>, _>>()?;
-    if n > 0 && ndim == 0 {
-        return Err(Corruption::new("polygon sample: points of 0 dimensions"));
+    if n > 0 && !(1..=255).contains(&ndim) {
+        return Err(Corruption::new(format!(
+            "polygon sample: points of {ndim} dimensions; expected 1 to 255"
+        )));
     }
     let point_size = ndim
         .checked_mul(dtype.size())
@@ -198,6 +200,7 @@ mod tests {
         assert!(decode(&bytes, Dtype::F32, 3).is_err(), "wrong ndim");
         assert!(decode(&bytes, Dtype::F32, 0).is_err());
         assert!(decode(&bytes, Dtype::F32, usize::MAX).is_err());
+        assert!(decode(&[1, 0, 1, 0, 0], Dtype::U8, 256).is_err());
         // A header claiming 65535 polygons of 65535 points over a few bytes.
         assert!(decode(&[0xff, 0xff, 0xff, 0xff], Dtype::F64, 3).is_err());
         // A polygon without points.

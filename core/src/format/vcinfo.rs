@@ -78,11 +78,12 @@ impl VersionControlInfo {
             .map_err(|e| Corruption::new(format!("version_control_info.json: {e}")))?;
         for (id, node) in &v.commits {
             if let Some(p) = &node.parent
-                && !v.commits.contains_key(p) {
-                    return Err(Corruption::new(format!(
-                        "commit {id} has unknown parent {p}"
-                    )));
-                }
+                && !v.commits.contains_key(p)
+            {
+                return Err(Corruption::new(format!(
+                    "commit {id} has unknown parent {p}"
+                )));
+            }
         }
         for (b, id) in &v.branches {
             if !v.commits.contains_key(id) {

@@ -131,11 +131,12 @@ impl Store {
             });
         }
         if let Some((scheme, _)) = url.split_once("://")
-            && scheme != "file" {
-                return Err(Error::unsupported(format!(
-                    "storage scheme {scheme:?} in {url:?}; use a local path, file://, memory:// or s3://"
-                )));
-            }
+            && scheme != "file"
+        {
+            return Err(Error::unsupported(format!(
+                "storage scheme {scheme:?} in {url:?}; use a local path, file://, memory:// or s3://"
+            )));
+        }
         let path = url.strip_prefix("file://").unwrap_or(url);
         let dir = std::path::Path::new(path);
         std::fs::create_dir_all(dir).map_err(|e| {

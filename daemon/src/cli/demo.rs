@@ -39,7 +39,11 @@ pub fn make_row(rng: &mut StdRng, size: u32) -> anyhow::Result<(Vec<u8>, usize, 
     let w = rng.random_range(s / 4..s / 2);
     let (x0, y0) = (rng.random_range(0..s - w), rng.random_range(0..s - w));
     let fg = [rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()];
-    let bg = [rng.random::<u8>() / 2, rng.random::<u8>() / 2, rng.random::<u8>() / 2];
+    let bg = [
+        rng.random::<u8>() / 2,
+        rng.random::<u8>() / 2,
+        rng.random::<u8>() / 2,
+    ];
     let mut px = vec![0u8; (size * size * 3) as usize];
     for y in 0..s {
         for x in 0..s {
@@ -62,9 +66,19 @@ pub fn make_row(rng: &mut StdRng, size: u32) -> anyhow::Result<(Vec<u8>, usize, 
         }
     }
     let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut jpeg, 90).write_image(&px, size, size, image::ExtendedColorType::Rgb8)?;
+    JpegEncoder::new_with_quality(&mut jpeg, 90).write_image(
+        &px,
+        size,
+        size,
+        image::ExtendedColorType::Rgb8,
+    )?;
     let caption = format!("a {} at ({x0}, {y0}), {w} px wide", CLASSES[class]);
-    Ok((jpeg, class, [x0 as f32, y0 as f32, w as f32, w as f32], caption))
+    Ok((
+        jpeg,
+        class,
+        [x0 as f32, y0 as f32, w as f32, w as f32],
+        caption,
+    ))
 }
 
 pub async fn run(a: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -75,12 +89,23 @@ pub async fn run(a: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut ds = Dataset::create(&a.path, OpenOptions { ..opts.clone() })
         .await
         .with_context(|| format!("creating {}", a.path))?;
-    ds.create_tensor("images", TensorOptions::new("image").sample_compression("jpeg")).await?;
-    ds.create_tensor("labels", TensorOptions::new("class_label").class_names(CLASSES)).await?;
+    ds.create_tensor(
+        "images",
+        TensorOptions::new("image").sample_compression("jpeg"),
+    )
+    .await?;
+    ds.create_tensor(
+        "labels",
+        TensorOptions::new("class_label").class_names(CLASSES),
+    )
+    .await?;
     let mut boxes = TensorOptions::new("bbox");
-    boxes.info.insert("coords".into(), json!({"type": "pixel", "mode": "LTWH"}));
+    boxes
+        .info
+        .insert("coords".into(), json!({"type": "pixel", "mode": "LTWH"}));
     ds.create_tensor("boxes", boxes).await?;
-    ds.create_tensor("captions", TensorOptions::new("text")).await?;
+    ds.create_tensor("captions", TensorOptions::new("text"))
+        .await?;
     let mut rng = StdRng::seed_from_u64(a.seed);
     let mut done = 0;
     while done < a.rows {
@@ -89,7 +114,10 @@ pub async fn run(a: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let size = a.size;
         let rows = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
-            seeds.into_par_iter().map(|s| make_row(&mut StdRng::seed_from_u64(s), size)).collect::<anyhow::Result<Vec<_>>>()
+            seeds
+                .into_par_iter()
+                .map(|s| make_row(&mut StdRng::seed_from_u64(s), size))
+                .collect::<anyhow::Result<Vec<_>>>()
         })
         .await??;
         let mut images = Vec::with_capacity(n);
@@ -97,7 +125,11 @@ pub async fn run(a: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut bbs = Vec::with_capacity(n);
         let mut caps = Vec::with_capacity(n);
         for (jpeg, class, bb, cap) in rows {
-            images.push(Sample::Encoded { bytes: jpeg.into(), compression: Compression::Jpeg, shape: None });
+            images.push(Sample::Encoded {
+                bytes: jpeg.into(),
+                compression: Compression::Jpeg,
+                shape: None,
+            });
             labels.push(Sample::Text(CLASSES[class].to_owned()));
             bbs.push(Sample::Array(NdArray::from_slice(vec![1, 4], &bb)?));
             caps.push(Sample::Text(cap));
@@ -110,10 +142,24 @@ pub async fn run(a: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     ds.flush().await?;
     let secs = start.elapsed().as_secs_f64();
-    writeln!(out, "wrote {} rows to {} in {secs:.2} s ({:.0} rows/s)\n", a.rows, a.path, a.rows as f64 / secs)?;
-    let info = super::info::InfoArgs { path: a.path.clone(), json: false, storage: a.storage.clone() };
+    writeln!(
+        out,
+        "wrote {} rows to {} in {secs:.2} s ({:.0} rows/s)\n",
+        a.rows,
+        a.path,
+        a.rows as f64 / secs
+    )?;
+    let info = super::info::InfoArgs {
+        path: a.path.clone(),
+        json: false,
+        storage: a.storage.clone(),
+    };
     super::info::run(&info, out).await?;
-    writeln!(out, "\nfirst rows (deeplake dump {} --rows 0:3 --tensors labels,boxes,captions):", a.path)?;
+    writeln!(
+        out,
+        "\nfirst rows (deeplake dump {} --rows 0:3 --tensors labels,boxes,captions):",
+        a.path
+    )?;
     let dump = super::dump::DumpArgs {
         path: a.path.clone(),
         tensors: vec!["labels".into(), "boxes".into(), "captions".into()],

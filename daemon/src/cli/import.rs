@@ -37,7 +37,7 @@ use self::images::Probe;
 use self::progress::Progress;
 use super::StorageArgs;
 
-/// A batch closes once its input (file bytes plus decoded masks) reaches this size.
+/// Input (file bytes plus decoded masks) one batch may hold, unless a single row is larger.
 pub const BATCH_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +102,15 @@ struct Totals {
 
 /// Fails early when PATH holds a dataset and `--overwrite` is not given.
 async fn check_target(a: &ImportArgs) -> anyhow::Result<()> {
+    // Opening a local store creates its folder; a failed import must not leave one.
+    let local = match a.path.split_once("://") {
+        None => Some(a.path.as_str()),
+        Some(("file", rest)) => Some(rest),
+        Some(_) => None,
+    };
+    if local.is_some_and(|p| !Path::new(p).exists()) {
+        return Ok(());
+    }
     let opts = a.storage.open_options()?;
     let store = Store::open(&a.path, &opts.storage)?;
     if !a.overwrite && Dataset::exists_in(&store).await? {
@@ -266,12 +275,23 @@ fn image_tensor(codec: &Compression) -> TensorSpec {
     }
 }
 
-fn other_codec(c: &Compression) -> &'static str {
-    if *c == Compression::Jpeg {
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn report_codec(out: &mut dyn Write, codec: &Compression, reencoded: u64) -> anyhow::Result<()> {
+    let other = if *codec == Compression::Jpeg {
         "png"
     } else {
         "jpeg"
-    }
+    };
+    let files = count(
+        reencoded,
+        &format!("{other} file"),
+        &format!("{other} files"),
+    );
+    writeln!(out, "images stored as {}; re-encoded {files}", codec.name())?;
+    Ok(())
 }
 
 async fn import_folder(a: &ImportArgs, dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -336,18 +356,12 @@ async fn import_folder(a: &ImportArgs, dir: &Path, out: &mut dyn Write) -> anyho
     progress.finish();
     writeln!(
         out,
-        "{} classes: {}; skipped {} files that are not .jpg/.jpeg/.png images in a class folder",
-        scan.class_names.len(),
+        "{}: {}; skipped {} that are not .jpg/.jpeg/.png images in a class folder",
+        count(scan.class_names.len() as u64, "class", "classes"),
         scan.class_names.join(", "),
-        scan.skipped
+        count(scan.skipped, "file", "files"),
     )?;
-    writeln!(
-        out,
-        "images stored as {}; re-encoded {} {} files",
-        codec.name(),
-        totals.reencoded,
-        other_codec(&codec)
-    )?;
+    report_codec(out, &codec, totals.reencoded)?;
     summary(out, &a.path, &totals, started)
 }
 
@@ -476,14 +490,13 @@ async fn import_coco(
     });
     let totals = write_dataset(a, specs, batches.len(), total, prepare).await?;
     progress.finish();
-    writeln!(out, "{n_annotations} annotations in {n_classes} categories")?;
     writeln!(
         out,
-        "images stored as {}; re-encoded {} {} files",
-        codec.name(),
-        totals.reencoded,
-        other_codec(&codec)
+        "{} in {}",
+        count(n_annotations as u64, "annotation", "annotations"),
+        count(n_classes as u64, "category", "categories")
     )?;
+    report_codec(out, &codec, totals.reencoded)?;
     summary(out, &a.path, &totals, started)
 }
 

@@ -408,10 +408,11 @@ pub(crate) fn build_mask(
                     .map_err(|e| anyhow::anyhow!("annotation {}: {e}", a.id))?;
             }
         }
-        // Interleave: element (r, c, k) of the C-order (H, W, n) array.
-        for (px, &on) in data.chunks_exact_mut(n).zip(&plane) {
-            if let Some(slot) = px.get_mut(k) {
-                *slot = u8::from(on);
+        // Pixel i of plane k is element (i, k) of the C-order (H·W, n) array; `data`
+        // starts all false and masks are sparse, so only set pixels are visited.
+        for (i, _) in plane.iter().enumerate().filter(|(_, on)| **on) {
+            if let Some(slot) = data.get_mut(i * n + k) {
+                *slot = 1;
             }
         }
     }

@@ -230,6 +230,30 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_bit_gray_png_is_scaled_for_jpeg() {
+        let img = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(8, 8, |x, _| {
+            image::Luma([x as u16 * 8000 + 100])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageLuma16(img)
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        let png = png.into_inner();
+        assert_eq!(png_depth_and_color(&png), Some((16, 0)));
+        let (jpg, shape) = reencode(&png, &Compression::Png, &Compression::Jpeg).unwrap();
+        assert_eq!(shape, vec![8, 8, 1]);
+        let back = compression::decode_sample(&jpg, &Compression::Jpeg, Dtype::U8, &[]).unwrap();
+        assert_eq!(back.shape, vec![8, 8, 1]);
+        for (i, v) in back.data.iter().enumerate() {
+            let want = (((i % 8) as u32 * 8000 + 100) >> 8) as i32;
+            assert!(
+                (i32::from(*v) - want).abs() <= 3,
+                "pixel {i}: {v} vs {want}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_headers_name_the_file() {
         let p = Path::new("cats/x.jpg");
         let e = codec_of(b"hello", p).unwrap_err().to_string();

@@ -370,7 +370,7 @@ mod tests {
                 .unwrap_err()
                 .contains("cover 7 pixels")
         );
-        assert!(paint_runs(&mut vec![false; 5], 2, 3, &[6]).is_err());
+        assert!(paint_runs(&mut [false; 5], 2, 3, &[6]).is_err());
         assert_eq!(plane, vec![false; 6]);
     }
 }

@@ -1,0 +1,6 @@
+//! The integration tests of deeplake-daemon, one binary (`cargo test -p deeplake-daemon --test it`).
+
+// Test helpers outside `#[test]` functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod import;
