@@ -7,7 +7,7 @@
 # Errors inside $(...) must stop the caller too.
 shopt -s inherit_errexit
 
-CACHE=${DEEPLAKE_RS_CACHE:-$HOME/.cache/deeplake-rs}
+CACHE=${DEEPLAKE_RS_CACHE:-${HOME:-/tmp}/.cache/deeplake-rs}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '%s\n' "$*" >&2; }

@@ -3,6 +3,7 @@
 Shared by the writer (`dl3_write.py`) and the comparer (`compare.py`), so it imports
 only the standard library. The format of `cases.json` is described in README.md.
 """
+
 import json
 import os
 
@@ -53,7 +54,9 @@ def load_cases(path):
         for tensor in case.get("tensors", []):
             unknown = set(tensor) - TENSOR_KEYS
             if unknown or "name" not in tensor or "htype" not in tensor:
-                raise CaseError(f"{name}: bad tensor spec {tensor} (needs name and htype; unknown keys {sorted(unknown)})")
+                raise CaseError(
+                    f"{name}: bad tensor spec {tensor} (needs name and htype; unknown keys {sorted(unknown)})"
+                )
         for step in case.get("steps", []):
             if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in STEP_KINDS:
                 raise CaseError(f"{name}: bad step {step}")
@@ -123,7 +126,7 @@ def writer_encoded(sample, sample_compression, htype="image"):
     """
     if sample_compression is None or sample is None:
         return False
-    htype = htype[len("sequence["):-1] if htype.startswith("sequence[") else htype
+    htype = htype[len("sequence[") : -1] if htype.startswith("sequence[") else htype
     kind = sample_kind(sample)
     if kind == "file":
         name = sample["file"]

@@ -20,6 +20,7 @@ Options:
   ints and floats compare by value; a plain array matches the data of an expected
   sample-compressed value (4.x shows lz4-compressed samples that way).
 """
+
 import argparse
 import json
 import math
@@ -165,9 +166,13 @@ class Comparer:
         if keys_e != keys_a and not self.subset:
             self.diff(where, f"keys {sorted(keys_e)} != {sorted(keys_a)}")
             return
-        if "stored_sha256" in exp and "stored_sha256" in act and not encoded:
-            if exp["stored_sha256"] != act["stored_sha256"]:
-                self.diff(where, f"stored bytes differ: sha256 {exp['stored_sha256']} != {act['stored_sha256']}")
+        if (
+            "stored_sha256" in exp
+            and "stored_sha256" in act
+            and not encoded
+            and exp["stored_sha256"] != act["stored_sha256"]
+        ):
+            self.diff(where, f"stored bytes differ: sha256 {exp['stored_sha256']} != {act['stored_sha256']}")
         e_flat, a_flat = flatten(exp["data"], []), flatten(act["data"], [])
         if len(e_flat) != len(a_flat):
             self.diff(where, f"data has {len(e_flat)} values, expected {len(a_flat)}")
@@ -176,7 +181,9 @@ class Comparer:
         if compression not in ("jpeg", None):
             if e_flat != a_flat:
                 first = next(k for k, (x, y) in enumerate(zip(e_flat, a_flat)) if x != y)
-                self.diff(where, f"decoded data differs (first at flat index {first}: {e_flat[first]} != {a_flat[first]})")
+                self.diff(
+                    where, f"decoded data differs (first at flat index {first}: {e_flat[first]} != {a_flat[first]})"
+                )
             return
         if not e_flat:
             return
@@ -226,7 +233,10 @@ class Comparer:
                     continue
                 if name not in erow:
                     if arow[name] is not None and name in self.emeta_tensors:
-                        self.diff(f"row {i} tensor {name}", f"row past the tensor's end should be null, got {short(arow[name])}")
+                        self.diff(
+                            f"row {i} tensor {name}",
+                            f"row past the tensor's end should be null, got {short(arow[name])}",
+                        )
                     continue
                 self.value(erow[name], arow[name], f"row {i} tensor {name}", name, (name, i))
 

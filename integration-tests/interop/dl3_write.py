@@ -6,6 +6,7 @@
 Each case becomes the dataset OUT/<case name> (replaced if present). The step and sample
 semantics are those of README.md; the Rust fixture writer implements the same ones.
 """
+
 import argparse
 import os
 import shutil
@@ -16,8 +17,8 @@ import cases as cases_mod
 
 warnings.simplefilter("ignore")
 
-import deeplake  # noqa: E402
-import numpy as np  # noqa: E402
+import deeplake
+import numpy as np
 
 
 def build_sample(sample, fixtures):
@@ -94,7 +95,9 @@ def build_case(case, fixtures, out_dir):
             try:
                 run_step(ds, step, fixtures)
             except Exception as e:
-                raise RuntimeError(f"case {case['name']}: step {i} ({describe_step(step)}) failed: {root_cause(e)}") from e
+                raise RuntimeError(
+                    f"case {case['name']}: step {i} ({describe_step(step)}) failed: {root_cause(e)}"
+                ) from e
     ds.flush()
     return path
 

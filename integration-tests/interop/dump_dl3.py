@@ -7,6 +7,7 @@
 
 The dataset is opened read-only at its current head.
 """
+
 import argparse
 import hashlib
 import json
@@ -18,8 +19,8 @@ import warnings
 
 warnings.simplefilter("ignore")
 
-import deeplake  # noqa: E402
-import numpy as np  # noqa: E402
+import deeplake
+import numpy as np
 
 TEXT_LIKE = ("text", "json", "list", "tag")
 
@@ -151,7 +152,7 @@ def main(argv=None):
         try:
             with open(base + ".jsonl", "w", encoding="utf-8") as f:
                 dump(path, f)
-        except Exception:
+        except Exception:  # noqa: BLE001 (reported in the .error file)
             failed += 1
             os.remove(base + ".jsonl")
             with open(base + ".error", "w", encoding="utf-8") as f:

@@ -23,6 +23,7 @@ Differences from the 3.x dump, normalized where reasonable:
 * numbers inside json read as floats, and 0-d arrays are unwrapped;
 * link columns read as the decoded target, not the stored path: "comparable": false.
 """
+
 import argparse
 import json
 import math
@@ -62,8 +63,8 @@ def kind_of(type_str):
 def plain(value):
     import numpy as np
 
-    if type(value).__name__ == "Dict" and hasattr(value, "keys"):
-        return {str(k): plain(value[k]) for k in value.keys()}
+    if type(value).__name__ == "Dict" and hasattr(value, "keys"):  # 4.x's own mapping type
+        return {str(k): plain(value[k]) for k in value.keys()}  # noqa: SIM118
     if isinstance(value, np.ndarray):
         return plain(value.tolist())
     if isinstance(value, np.generic):
@@ -127,7 +128,7 @@ def worker(path, start_col, start_row):
             try:
                 value = present(kind, column[i])
                 emit({"cell": [c, i], "value": value})
-            except Exception as e:  # a read 4.x cannot do: record it, go on
+            except Exception as e:  # noqa: BLE001 (a read 4.x cannot do: record it, go on)
                 emit({"cell": [c, i], "error": type(e).__name__, "message": str(e)[:300]})
     emit({"done": True})
 
@@ -187,24 +188,31 @@ def stop(proc, errfile):
     proc.wait()
     proc.stdout.close()
     errfile.seek(0)
-    return errfile.read().decode("utf-8", "replace")[-2000:]
+    err = errfile.read().decode("utf-8", "replace")[-2000:]
+    errfile.close()
+    return err
+
+
+def next_cell(cell, rows):
+    c, i = cell
+    return (c, i + 1) if i + 1 < rows else (c + 1, 0)
 
 
 def collect(path):
     """Returns (columns, rows, cells) where cells maps (col, row) -> value or error dict."""
     cells = {}
-    columns, rows = None, 0
+    columns, rows = [], 0
     start = (0, 0)
     for _ in range(MAX_WORKERS):
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--start", f"{start[0]},{start[1]}"]
         # stderr goes to a file: a pipe nobody reads could fill up and block the worker.
-        errfile = tempfile.TemporaryFile()
+        errfile = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile)
-        current = None
+        opened, current, last_done = False, None, None
         try:
             for msg in read_lines(proc, errfile, OPEN_TIMEOUT_S, CELL_TIMEOUT_S):
                 if "columns" in msg:
-                    columns, rows = msg["columns"], msg["rows"]
+                    opened, columns, rows = True, msg["columns"], msg["rows"]
                 elif "begin" in msg:
                     current = tuple(msg["begin"])
                 elif "cell" in msg:
@@ -213,21 +221,25 @@ def collect(path):
                         cells[key] = {"__dl4_error__": msg["error"], "message": msg["message"]}
                     else:
                         cells[key] = msg["value"]
-                    current = None
+                    current, last_done = None, key
                 elif msg.get("done"):
                     stop(proc, errfile)
                     return columns, rows, cells
         except WorkerStopped as e:
             err = stop(proc, errfile)
-            if current is None:
-                # Died before reading any cell (open failed): nothing to skip past.
-                raise RuntimeError(f"deeplake 4.x could not open {path}: {e.reason}\n{err}")
-            last_err = err.strip().splitlines()[-1] if err.strip() else ""
-            cells[current] = {"__dl4_error__": "WorkerStopped", "message": f"{e.reason} {last_err}"[:300]}
-            c, i = current
-            start = (c, i + 1) if i + 1 < rows else (c + 1, 0)
+            if current is not None:
+                last_err = err.strip().splitlines()[-1] if err.strip() else ""
+                cells[current] = {"__dl4_error__": "WorkerStopped", "message": f"{e.reason} {last_err}"[:300]}
+                start = next_cell(current, rows)
+            elif opened and last_done is not None:
+                start = next_cell(last_done, rows)  # stopped between two cells
+            else:
+                raise RuntimeError(f"deeplake 4.x could not open {path}: {e.reason}\n{err}") from None
             if start[0] >= len(columns):
                 return columns, rows, cells
+        except BaseException:
+            stop(proc, errfile)
+            raise
     raise RuntimeError(f"deeplake 4.x kept failing on {path}: gave up after {MAX_WORKERS} workers")
 
 
@@ -273,7 +285,7 @@ def main(argv=None):
         try:
             with open(base + ".jsonl", "w", encoding="utf-8") as f:
                 dump(path, f)
-        except Exception:
+        except Exception:  # noqa: BLE001 (reported in the .error file)
             failed += 1
             os.remove(base + ".jsonl")
             with open(base + ".error", "w", encoding="utf-8") as f:

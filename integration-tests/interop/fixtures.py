@@ -10,6 +10,7 @@ content, which keeps pixel comparisons across decoders meaningful with a small t
 Writing needs numpy and Pillow (any of the test venvs has them); importing this module
 for FILES does not.
 """
+
 import argparse
 import os
 import sys

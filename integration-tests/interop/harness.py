@@ -6,6 +6,7 @@ Environment:
   DEEPLAKE_DL3_PYTHON       python of the deeplake 3.9.52 venv (default: the one running pytest)
   DEEPLAKE_DL4_PYTHON       python of the deeplake 4.7.4 venv (default: set up by scripts/lib.sh)
 """
+
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ CASES_JSON = os.path.join(HERE, "cases.json")
 
 sys.path.insert(0, HERE)
 
-import cases as cases_mod  # noqa: E402
+import cases as cases_mod
 
 CASES = cases_mod.load_cases(CASES_JSON)
 CASE_NAMES = [c["name"] for c in CASES]
@@ -60,7 +61,7 @@ class Tools:
 def run(cmd, timeout, what):
     """Runs cmd; on failure, fails the test with its output."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{what}: timed out after {timeout}s: {' '.join(cmd)}")
     if proc.returncode != 0:
@@ -77,7 +78,7 @@ def dump_all(python, script, paths, out_dir, timeout):
     if paths:
         try:
             subprocess.run(
-                [python, script, "--to", out_dir, *paths], capture_output=True, text=True, timeout=timeout
+                [python, script, "--to", out_dir, *paths], check=False, capture_output=True, text=True, timeout=timeout
             )
         except subprocess.TimeoutExpired:
             pass

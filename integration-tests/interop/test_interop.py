@@ -7,6 +7,7 @@ For every case of cases.json (see README.md):
   test_writer_matches_reference (2) our writer's dataset, read by 3.9.52, equals the reference
   test_writer_readable_by_dl4   (3) deeplake 4.7.4 reads our dataset as it reads 3.9.52's
 """
+
 import json
 import os
 import subprocess
@@ -19,14 +20,42 @@ from harness import CASE_NAMES, CASES, case_by_name
 
 # What the cases must cover: every htype deeplake 3.9.52 writes without extra packages.
 REQUIRED_HTYPES = {
-    "generic", "image", "image.rgb", "image.gray", "class_label", "bbox", "bbox.3d",
-    "binary_mask", "segment_mask", "instance_label", "keypoints_coco", "point", "polygon",
-    "intrinsics", "text", "json", "list", "tag", "embedding", "link[image]",
-    "sequence[bbox]", "sequence[image]",
+    "generic",
+    "image",
+    "image.rgb",
+    "image.gray",
+    "class_label",
+    "bbox",
+    "bbox.3d",
+    "binary_mask",
+    "segment_mask",
+    "instance_label",
+    "keypoints_coco",
+    "point",
+    "polygon",
+    "intrinsics",
+    "text",
+    "json",
+    "list",
+    "tag",
+    "embedding",
+    "link[image]",
+    "sequence[bbox]",
+    "sequence[image]",
 }
 REQUIRED_DTYPES = {
-    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-    "float16", "float32", "float64",
+    "bool",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
 }
 CLI_TIMEOUT_S = 300
 
@@ -147,7 +176,7 @@ def test_cli_reads_reference(name, tools, workdir, dl3_datasets, reference_dumps
     out = os.path.join(out_dir, name + ".jsonl")
     cmd = [tools.deeplake_bin, "dump", dl3_datasets[name], "--full", "--stored"]
     with open(out, "w", encoding="utf-8") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT_S)
+        proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT_S)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     assert_same(ref, out, "our CLI reading the 3.9.52 dataset")

@@ -163,7 +163,7 @@ impl Dataset {
 
     /// Creates an empty dataset at `url`. Fails if one exists, unless `overwrite`.
     pub async fn create(url: &str, opts: OpenOptions) -> Result<Dataset> {
-        let store = Store::open(url, &opts.storage)?;
+        let store = Store::create(url, &opts.storage)?;
         if Dataset::exists_in(&store).await? {
             if !opts.overwrite {
                 return Err(Error::Conflict {
@@ -209,7 +209,10 @@ impl Dataset {
 
     /// Opens an existing dataset at the head of `opts.branch` (default `main`).
     pub async fn open(url: &str, opts: OpenOptions) -> Result<Dataset> {
-        let store = Store::open(url, &opts.storage)?;
+        let store = match Store::open(url, &opts.storage) {
+            Err(Error::NotFound { .. }) => return Err(Error::not_found("dataset", url)),
+            other => other?,
+        };
         if !Dataset::exists_in(&store).await? {
             return Err(Error::not_found("dataset", url));
         }
@@ -239,7 +242,7 @@ impl Dataset {
 
     /// Creates the dataset if absent, else opens it.
     pub async fn open_or_create(url: &str, opts: OpenOptions) -> Result<Dataset> {
-        let store = Store::open(url, &opts.storage)?;
+        let store = Store::create(url, &opts.storage)?;
         if Dataset::exists_in(&store).await? {
             Dataset::open(url, opts).await
         } else {

@@ -139,19 +139,41 @@ impl Store {
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         let dir = std::path::Path::new(path);
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::invalid(format!(
-                "cannot create or open dataset directory {path:?}: {e}"
-            ))
-        })?;
+        if !dir.is_dir() {
+            return Err(Error::not_found("dataset folder", path));
+        }
+        // Writes are fsynced (file and directory) unless the caller opts out: a local
+        // dataset must be as durable as one on S3 once a write returns.
+        let fsync = opts
+            .options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "fsync")
+            .map(|(_, v)| v != "false")
+            .unwrap_or(true);
         let local = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| Error::invalid(format!("cannot open dataset directory {path:?}: {e}")))?;
+            .map_err(|e| Error::invalid(format!("cannot open dataset directory {path:?}: {e}")))?
+            .with_fsync(fsync);
         Ok(Store {
             inner: Arc::new(local),
             root: String::new(),
             url: url.to_owned(),
             backend: Backend::Local,
         })
+    }
+
+    /// Like [`Store::open`], but creates a missing local folder first.
+    pub fn create(url: &str, opts: &StoreOptions) -> Result<Store> {
+        if !url.contains("://") || url.starts_with("file://") {
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            if path.trim().is_empty() {
+                return Err(Error::invalid("dataset path is empty"));
+            }
+            std::fs::create_dir_all(path).map_err(|e| {
+                Error::invalid(format!("cannot create dataset directory {path:?}: {e}"))
+            })?;
+        }
+        Store::open(url, opts)
     }
 
     pub fn url(&self) -> &str {

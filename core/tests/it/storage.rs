@@ -15,7 +15,7 @@ async fn memory_backend() {
 async fn local_backend() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("objects").to_string_lossy().into_owned();
-    let s = Store::open(&url, &StoreOptions::default()).unwrap();
+    let s = Store::create(&url, &StoreOptions::default()).unwrap();
     storage::check_objects(&s).await;
     storage::check_create_if_absent(&s, 16).await;
     let ds = format!("file://{}", dir.path().join("ds").display());

@@ -102,17 +102,12 @@ struct Totals {
 
 /// Fails early when PATH holds a dataset and `--overwrite` is not given.
 async fn check_target(a: &ImportArgs) -> anyhow::Result<()> {
-    // Opening a local store creates its folder; a failed import must not leave one.
-    let local = match a.path.split_once("://") {
-        None => Some(a.path.as_str()),
-        Some(("file", rest)) => Some(rest),
-        Some(_) => None,
-    };
-    if local.is_some_and(|p| !Path::new(p).exists()) {
-        return Ok(());
-    }
     let opts = a.storage.open_options()?;
-    let store = Store::open(&a.path, &opts.storage)?;
+    // A missing local folder holds no dataset (opening does not create it).
+    let store = match Store::open(&a.path, &opts.storage) {
+        Err(deeplake_core::Error::NotFound { .. }) => return Ok(()),
+        other => other?,
+    };
     if !a.overwrite && Dataset::exists_in(&store).await? {
         bail!(
             "{} already holds a dataset; pass --overwrite to replace it",
