@@ -40,7 +40,8 @@ fn chunk(data: &[u8]) {
     let again = Chunk::decode(Bytes::from(c.encode())).expect("re-encoded chunk decodes");
     assert_eq!(again, c, "chunk round trip");
 
-    let mut b = ChunkBuilder::from_parts(c.shapes.clone(), c.byte_positions.clone(), c.data.to_vec());
+    let mut b =
+        ChunkBuilder::from_parts(c.shapes.clone(), c.byte_positions.clone(), c.data.to_vec());
     let rank = c.shapes.first().map_or(1, |r| r.len().saturating_sub(1));
     let _ = b.clone().remove(n / 2);
     let _ = b.replace(n / 2, &vec![1; rank], &[1, 2, 3]);
@@ -55,7 +56,11 @@ fn chunk_ids(data: &[u8]) {
     for i in 0..e.num_samples().min(MAX_LOOKUPS) + 1 {
         let _ = (e.locate(i), e.rows_of(i), e.first_index(i as usize));
     }
-    assert_eq!(ChunkIdEncoder::decode(&e.encode()).as_ref(), Ok(&e), "chunk ids round trip");
+    assert_eq!(
+        ChunkIdEncoder::decode(&e.encode()).as_ref(),
+        Ok(&e),
+        "chunk ids round trip"
+    );
 }
 
 fn tiles(data: &[u8]) {
@@ -65,7 +70,11 @@ fn tiles(data: &[u8]) {
     for t in e.entries.values() {
         let _ = (t.grid(), t.num_tiles());
     }
-    assert_eq!(TileEncoder::decode(&e.encode()).as_ref(), Ok(&e), "tiles round trip");
+    assert_eq!(
+        TileEncoder::decode(&e.encode()).as_ref(),
+        Ok(&e),
+        "tiles round trip"
+    );
     e.remove(0);
 }
 
@@ -76,7 +85,11 @@ fn sequences(data: &[u8]) {
     for i in 0..e.num_sequences().min(MAX_LOOKUPS) + 1 {
         let _ = e.items(i);
     }
-    assert_eq!(SequenceEncoder::decode(&e.encode()).as_ref(), Ok(&e), "sequences round trip");
+    assert_eq!(
+        SequenceEncoder::decode(&e.encode()).as_ref(),
+        Ok(&e),
+        "sequences round trip"
+    );
     e.push(3);
 }
 
@@ -88,7 +101,11 @@ fn creds(data: &[u8]) {
     for i in 0..n.min(MAX_LOOKUPS) + 1 {
         let _ = e.get(i);
     }
-    assert_eq!(CredsEncoder::decode(&e.encode()).as_ref(), Ok(&e), "creds round trip");
+    assert_eq!(
+        CredsEncoder::decode(&e.encode()).as_ref(),
+        Ok(&e),
+        "creds round trip"
+    );
     let _ = e.set(n / 2, 1);
     let _ = e.remove(n / 3);
     e.push(2);
@@ -101,17 +118,29 @@ fn pads(data: &[u8]) {
     for i in 0..MAX_LOOKUPS {
         let _ = e.is_padded(i);
     }
-    assert_eq!(PadEncoder::decode(&e.encode()).as_ref(), Ok(&e), "pads round trip");
+    assert_eq!(
+        PadEncoder::decode(&e.encode()).as_ref(),
+        Ok(&e),
+        "pads round trip"
+    );
     e.unpad(1);
     e.add(3, 9);
 }
 
 fn diffs(data: &[u8]) {
     if let Ok(d) = CommitDiff::decode(data) {
-        assert_eq!(CommitDiff::decode(&d.encode()).as_ref(), Ok(&d), "commit_diff round trip");
+        assert_eq!(
+            CommitDiff::decode(&d.encode()).as_ref(),
+            Ok(&d),
+            "commit_diff round trip"
+        );
     }
     if let Ok(d) = DatasetDiff::decode(data) {
-        assert_eq!(DatasetDiff::decode(&d.encode()).as_ref(), Ok(&d), "dataset_diff round trip");
+        assert_eq!(
+            DatasetDiff::decode(&d.encode()).as_ref(),
+            Ok(&d),
+            "dataset_diff round trip"
+        );
     }
 }
 
@@ -120,7 +149,11 @@ fn polygons(data: &[u8]) {
     // ndim taken from the first two bytes.
     let mut cases = vec![(data, Dtype::F32, 2)];
     if let [d, n, rest @ ..] = data {
-        cases.push((rest, Dtype::ALL[usize::from(*d) % Dtype::ALL.len()], usize::from(*n % 5)));
+        cases.push((
+            rest,
+            Dtype::ALL[usize::from(*d) % Dtype::ALL.len()],
+            usize::from(*n % 5),
+        ));
     }
     for (bytes, dtype, ndim) in cases {
         let Ok(polys) = polygon::decode(bytes, dtype, ndim) else {

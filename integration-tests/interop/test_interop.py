@@ -174,7 +174,7 @@ def test_cli_reads_reference(name, tools, workdir, dl3_datasets, reference_dumps
     out_dir = os.path.join(workdir, "cli")
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, name + ".jsonl")
-    cmd = [tools.deeplake_bin, "dump", dl3_datasets[name], "--full", "--stored"]
+    cmd = [tools.deeplake_bin, "dump", dl3_datasets[name], "--full", "--stored", "--meta"]
     with open(out, "w", encoding="utf-8") as f:
         proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT_S)
     if proc.returncode != 0:

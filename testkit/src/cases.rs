@@ -32,6 +32,13 @@ pub struct TensorSpec {
     pub tiling_threshold: Option<i64>,
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// Tensor info entries 3.x takes as create_tensor arguments.
+    #[serde(default)]
+    pub coords: Option<Value>,
+    #[serde(default)]
+    pub keypoints: Option<Value>,
+    #[serde(default)]
+    pub connections: Option<Value>,
     #[serde(default)]
     pub create_shape_tensor: Option<bool>,
     #[serde(default)]
@@ -230,6 +237,15 @@ pub async fn build(case: &Case, fixtures: &Path, url: &str) -> Result<(), Error>
         o.max_chunk_size = t.max_chunk_size;
         o.tiling_threshold = t.tiling_threshold;
         o.class_names = t.class_names.clone();
+        for (k, v) in [
+            ("coords", &t.coords),
+            ("keypoints", &t.keypoints),
+            ("connections", &t.connections),
+        ] {
+            if let Some(v) = v {
+                o.info.insert(k.to_owned(), v.clone());
+            }
+        }
         if let Some(b) = t.create_shape_tensor {
             o.create_shape_tensor = b;
         }

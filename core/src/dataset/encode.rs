@@ -155,7 +155,8 @@ fn encode_item(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
     match h.base {
         BaseHtype::Text => match sample {
             Sample::Text(s) => item(&[1], s.into_bytes()),
-            Sample::Empty => item(&[0], Vec::new()),
+            // 3.9.52 stores None like "": shape (1,), no bytes.
+            Sample::Empty => item(&[1], Vec::new()),
             other => Err(Error::invalid(format!(
                 "text tensor takes strings, got {}",
                 kind(&other)
@@ -171,25 +172,29 @@ fn encode_item(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
                 kind(&other)
             ))),
         },
-        BaseHtype::List | BaseHtype::Tag => match sample {
-            Sample::List(l) => {
-                let n = l.len();
-                item(&[n], pyjson::to_compact(&Value::Array(l)))
-            }
-            Sample::Text(s) if h.base == BaseHtype::Tag => {
-                item(&[1], pyjson::to_compact(&json!([s])))
-            }
-            Sample::Json(Value::Array(l)) => {
-                let n = l.len();
-                item(&[n], pyjson::to_compact(&Value::Array(l)))
-            }
-            Sample::Empty => item(&[0], pyjson::to_compact(&json!([]))),
-            other => Err(Error::invalid(format!(
-                "{} tensor takes lists, got {}",
-                h.base.name(),
-                kind(&other)
-            ))),
-        },
+        BaseHtype::List | BaseHtype::Tag => {
+            let list = match sample {
+                Sample::List(l) | Sample::Json(Value::Array(l)) => l,
+                Sample::Text(s) if h.base == BaseHtype::Tag => vec![Value::String(s)],
+                Sample::Empty => Vec::new(),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "{} tensor takes lists, got {}",
+                        h.base.name(),
+                        kind(&other)
+                    )));
+                }
+            };
+            // 3.9.52 stores an empty tag (or None) as `[null]` of shape (1,); an empty
+            // list stays `[]` of shape (0,).
+            let list = if list.is_empty() && h.base == BaseHtype::Tag {
+                vec![Value::Null]
+            } else {
+                list
+            };
+            let n = list.len();
+            item(&[n], pyjson::to_compact(&Value::Array(list)))
+        }
         BaseHtype::Polygon => match sample {
             Sample::Polygons(p) => {
                 let p: Vec<NdArray> = match ctx.dtype {
@@ -248,7 +253,7 @@ fn encode_numeric(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
             shape,
         } => {
             if ctx.sample_compression.as_ref() == Some(&c) {
-                let shape = match shape {
+                let shape = match shape.clone() {
                     Some(s) => s,
                     None if c.is_image() => compression::image_shape(&bytes, &c)?,
                     None => {
@@ -259,11 +264,20 @@ fn encode_numeric(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
                     }
                 };
                 h.check_shape(&shape)?;
-                let mut it = item(&shape, bytes.to_vec())?;
-                if has_info {
-                    it.info = Some(image_info(&shape, c.name()));
+                let wrong_channels = match (h.base, shape.get(2)) {
+                    (BaseHtype::ImageRgb, Some(&ch)) => ch != 3,
+                    (BaseHtype::ImageGray, Some(&ch)) => ch != 1,
+                    _ => false,
+                };
+                if !wrong_channels || !c.can_decode() {
+                    let mut it = item(&shape, bytes.to_vec())?;
+                    if has_info {
+                        it.info = Some(image_info(&shape, c.name()));
+                    }
+                    return Ok(it);
                 }
-                return Ok(it);
+                // image.rgb / image.gray convert other channel counts, as 3.x does; that
+                // needs a decode and a re-encode.
             }
             if !c.can_decode() {
                 return Err(Error::unsupported(format!(
@@ -288,6 +302,48 @@ fn encode_numeric(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
             kind(&other)
         ))),
     }
+}
+
+/// Pillow's `convert("RGB")` for uint8 (H, W, C) arrays: gray is replicated, alpha dropped.
+fn to_rgb(arr: NdArray) -> Result<NdArray> {
+    let (Some(&ch), 3, Dtype::U8) = (arr.shape.get(2), arr.shape.len(), arr.dtype) else {
+        return Ok(arr);
+    };
+    if ch == 3 {
+        return Ok(arr);
+    }
+    let px = arr.shape[0] * arr.shape[1];
+    let mut out = Vec::with_capacity(px * 3);
+    for p in arr.data.chunks_exact(ch) {
+        match ch {
+            1 | 2 => out.extend_from_slice(&[p[0], p[0], p[0]]),
+            _ => out.extend_from_slice(&p[..3]),
+        }
+    }
+    NdArray::new(Dtype::U8, vec![arr.shape[0], arr.shape[1], 3], out)
+}
+
+/// Pillow's `convert("L")` for uint8 (H, W, C) arrays (ITU-R 601-2 luma).
+fn to_gray(arr: NdArray) -> Result<NdArray> {
+    let (Some(&ch), 3, Dtype::U8) = (arr.shape.get(2), arr.shape.len(), arr.dtype) else {
+        return Ok(arr);
+    };
+    if ch == 1 {
+        return Ok(arr);
+    }
+    let out: Vec<u8> = arr
+        .data
+        .chunks_exact(ch)
+        .map(|p| {
+            if ch < 3 {
+                p[0]
+            } else {
+                let l = p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000;
+                (l >> 16) as u8
+            }
+        })
+        .collect();
+    NdArray::new(Dtype::U8, vec![arr.shape[0], arr.shape[1], 1], out)
 }
 
 fn cast_checked(arr: NdArray, to: Dtype) -> Result<NdArray> {
@@ -330,8 +386,17 @@ fn encode_array(ctx: &EncodeCtx, arr: NdArray) -> Result<StoredItem> {
         None => arr,
     };
     // Grayscale (H, W) images are stored as (H, W, 1), as 3.x does.
-    if matches!(h.base, BaseHtype::Image | BaseHtype::ImageGray) && arr.shape.len() == 2 {
+    if matches!(
+        h.base,
+        BaseHtype::Image | BaseHtype::ImageGray | BaseHtype::ImageRgb
+    ) && arr.shape.len() == 2
+    {
         arr.shape.push(1);
+    }
+    match h.base {
+        BaseHtype::ImageRgb => arr = to_rgb(arr)?,
+        BaseHtype::ImageGray => arr = to_gray(arr)?,
+        _ => {}
     }
     if arr.shape.is_empty() {
         arr.shape = vec![1];

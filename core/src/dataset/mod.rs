@@ -891,7 +891,24 @@ impl Dataset {
             .tensors
             .get_mut(key)
             .ok_or_else(|| Error::not_found("tensor", key))?;
-        if t.dtype.is_some() || t.htype.is_text_like() || t.htype.is_link {
+        // A link tensor records its targets' dtype, as 3.x's verify step does; image
+        // targets decode to uint8.
+        if t.htype.is_link {
+            let image_like = matches!(
+                t.htype.base,
+                BaseHtype::Image | BaseHtype::ImageRgb | BaseHtype::ImageGray
+            );
+            let has_target = samples
+                .iter()
+                .any(|s| matches!(s, Sample::Link { path, .. } if !path.is_empty()));
+            if t.meta.dtype.is_none() && image_like && has_target {
+                t.meta.dtype = Some(Dtype::U8.name().to_owned());
+                t.meta.typestr = Some(Dtype::U8.typestr().to_owned());
+                t.dirty = true;
+            }
+            return Ok(());
+        }
+        if t.dtype.is_some() || t.htype.is_text_like() {
             return Ok(());
         }
         fn first(s: &[Sample]) -> Option<Dtype> {
@@ -1224,6 +1241,24 @@ impl Dataset {
     /// The stored (still compressed) bytes and shape of sample `index` of a
     /// non-sequence tensor; tiled samples are returned decoded and re-laid as raw bytes.
     pub async fn read_stored(&self, tensor: &str, index: u64) -> Result<(Vec<u64>, Bytes)> {
+        if self.tensor_state(tensor)?.seq.is_some() {
+            return Err(Error::invalid(format!(
+                "tensor {tensor:?} is a sequence: use read_stored_items for its items"
+            )));
+        }
+        self.read_stored_items(tensor, index)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("no stored item"))
+    }
+
+    /// The stored bytes and shape of each item of row `index` (one item unless the
+    /// tensor is a sequence).
+    pub async fn read_stored_items(
+        &self,
+        tensor: &str,
+        index: u64,
+    ) -> Result<Vec<(Vec<u64>, Bytes)>> {
         let t = self.tensor_state(tensor)?;
         read::read_stored(self, t, index)
             .await
@@ -1437,7 +1472,11 @@ async fn append_to_tensor(
                 && it.shape.len() != r
                 && !t.htype.is_text_like()
             {
-                it.shape = vec![0; r];
+                // A link stores its (empty) path with shape (1,) whatever the rank of
+                // its targets; only the logical shape takes the rank.
+                if !t.htype.is_link {
+                    it.shape = vec![0; r];
+                }
                 it.logical_shape = vec![0; r];
             }
             let idx = t.meta.length;
@@ -1672,16 +1711,18 @@ fn remove_sequence(s: &mut crate::format::encoders::SequenceEncoder, index: u64)
 fn record_pop(t: &mut TensorState, index: u64, sample_id: Option<u64>) {
     let d = t.diff_mut();
     let (a, b) = d.added;
+    // As 3.9.52 does: a row appended in this commit only shrinks the added range, a row
+    // from before is listed in `deleted`; the popped row's sample id is kept either way.
     if (a..b).contains(&index) {
         d.added.1 -= 1;
     } else {
         d.deleted.push(index);
-        if let Some(id) = sample_id {
-            d.deleted_ids.push(id);
-        }
         if index < a {
             d.added = (a - 1, b - 1);
         }
+    }
+    if let Some(id) = sample_id {
+        d.deleted_ids.push(id);
     }
     d.updated.retain(|u| *u != index);
     for u in d.updated.iter_mut() {

@@ -449,9 +449,7 @@ fn decode_plain(ctx: &DecodeCtx, shape: &[u32], bytes: Bytes) -> Result<Sample> 
     if ctx.is_link {
         let path = String::from_utf8(bytes.to_vec())
             .map_err(|_| Error::corrupt("link", "link path is not UTF-8"))?;
-        if path.is_empty() {
-            return Ok(Sample::Empty);
-        }
+        // An empty link reads as an empty path, as in 3.x.
         return Ok(Sample::Link {
             path,
             creds_key: None,
@@ -630,16 +628,13 @@ pub(super) async fn read_samples(
         .collect())
 }
 
+/// The stored bytes and shape of every item of row `index` (one item unless the tensor
+/// is a sequence). Tiled items come back decoded and re-laid as raw bytes.
 pub(super) async fn read_stored(
     ds: &Dataset,
     t: &TensorState,
     index: u64,
-) -> Result<(Vec<u64>, Bytes)> {
-    if t.seq.is_some() {
-        return Err(Error::invalid(
-            "stored bytes are per item; sequence tensors are not supported here",
-        ));
-    }
+) -> Result<Vec<(Vec<u64>, Bytes)>> {
     if index >= t.num_samples() {
         return Err(Error::invalid(format!(
             "row {index} is out of range for tensor {} of length {}",
@@ -647,24 +642,26 @@ pub(super) async fn read_stored(
             t.num_samples()
         )));
     }
-    let mut f = fetch_items(ds, t, &[index], &ReadOptions::default()).await?;
-    match f.pop() {
-        Some(Fetched::Plain { shape, bytes }) => {
-            Ok((shape.into_iter().map(u64::from).collect(), bytes))
-        }
-        Some(Fetched::Tiled {
-            sample_shape,
-            tile_shape,
-            tiles,
-        }) => {
-            let ctx = decode_ctx(ds, t, &ReadOptions::default());
-            match decode_tiled(&ctx, &sample_shape, &tile_shape, tiles)? {
+    let groups = item_range(t, &(index..index + 1))?;
+    let items: Vec<u64> = groups.iter().flat_map(|r| r.clone()).collect();
+    let fetched = fetch_items(ds, t, &items, &ReadOptions::default()).await?;
+    let ctx = decode_ctx(ds, t, &ReadOptions::default());
+    fetched
+        .into_iter()
+        .map(|f| match f {
+            Fetched::Plain { shape, bytes } => {
+                Ok((shape.into_iter().map(u64::from).collect(), bytes))
+            }
+            Fetched::Tiled {
+                sample_shape,
+                tile_shape,
+                tiles,
+            } => match decode_tiled(&ctx, &sample_shape, &tile_shape, tiles)? {
                 Sample::Array(a) => Ok((sample_shape, a.data)),
                 _ => Err(Error::internal("tiled sample decoded to a non-array")),
-            }
-        }
-        None => Err(Error::internal("no item fetched")),
-    }
+            },
+        })
+        .collect()
 }
 
 pub(super) async fn sample_shape(ds: &Dataset, t: &TensorState, index: u64) -> Result<Vec<u64>> {

@@ -311,10 +311,8 @@ impl ChunkBuilder {
             self.data = bytes.to_vec();
             return Ok(());
         }
+        self.check_contiguous()?;
         let old = byte_range_in(&self.byte_positions, local)?;
-        if old.end > self.data.len() {
-            return Err(beyond_data(local, &old, self.data.len()));
-        }
         let new_len = u32::try_from(bytes.len())
             .ok()
             .filter(|_| self.data.len() - old.len() + bytes.len() <= u32::MAX as usize)
@@ -365,10 +363,8 @@ impl ChunkBuilder {
             *self = ChunkBuilder::default();
             return Ok(());
         }
+        self.check_contiguous()?;
         let old = byte_range_in(&self.byte_positions, local)?;
-        if old.end > self.data.len() {
-            return Err(beyond_data(local, &old, self.data.len()));
-        }
         if !self.shapes.is_empty() && rle::find(&self.shapes, local as u64).is_none() {
             return Err(shape_gap(local));
         }
@@ -402,6 +398,30 @@ impl ChunkBuilder {
     /// Size of the encoded chunk if written uncompressed.
     pub fn nbytes(&self) -> usize {
         header_len(WRITER_VERSION, &self.shapes, &self.byte_positions) + self.data.len()
+    }
+
+    /// Edits move bytes around, so they need the layout 3.x always writes: samples back to
+    /// back from byte 0, all inside `data`. Checking this first also keeps every start
+    /// within u32 after an edit.
+    fn check_contiguous(&self) -> Result<(), Corruption> {
+        let mut end = 0u64;
+        for (k, r) in self.byte_positions.iter().enumerate() {
+            if u64::from(r[1]) != end {
+                return Err(Corruption::new(format!(
+                    "chunk builder: byte-position row {k} starts at {} instead of {end}",
+                    r[1]
+                )));
+            }
+            let len = u64::from(r[0]) * u64::from(rle::count(&self.byte_positions, k));
+            end = end.saturating_add(len);
+        }
+        if end > self.data.len() as u64 {
+            return Err(Corruption::new(format!(
+                "chunk builder: byte positions end at {end} but the data section has {}",
+                self.data.len()
+            )));
+        }
+        Ok(())
     }
 
     /// A tile turned into an ordinary one-sample chunk, so that samples can follow it.
@@ -447,12 +467,6 @@ fn no_byte_positions(local: usize) -> Corruption {
 fn shape_gap(local: usize) -> Corruption {
     Corruption::new(format!(
         "chunk builder: shape table does not cover sample {local}"
-    ))
-}
-
-fn beyond_data(local: usize, range: &std::ops::Range<usize>, len: usize) -> Corruption {
-    Corruption::new(format!(
-        "chunk builder: sample {local} spans bytes {range:?} but the data section has {len}"
     ))
 }
 
@@ -764,6 +778,21 @@ mod tests {
         let backwards = ChunkBuilder::from_parts(vec![], vec![[1, 0, 3], [1, 4, 2]], vec![]);
         assert!(decode(&backwards.encode_with_data(&[])).is_err());
         assert!(decode(b"\x03a\xffb").is_err(), "non-ASCII version");
+    }
+
+    #[test]
+    fn edits_refuse_non_contiguous_byte_positions() {
+        // Found by the fuzzer: starts that do not follow from the sizes made a replace
+        // shift a start past u32.
+        let c = decode(&hex("06332e392e353201000000000000000200000000000000000000000000ffffff\
+                             ffffffffffffffffffffffffffffff00000000000000000000000000000000000013d0000000000000043100000000000000")).unwrap();
+        exercise(&c);
+        let mut b = ChunkBuilder::from_parts(vec![], vec![[1, 0, 0], [1, 5, 1]], vec![0; 6]);
+        assert!(b.replace(0, &[1], &[1, 2]).is_err());
+        assert!(b.remove(1).is_err());
+        let mut short = ChunkBuilder::from_parts(vec![], vec![[4, 0, 1]], vec![0; 7]);
+        assert!(short.replace(0, &[1], &[1]).is_err());
+        assert_eq!(short.data, vec![0; 7]);
     }
 
     /// Every lookup of a decoded chunk, and a re-encode round trip.

@@ -50,10 +50,17 @@ impl CommitDiff {
             return Ok(d);
         }
         d.deleted = read_u64s(&mut r)?;
-        if r.remaining() > 0 {
-            let n = r.check_count(d.deleted.len() as u64, 8)?;
-            d.deleted_ids = (0..n).map(|_| r.u64_be()).collect::<Result<_, _>>()?;
+        // The ids run to the end of the file with no count of their own. 3.9.52 records
+        // the id of a popped row even when the row was appended in the same commit (and
+        // so has no entry in `deleted`), so the two lists may differ in length.
+        if !r.remaining().is_multiple_of(8) {
+            return Err(Corruption::new(format!(
+                "commit_diff: {} trailing bytes are not a whole number of sample ids",
+                r.remaining()
+            )));
         }
+        let n = r.remaining() / 8;
+        d.deleted_ids = (0..n).map(|_| r.u64_be()).collect::<Result<_, _>>()?;
         r.finish()?;
         Ok(d)
     }
@@ -70,10 +77,6 @@ impl CommitDiff {
         write_u64s(&mut out, &self.updated);
         out.push(u8::from(self.cleared));
         write_u64s(&mut out, &self.deleted);
-        debug_assert!(
-            self.deleted_ids.is_empty() || self.deleted_ids.len() == self.deleted.len(),
-            "deleted_ids must match deleted"
-        );
         for id in &self.deleted_ids {
             out.extend_from_slice(&id.to_be_bytes());
         }

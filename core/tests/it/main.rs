@@ -1,4 +1,6 @@
 //! Integration tests of deeplake-core: one binary, one module per area.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod corrupt;
 mod storage;

@@ -119,7 +119,10 @@ struct Render {
     compressed: bool,
 }
 
-fn render(s: &Sample, r: &Render, stored: Option<&[u8]>) -> Value {
+/// `stored` holds the stored bytes of the sample (one entry) or of each item of a
+/// sequence sample.
+fn render(s: &Sample, r: &Render, stored: Option<&[bytes::Bytes]>) -> Value {
+    let own = stored.and_then(|v| v.first()).map(|b| b.as_ref());
     match s {
         Sample::Array(a) => {
             let small = a.num_elements() <= 64 && !r.image_like;
@@ -127,7 +130,7 @@ fn render(s: &Sample, r: &Render, stored: Option<&[u8]>) -> Value {
                 let mut m = Map::new();
                 m.insert("shape".into(), json!(a.shape));
                 m.insert("dtype".into(), json!(a.dtype.name()));
-                if let Some(b) = stored {
+                if let Some(b) = own {
                     m.insert("stored_sha256".into(), json!(digest(b)));
                 }
                 if r.full {
@@ -141,7 +144,7 @@ fn render(s: &Sample, r: &Render, stored: Option<&[u8]>) -> Value {
             } else {
                 json!({"shape": a.shape, "dtype": a.dtype.name(), "sha256": digest(&a.data)})
             };
-            if let (Value::Object(m), Some(b), true) = (&mut v, stored, r.stored) {
+            if let (Value::Object(m), Some(b), true) = (&mut v, own, r.stored) {
                 m.insert("stored_sha256".into(), json!(digest(b)));
             }
             v
@@ -158,7 +161,13 @@ fn render(s: &Sample, r: &Render, stored: Option<&[u8]>) -> Value {
         Sample::List(l) => Value::Array(l.clone()),
         Sample::Link { path, .. } => json!(path),
         Sample::Polygons(p) => Value::Array(p.iter().map(nested).collect()),
-        Sample::Sequence(items) => Value::Array(items.iter().map(|i| render(i, r, None)).collect()),
+        Sample::Sequence(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(k, i)| render(i, r, stored.and_then(|v| v.get(k..k + 1))))
+                .collect(),
+        ),
         Sample::Empty => Value::Null,
     }
 }
@@ -194,7 +203,7 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 "chunk_compression": s.chunk_compression, "length": s.length,
                 "info": ds.tensor_info(n)?,
             });
-            if !s.class_names.is_empty() {
+            if ds.tensor_htype(n)?.base == BaseHtype::ClassLabel {
                 m["class_names"] = json!(s.class_names);
             }
             tensors.insert(n.clone(), m);
@@ -202,7 +211,7 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(
             out,
             "{}",
-            json!({"__meta__": {"length": len, "tensors": tensors}})
+            json!({"__meta__": {"length": len, "info": ds.info(), "tensors": tensors}})
         )?;
     }
     let renders: Vec<Render> = names
@@ -232,9 +241,10 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("reading tensor {n:?}"))?;
             let mut stored = Vec::new();
-            if r.stored && r.compressed && !ds.tensor_htype(n)?.is_sequence {
+            if r.stored && r.compressed {
                 for i in start..end {
-                    stored.push(Some(ds.read_stored(n, i).await?.1));
+                    let items = ds.read_stored_items(n, i).await?;
+                    stored.push(Some(items.into_iter().map(|(_, b)| b).collect::<Vec<_>>()));
                 }
             } else {
                 stored.resize(samples.len(), None);
