@@ -999,6 +999,8 @@ impl Dataset {
                 append_to_tensor(&store, &self.locator, &node, c, rows).await?;
             }
         }
+        // Chunks keep their names when they grow, so cached copies are now stale.
+        self.cache.clear();
         Ok(())
     }
 
@@ -1019,6 +1021,7 @@ impl Dataset {
         for t in self.tensors.values() {
             self.locator.invalidate(&node, &t.key)?;
         }
+        self.cache.clear();
         if self.info_dirty {
             self.store
                 .put(&paths::dataset_info(&node), meta::encode_info(&self.info))

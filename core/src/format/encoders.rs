@@ -495,7 +495,7 @@ pub(crate) mod rle {
         /// Moves the row's first sample `k` samples on (tables with a start column move it).
         fn skip(&mut self, _k: u32) {}
         /// Whether `next` can be folded into this row, which covers `count` samples.
-        fn continues(&self, count: u32, next: &Self) -> bool;
+        fn continues(&self, count: u64, next: &Self) -> bool;
     }
 
     impl Row for Vec<u32> {
@@ -507,7 +507,7 @@ pub(crate) mod rle {
                 *l = last;
             }
         }
-        fn continues(&self, _count: u32, next: &Self) -> bool {
+        fn continues(&self, _count: u64, next: &Self) -> bool {
             self.len() == next.len()
                 && self.split_last().map(|x| x.1) == next.split_last().map(|x| x.1)
         }
@@ -520,7 +520,7 @@ pub(crate) mod rle {
         fn set_last(&mut self, last: u32) {
             self[1] = last;
         }
-        fn continues(&self, _count: u32, next: &Self) -> bool {
+        fn continues(&self, _count: u64, next: &Self) -> bool {
             self[0] == next[0]
         }
     }
@@ -535,9 +535,9 @@ pub(crate) mod rle {
         fn skip(&mut self, k: u32) {
             self[1] = self[1].saturating_add(self[0].saturating_mul(k));
         }
-        fn continues(&self, count: u32, next: &Self) -> bool {
-            self[0] == next[0]
-                && u64::from(self[1]) + u64::from(self[0]) * u64::from(count) == u64::from(next[1])
+        fn continues(&self, count: u64, next: &Self) -> bool {
+            // A row covers at most 2^32 samples, so this cannot overflow u64.
+            self[0] == next[0] && u64::from(self[1]) + u64::from(self[0]) * count == u64::from(next[1])
         }
     }
 
@@ -546,19 +546,19 @@ pub(crate) mod rle {
         rows.last().map_or(0, |r| u64::from(r.last()) + 1)
     }
 
-    /// Index of the first sample of `row`.
-    pub(crate) fn first<R: Row>(rows: &[R], row: usize) -> u32 {
+    /// Index of the first sample of `row` (u64: after a row ending at `u32::MAX` it is 2^32).
+    pub(crate) fn first<R: Row>(rows: &[R], row: usize) -> u64 {
         match row.checked_sub(1).and_then(|p| rows.get(p)) {
             None => 0,
-            Some(prev) => prev.last().saturating_add(1),
+            Some(prev) => u64::from(prev.last()) + 1,
         }
     }
 
-    /// Samples covered by `row` (0 for a row that repeats its predecessor's last index).
-    pub(crate) fn count<R: Row>(rows: &[R], row: usize) -> u32 {
-        rows.get(row).map_or(0, |r| {
-            r.last().wrapping_sub(first(rows, row)).wrapping_add(1)
-        })
+    /// Samples covered by `row`: up to 2^32, and 0 for a row that repeats (or, in a table
+    /// built by hand, undercuts) its predecessor's last index.
+    pub(crate) fn count<R: Row>(rows: &[R], row: usize) -> u64 {
+        rows.get(row)
+            .map_or(0, |r| (u64::from(r.last()) + 1).saturating_sub(first(rows, row)))
     }
 
     /// The row holding sample `i`.
@@ -571,7 +571,7 @@ pub(crate) mod rle {
     pub(crate) fn sized_range(rows: &[[u32; 3]], i: u64) -> Option<(u64, u64)> {
         let row = find(rows, i)?;
         let r = rows.get(row)?;
-        let k = i.checked_sub(u64::from(first(rows, row)))?;
+        let k = i.checked_sub(first(rows, row))?;
         let start = u64::from(r[1]).checked_add(k.checked_mul(u64::from(r[0]))?)?;
         Some((start, start.checked_add(u64::from(r[0]))?))
     }
@@ -582,36 +582,41 @@ pub(crate) mod rle {
             None => 0,
             Some(row) => {
                 let r = &rows[row];
-                u64::from(r[1]) + u64::from(r[0]) * u64::from(count(rows, row))
+                u64::from(r[1]) + u64::from(r[0]) * count(rows, row)
             }
         }
     }
 
-    /// Appends one sample whose row (last column ignored) is `row`.
-    pub(crate) fn push<R: Row>(rows: &mut Vec<R>, mut row: R) {
-        let n = u32::try_from(num_samples(rows)).unwrap_or(u32::MAX);
+    /// Appends one sample whose row (last column ignored) is `row`. Returns false, changing
+    /// nothing, when the table already covers 2^32 samples (the last-index column is u32).
+    pub(crate) fn push<R: Row>(rows: &mut Vec<R>, mut row: R) -> bool {
+        let Ok(n) = u32::try_from(num_samples(rows)) else {
+            return false;
+        };
         let last_row = rows.len().checked_sub(1);
         if let Some(k) = last_row {
             let c = count(rows, k);
             if rows[k].continues(c, &row) {
                 rows[k].set_last(n);
-                return;
+                return true;
             }
         }
         row.set_last(n);
         rows.push(row);
+        true
     }
 
     /// Splits runs so that sample `i` has a row of its own; returns that row.
     pub(crate) fn isolate<R: Row>(rows: &mut Vec<R>, i: u64) -> Option<usize> {
         let mut row = find(rows, i)?;
+        // `find` gave a row whose last index (a u32) is at least `i`.
         let i = u32::try_from(i).ok()?;
         let first = first(rows, row);
         let last = rows[row].last();
-        if first < i {
+        if first < u64::from(i) {
             let mut head = rows[row].clone();
             head.set_last(i - 1);
-            rows[row].skip(i - first);
+            rows[row].skip(i - first as u32);
             rows.insert(row, head);
             row += 1;
         }

@@ -1,0 +1,138 @@
+//! Property test: any sequence of appends, updates and pops, on small chunks, reads
+//! back (whole, by slices, one by one, and after a reopen) like a naive in-memory model.
+
+use deeplake_core::{Dataset, Dtype, NdArray, OpenOptions, Sample, TensorOptions};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append(Vec<Vec<i32>>),
+    Update(usize, Vec<i32>),
+    Pop(usize),
+    Flush,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let sample = prop::collection::vec(any::<i32>(), 0..40);
+    prop_oneof![
+        4 => prop::collection::vec(sample.clone(), 1..30).prop_map(Op::Append),
+        2 => (any::<usize>(), sample).prop_map(|(i, s)| Op::Update(i, s)),
+        1 => any::<usize>().prop_map(Op::Pop),
+        1 => Just(Op::Flush),
+    ]
+}
+
+fn arr(v: &[i32]) -> Sample {
+    Sample::Array(NdArray::from_slice(vec![v.len()], v).unwrap())
+}
+
+fn values(s: &Sample) -> Vec<i32> {
+    match s {
+        Sample::Array(a) => a.to_f64_vec().into_iter().map(|x| x as i32).collect(),
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+async fn check(ds: &Dataset, model: &[Vec<i32>], probe: (usize, usize)) {
+    let n = model.len() as u64;
+    assert_eq!(ds.tensor_len("x").unwrap(), n);
+    let all = ds.read_range("x", 0..n).await.unwrap();
+    let got: Vec<Vec<i32>> = all.iter().map(values).collect();
+    assert_eq!(got, model);
+    if n > 0 {
+        let a = (probe.0 % model.len()) as u64;
+        let b = a + (probe.1 % (model.len() - a as usize + 1)) as u64;
+        let slice: Vec<Vec<i32>> = ds
+            .read_range("x", a..b)
+            .await
+            .unwrap()
+            .iter()
+            .map(values)
+            .collect();
+        assert_eq!(slice, model[a as usize..b as usize]);
+        assert_eq!(values(&ds.read("x", a).await.unwrap()), model[a as usize]);
+        assert_eq!(
+            ds.shape("x", a).await.unwrap(),
+            vec![model[a as usize].len() as u64]
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #[test]
+    fn reads_match_a_naive_model(ops in prop::collection::vec(op(), 1..12), probe in (any::<usize>(), any::<usize>())) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let url = format!("memory://slicing-{:016x}", rand::random::<u64>());
+            let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+            let mut o = TensorOptions::new("generic").dtype(Dtype::I32);
+            o.max_chunk_size = Some(1024);
+            ds.create_tensor("x", o).await.unwrap();
+            let mut model: Vec<Vec<i32>> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Append(samples) => {
+                        ds.extend("x", samples.iter().map(|s| arr(s)).collect()).await.unwrap();
+                        model.extend(samples);
+                    }
+                    Op::Update(i, s) if !model.is_empty() => {
+                        let i = i % model.len();
+                        ds.update("x", i as u64, arr(&s)).await.unwrap();
+                        model[i] = s;
+                    }
+                    Op::Pop(i) if !model.is_empty() => {
+                        let i = i % model.len();
+                        ds.pop(Some(i as u64)).await.unwrap();
+                        model.remove(i);
+                    }
+                    Op::Flush => ds.flush().await.unwrap(),
+                    _ => {}
+                }
+                check(&ds, &model, probe).await;
+            }
+            ds.flush().await.unwrap();
+            drop(ds);
+            let ds = Dataset::open(&url, OpenOptions::default()).await.unwrap();
+            check(&ds, &model, probe).await;
+        });
+    }
+}
+
+/// A chunk read (and cached) between a pop and an append that grows it again must
+/// not be served stale afterwards.
+#[tokio::test]
+async fn read_between_pop_and_append_sees_fresh_chunks() {
+    let url = format!("memory://slicing-r-{:016x}", rand::random::<u64>());
+    let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+    let mut o = TensorOptions::new("generic").dtype(Dtype::I32);
+    o.max_chunk_size = Some(1024);
+    ds.create_tensor("x", o).await.unwrap();
+    let mut model: Vec<Vec<i32>> = Vec::new();
+    let batches: [&[usize]; 2] = [&[8, 18, 16, 38, 37], &[23, 15, 36, 23, 3, 39]];
+    for (b, lens) in batches.iter().enumerate() {
+        let s: Vec<Vec<i32>> = lens
+            .iter()
+            .map(|&l| vec![b as i32 * 100 + l as i32; l])
+            .collect();
+        ds.extend("x", s.iter().map(|v| arr(v)).collect())
+            .await
+            .unwrap();
+        model.extend(s);
+        check(&ds, &model, (0, 0)).await;
+    }
+    ds.pop(Some(10)).await.unwrap();
+    model.remove(10);
+    check(&ds, &model, (3, 5)).await;
+    let s: Vec<Vec<i32>> = [15usize, 10, 24, 23, 32, 7, 36, 26]
+        .iter()
+        .map(|&l| vec![l as i32; l])
+        .collect();
+    ds.extend("x", s.iter().map(|v| arr(v)).collect())
+        .await
+        .unwrap();
+    model.extend(s);
+    check(&ds, &model, (8, 4)).await;
+    ds.flush().await.unwrap();
+    check(&ds, &model, (1, 9)).await;
+}
