@@ -1268,6 +1268,41 @@ impl Dataset {
             .map_err(|e| with_tensor(e, tensor))
     }
 
+    /// Reads rows `range` of a numeric tensor as one array of shape `(rows, *sample)`.
+    /// Every sample must have the same shape (use [`Dataset::read_range`] otherwise).
+    pub async fn read_array(&self, tensor: &str, range: std::ops::Range<u64>) -> Result<NdArray> {
+        let samples = self.read_range(tensor, range.clone()).await?;
+        let mut shape: Option<Vec<usize>> = None;
+        let mut dtype = self.tensor_state(tensor)?.dtype;
+        let mut data = Vec::new();
+        for (k, s) in samples.iter().enumerate() {
+            let Sample::Array(a) = s else {
+                return Err(Error::invalid(format!(
+                    "tensor {tensor:?} row {} is not a numeric array",
+                    range.start + k as u64
+                )));
+            };
+            match &shape {
+                None => shape = Some(a.shape.clone()),
+                Some(want) if *want != a.shape => {
+                    return Err(Error::invalid(format!(
+                        "tensor {tensor:?} is ragged: row {} has shape {:?}, row {} has {:?}",
+                        range.start,
+                        want,
+                        range.start + k as u64,
+                        a.shape
+                    )));
+                }
+                _ => {}
+            }
+            dtype = Some(a.dtype);
+            data.extend_from_slice(&a.data);
+        }
+        let mut full = vec![samples.len()];
+        full.extend(shape.unwrap_or_default());
+        NdArray::new(dtype.unwrap_or(Dtype::U8), full, data)
+    }
+
     /// Shape of sample `index` without decoding its data.
     pub async fn shape(&self, tensor: &str, index: u64) -> Result<Vec<u64>> {
         let t = self.tensor_state(tensor)?;

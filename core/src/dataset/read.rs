@@ -499,7 +499,9 @@ fn decode_plain(ctx: &DecodeCtx, shape: &[u32], bytes: Bytes) -> Result<Sample> 
         ));
     }
     match &ctx.sc {
-        Some(c) if !ctx.decode => Ok(Sample::Encoded {
+        // Codecs we do not decode (audio, video, point clouds, meshes, dicom, nifti, ...)
+        // come back as the opaque blob with its shape.
+        Some(c) if !ctx.decode || !c.can_decode() => Ok(Sample::Encoded {
             bytes,
             compression: c.clone(),
             shape: Some(shape_us),

@@ -275,10 +275,17 @@ impl ChunkBuilder {
                 "chunk builder: cannot append to a chunk without byte positions",
             ));
         }
+        let full = |n: u64| n > u64::from(u32::MAX);
+        if full(rle::num_samples(&self.byte_positions)) || full(rle::num_samples(&self.shapes)) {
+            return Err(Corruption::new(
+                "chunk builder: chunk already holds 2^32 samples",
+            ));
+        }
         let (start, len) = match (u32::try_from(self.data.len()), u32::try_from(bytes.len())) {
             (Ok(start), Ok(len)) if start.checked_add(len).is_some() => (start, len),
             _ => return Err(Corruption::new("chunk builder: chunk would exceed 4 GiB")),
         };
+        // Nothing fails past this point, and both tables have room for one more sample.
         self.ensure_byte_positions();
         let n_before = rle::num_samples(&self.byte_positions);
         rle::push(&mut self.byte_positions, [len, start, 0]);
@@ -412,7 +419,7 @@ impl ChunkBuilder {
                     r[1]
                 )));
             }
-            let len = u64::from(r[0]) * u64::from(rle::count(&self.byte_positions, k));
+            let len = u64::from(r[0]) * rle::count(&self.byte_positions, k);
             end = end.saturating_add(len);
         }
         if end > self.data.len() as u64 {
@@ -790,6 +797,18 @@ mod tests {
         let mut b = ChunkBuilder::from_parts(vec![], vec![[1, 0, 0], [1, 5, 1]], vec![0; 6]);
         assert!(b.replace(0, &[1], &[1, 2]).is_err());
         assert!(b.remove(1).is_err());
+        // Also found by the fuzzer: one row covering all 2^32 samples (last index u32::MAX)
+        // once counted as 0 samples, so its bytes looked contiguous.
+        let c = decode(&hex("0000000000000000010100000000000010000000\
+                             00ffffffffff0000006500"))
+        .unwrap();
+        assert_eq!(c.num_samples(), 1 << 32);
+        exercise(&c);
+        let mut full =
+            ChunkBuilder::from_parts(vec![vec![1, u32::MAX]], vec![[0, 0, u32::MAX]], vec![]);
+        assert!(full.try_push(&[1], &[]).is_err());
+        assert!(full.remove(5).is_ok());
+        assert_eq!(full.num_samples(), u32::MAX as usize);
         let mut short = ChunkBuilder::from_parts(vec![], vec![[4, 0, 1]], vec![0; 7]);
         assert!(short.replace(0, &[1], &[1]).is_err());
         assert_eq!(short.data, vec![0; 7]);

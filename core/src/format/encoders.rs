@@ -315,8 +315,8 @@ impl SequenceEncoder {
 
     /// Appends a sequence of `len` items.
     ///
-    /// The item count of a tensor must stay below 2^32 (3.x's u32 columns); past that the
-    /// start column saturates.
+    /// The columns are u32, as in 3.x: past 2^32 items the start column saturates, and a
+    /// table that already holds 2^32 sequences is left unchanged.
     pub fn push(&mut self, len: u32) {
         let start = rle::sized_end(&self.rows).min(u64::from(u32::MAX)) as u32;
         rle::push(&mut self.rows, [len, start, 0]);
@@ -350,6 +350,8 @@ impl CredsEncoder {
         self.rows.get(row).map(|r| r[0])
     }
 
+    /// Appends one sample. A table already covering 2^32 samples (its columns are u32) is
+    /// left unchanged.
     pub fn push(&mut self, encoding: u32) {
         rle::push(&mut self.rows, [encoding, 0]);
     }
@@ -537,7 +539,8 @@ pub(crate) mod rle {
         }
         fn continues(&self, count: u64, next: &Self) -> bool {
             // A row covers at most 2^32 samples, so this cannot overflow u64.
-            self[0] == next[0] && u64::from(self[1]) + u64::from(self[0]) * count == u64::from(next[1])
+            self[0] == next[0]
+                && u64::from(self[1]) + u64::from(self[0]) * count == u64::from(next[1])
         }
     }
 
@@ -557,8 +560,9 @@ pub(crate) mod rle {
     /// Samples covered by `row`: up to 2^32, and 0 for a row that repeats (or, in a table
     /// built by hand, undercuts) its predecessor's last index.
     pub(crate) fn count<R: Row>(rows: &[R], row: usize) -> u64 {
-        rows.get(row)
-            .map_or(0, |r| (u64::from(r.last()) + 1).saturating_sub(first(rows, row)))
+        rows.get(row).map_or(0, |r| {
+            (u64::from(r.last()) + 1).saturating_sub(first(rows, row))
+        })
     }
 
     /// The row holding sample `i`.

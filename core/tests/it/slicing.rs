@@ -136,3 +136,31 @@ async fn read_between_pop_and_append_sees_fresh_chunks() {
     ds.flush().await.unwrap();
     check(&ds, &model, (1, 9)).await;
 }
+
+#[tokio::test]
+async fn whole_columns_stack_into_one_array() {
+    let url = format!("memory://slicing-col-{:016x}", rand::random::<u64>());
+    let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+    ds.create_tensor("b", TensorOptions::new("bbox"))
+        .await
+        .unwrap();
+    let rows: Vec<Vec<f32>> = (0..10).map(|i| vec![i as f32, 1.0, 2.0, 3.5]).collect();
+    let samples = rows
+        .iter()
+        .map(|r| Sample::Array(NdArray::from_slice(vec![1, 4], r).unwrap()))
+        .collect();
+    ds.extend("b", samples).await.unwrap();
+    let a = ds.read_array("b", 2..7).await.unwrap();
+    assert_eq!(a.shape, vec![5, 1, 4]);
+    assert_eq!(a.dtype, Dtype::F32);
+    let want: Vec<f64> = rows[2..7].iter().flatten().map(|&v| v as f64).collect();
+    assert_eq!(a.to_f64_vec(), want);
+    ds.append(
+        "b",
+        Sample::Array(NdArray::from_slice(vec![2, 4], &[0f32; 8]).unwrap()),
+    )
+    .await
+    .unwrap();
+    let e = ds.read_array("b", 0..11).await.unwrap_err();
+    assert!(e.to_string().contains("ragged"), "{e}");
+}
