@@ -119,6 +119,21 @@ pub fn array_from_json(v: &Value, dtype: Dtype) -> Result<NdArray, Error> {
     NdArray::new(dtype, shape, data)
 }
 
+/// The explicit shape of a file sample (`[n, c]`): audio, video, point cloud, mesh,
+/// DICOM and NIfTI shapes come from the codec's own parser in 3.x, which the writer
+/// does not have.
+fn shape_from_json(v: &Value) -> Result<Vec<usize>, Error> {
+    v.as_array()
+        .ok_or_else(|| invalid(format!("shape must be a list, got {v}")))?
+        .iter()
+        .map(|d| {
+            d.as_u64()
+                .and_then(|d| usize::try_from(d).ok())
+                .ok_or_else(|| invalid(format!("bad shape dimension {d}")))
+        })
+        .collect()
+}
+
 /// Converts a case sample to a [`Sample`].
 pub fn sample_from_json(v: &Value, fixtures: &Path) -> Result<Sample, Error> {
     let Value::Object(m) = v else {
@@ -128,9 +143,10 @@ pub fn sample_from_json(v: &Value, fixtures: &Path) -> Result<Sample, Error> {
             Err(invalid(format!("bad sample {v}")))
         };
     };
+    // `dtype` qualifies an array and `shape` a file; the other key names the kind.
     let (k, val) = m
         .iter()
-        .find(|(k, _)| k.as_str() != "dtype")
+        .find(|(k, _)| !matches!(k.as_str(), "dtype" | "shape"))
         .ok_or_else(|| invalid("empty sample object"))?;
     Ok(match k.as_str() {
         "array" => {
@@ -163,7 +179,7 @@ pub fn sample_from_json(v: &Value, fixtures: &Path) -> Result<Sample, Error> {
             Sample::Encoded {
                 bytes: bytes.into(),
                 compression: c,
-                shape: None,
+                shape: m.get("shape").map(shape_from_json).transpose()?,
             }
         }
         "link" => {
@@ -308,4 +324,53 @@ pub async fn build(case: &Case, fixtures: &Path, url: &str) -> Result<(), Error>
         }
     }
     ds.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(bytes: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.bin"), bytes).unwrap();
+        dir
+    }
+
+    #[test]
+    fn file_sample_takes_an_explicit_shape() {
+        let dir = fixture(b"RIFF\x24\0\0\0WAVEfmt ");
+        let s = sample_from_json(
+            &serde_json::json!({"file": "x.bin", "shape": [400, 2]}),
+            dir.path(),
+        )
+        .unwrap();
+        let Sample::Encoded {
+            compression, shape, ..
+        } = s
+        else {
+            panic!("expected an encoded sample, got {s:?}");
+        };
+        assert_eq!(compression.name(), "wav");
+        assert_eq!(shape, Some(vec![400, 2]));
+    }
+
+    #[test]
+    fn file_sample_without_shape_leaves_it_to_the_codec() {
+        let dir = fixture(b"\x89PNG\r\n\x1a\n");
+        let s = sample_from_json(&serde_json::json!({"file": "x.bin"}), dir.path()).unwrap();
+        assert!(matches!(s, Sample::Encoded { shape: None, .. }), "{s:?}");
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        let dir = fixture(b"LASF");
+        for shape in [
+            serde_json::json!(3),
+            serde_json::json!([3, -1]),
+            serde_json::json!([1.5]),
+        ] {
+            let v = serde_json::json!({"file": "x.bin", "shape": shape});
+            assert!(sample_from_json(&v, dir.path()).is_err(), "{v}");
+        }
+    }
 }

@@ -14,6 +14,7 @@
 mod encode;
 mod read;
 mod tensor;
+mod writer;
 
 use std::collections::BTreeMap;
 
@@ -141,6 +142,7 @@ pub struct Dataset {
     tensors: BTreeMap<String, TensorState>,
     locator: ChunkLocator,
     cache: read::ChunkCache,
+    writer: writer::ChunkWriter,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -204,6 +206,7 @@ impl Dataset {
             tensors: BTreeMap::new(),
             locator,
             cache: read::ChunkCache::new(256 << 20),
+            writer: writer::ChunkWriter::new(4),
         })
     }
 
@@ -311,6 +314,7 @@ impl Dataset {
             tensors,
             locator,
             cache: read::ChunkCache::new(256 << 20),
+            writer: writer::ChunkWriter::new(4),
         })
     }
 
@@ -992,11 +996,11 @@ impl Dataset {
                 .tensors
                 .get_mut(key)
                 .ok_or_else(|| Error::not_found("tensor", key))?;
-            append_to_tensor(&store, &self.locator, &node, t, prepared).await?;
+            append_to_tensor(&store, &self.locator, &mut self.writer, &node, t, prepared).await?;
         }
         for (ck, rows) in comp_rows {
             if let Some(c) = self.tensors.get_mut(&ck) {
-                append_to_tensor(&store, &self.locator, &node, c, rows).await?;
+                append_to_tensor(&store, &self.locator, &mut self.writer, &node, c, rows).await?;
             }
         }
         // Chunks keep their names when they grow, so cached copies are now stale.
@@ -1010,6 +1014,8 @@ impl Dataset {
         if !self.writable {
             return Ok(());
         }
+        // Chunks written in the background must land before any index points at them.
+        self.writer.drain().await?;
         let store = self.store.clone();
         let node = self.node.clone();
         futures::future::try_join_all(self.tensors.values_mut().map(|t| {
@@ -1388,6 +1394,11 @@ async fn ensure_builder(
     if t.builders.contains_key(&id) {
         return Ok(id);
     }
+    let pending = writer::lock(&t.inflight)?.get(&id).cloned();
+    if let Some(b) = pending {
+        t.builders.insert(id, (*b).clone());
+        return Ok(id);
+    }
     let k = locator.locate(store, &t.key, ChunkId(id)).await?;
     let bytes = store.get(&k).await?;
     let chunk = Chunk::decode(bytes).map_err(|c| c.at(format!("{}/{k}", store.url())))?;
@@ -1468,6 +1479,7 @@ fn is_empty_item(it: &StoredItem) -> bool {
 async fn append_to_tensor(
     store: &Store,
     locator: &ChunkLocator,
+    chunk_writer: &mut writer::ChunkWriter,
     node: &CommitId,
     t: &mut TensorState,
     prepared: Vec<Prepared>,
@@ -1557,7 +1569,8 @@ async fn append_to_tensor(
                 if fits {
                     if let Some((id, _)) = last {
                         if let Some(b) = t.builders.get_mut(&id) {
-                            b.push(&it.shape, &it.bytes);
+                            b.try_push(&it.shape, &it.bytes)
+                                .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
                         }
                         t.dirty_chunks.insert(id);
                         if let Some(r) = t.chunk_ids.rows.last_mut() {
@@ -1570,7 +1583,11 @@ async fn append_to_tensor(
                     }
                     let id = ChunkId::generate().0;
                     let mut b = ChunkBuilder::default();
-                    b.push(&it.shape, &it.bytes);
+                    // Reserve the chunk's target size once: growing a multi-megabyte
+                    // buffer by doubling costs copies and page faults on the ingest path.
+                    b.data.reserve(half.max(it.bytes.len()));
+                    b.try_push(&it.shape, &it.bytes)
+                        .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
                     t.builders.insert(id, b);
                     t.dirty_chunks.insert(id);
                     t.in_head.insert(id);
@@ -1602,21 +1619,12 @@ async fn append_to_tensor(
                     .insert(ChunkId(*id).name(), crate::version::ChunkLocation::Here);
             }
         }
-        let cc = t.chunk_compression.clone();
-        let blobs = crate::runtime::spawn_cpu(move || {
-            use rayon::prelude::*;
-            Ok(to_write
-                .into_par_iter()
-                .map(|(id, b)| (id, tensor::encode_chunk(&b, cc.as_ref())))
-                .collect::<Vec<_>>())
-        })
-        .await?;
-        let key = t.key.clone();
-        futures::future::try_join_all(blobs.into_iter().map(|(id, bytes)| {
-            let k = paths::chunk(node, &key, ChunkId(id));
-            async move { store.put(&k, Bytes::from(bytes)).await }
-        }))
-        .await?;
+        for (id, b) in to_write {
+            let k = paths::chunk(node, &t.key, ChunkId(id));
+            chunk_writer
+                .submit(store, k, &t.inflight, id, b, t.chunk_compression.clone())
+                .await?;
+        }
     }
     Ok(())
 }

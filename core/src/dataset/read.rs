@@ -199,14 +199,36 @@ enum Fetched {
     },
 }
 
-async fn fetch_chunk(ds: &Dataset, t: &TensorState, id: u64) -> Result<Arc<Chunk>> {
+/// A chunk the writer holds in memory (being filled, changed, or written in the
+/// background): it is newer than anything on storage.
+fn held_chunk(t: &TensorState, id: u64, with_data: bool) -> Option<Chunk> {
+    let to_chunk = |b: &crate::format::chunk::ChunkBuilder| Chunk {
+        version: crate::format::WRITER_VERSION.to_owned(),
+        shapes: b.shapes.clone(),
+        byte_positions: b.byte_positions.clone(),
+        data: if with_data {
+            Bytes::from(b.data.clone())
+        } else {
+            Bytes::new()
+        },
+    };
     if let Some(b) = t.builders.get(&id) {
-        return Ok(Arc::new(Chunk {
-            version: crate::format::WRITER_VERSION.to_owned(),
-            shapes: b.shapes.clone(),
-            byte_positions: b.byte_positions.clone(),
-            data: Bytes::from(b.data.clone()),
-        }));
+        return Some(to_chunk(b));
+    }
+    let map = super::writer::lock(&t.inflight).ok()?;
+    map.get(&id).map(|b| to_chunk(b))
+}
+
+fn is_held(t: &TensorState, id: u64) -> bool {
+    t.builders.contains_key(&id)
+        || super::writer::lock(&t.inflight)
+            .map(|m| m.contains_key(&id))
+            .unwrap_or(false)
+}
+
+async fn fetch_chunk(ds: &Dataset, t: &TensorState, id: u64) -> Result<Arc<Chunk>> {
+    if let Some(c) = held_chunk(t, id, true) {
+        return Ok(Arc::new(c));
     }
     let key = ds.locator.locate(&ds.store, &t.key, ChunkId(id)).await?;
     if let Some(c) = ds.cache.get(&key) {
@@ -355,7 +377,7 @@ async fn fetch_items(
     let results: Vec<Vec<(usize, Vec<u32>, Bytes)>> = futures::stream::iter(jobs)
         .map(|(id, v)| async move {
             let locals: Vec<usize> = v.iter().map(|x| x.1).collect();
-            let got = if uncompressed && locals.len() <= 4 && !t.builders.contains_key(&id) {
+            let got = if uncompressed && locals.len() <= 4 && !is_held(t, id) {
                 fetch_ranges(ds, t, id, &locals).await?
             } else {
                 let c = fetch_chunk(ds, t, id).await?;
@@ -683,13 +705,7 @@ pub(super) async fn sample_shape(ds: &Dataset, t: &TensorState, index: u64) -> R
             .locate(index)
             .ok_or_else(|| Error::internal("sample not in chunk index"))?;
         let id = t.chunk_ids.rows.get(row).map(|r| r.0).unwrap_or_default();
-        if let Some(b) = t.builders.get(&id) {
-            let c = Chunk {
-                version: String::new(),
-                shapes: b.shapes.clone(),
-                byte_positions: b.byte_positions.clone(),
-                data: Bytes::new(),
-            };
+        if let Some(c) = held_chunk(t, id, false) {
             return Ok(c
                 .shape(local)
                 .map_err(|e| e.at(&t.key))?

@@ -68,6 +68,8 @@ pub struct TensorState {
     pub builders: HashMap<u64, ChunkBuilder>,
     /// Builders changed since the last flush.
     pub dirty_chunks: BTreeSet<u64>,
+    /// Closed chunks whose background write has not landed yet.
+    pub inflight: super::writer::Inflight,
     /// Chunk ids known to be stored in the head (safe to rewrite in place).
     pub in_head: BTreeSet<u64>,
     pub dirty: bool,
@@ -130,6 +132,7 @@ impl TensorState {
             diff: None,
             builders: HashMap::new(),
             dirty_chunks: BTreeSet::new(),
+            inflight: Default::default(),
             in_head: BTreeSet::new(),
             dirty: false,
             info_dirty: false,

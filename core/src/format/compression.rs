@@ -269,7 +269,7 @@ pub fn image_shape(bytes: &[u8], compression: &Compression) -> Result<Vec<usize>
     match compression {
         Compression::Jpeg => {
             let header =
-                jpeg_header(bytes).map_err(|e| Error::invalid(format!("jpeg header: {e}")))?;
+                jpeg_frame_scan(bytes).map_err(|e| Error::invalid(format!("jpeg header: {e}")))?;
             Ok(vec![header.height, header.width, header.channels])
         }
         Compression::Png => {
@@ -469,6 +469,59 @@ fn jpeg_output_colorspace(input: ColorSpace, components: u8) -> Result<ColorSpac
     }
 }
 
+/// Finds the frame header (SOFn) by walking the marker segments, without setting up a
+/// decoder: appending a JPEG file needs only its shape, and this is on the ingest path.
+/// Channels follow what the decoder returns: 1 (gray), 3 (colour) or 4 (CMYK / YCCK).
+fn jpeg_frame_scan(bytes: &[u8]) -> Result<ImageHeader, String> {
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return Err("not a JPEG file (no start-of-image marker)".into());
+    }
+    let mut i = 2;
+    loop {
+        if bytes.get(i) != Some(&0xFF) {
+            return Err(format!("expected a marker at byte {i}"));
+        }
+        while bytes.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let marker = *bytes.get(i).ok_or("truncated before the frame header")?;
+        i += 1;
+        match marker {
+            0x01 | 0xD0..=0xD8 => continue,
+            0xD9 | 0xDA => return Err("no frame header before the image data".into()),
+            _ => {}
+        }
+        let seg = bytes.get(i..i + 2).ok_or("truncated segment length")?;
+        let len = usize::from(u16::from_be_bytes([seg[0], seg[1]]));
+        if len < 2 {
+            return Err(format!("segment length {len} at byte {i}"));
+        }
+        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            let f = bytes.get(i + 2..i + 8).ok_or("truncated frame header")?;
+            let height = usize::from(u16::from_be_bytes([f[1], f[2]]));
+            let width = usize::from(u16::from_be_bytes([f[3], f[4]]));
+            let channels = match f[5] {
+                1 => 1,
+                3 => 3,
+                4 => 4,
+                n => return Err(format!("{n} colour components are not supported")),
+            };
+            if height == 0 || width == 0 {
+                return Err(format!("frame size {height}x{width}"));
+            }
+            check_pixels(height, width)?;
+            return Ok(ImageHeader {
+                height,
+                width,
+                channels,
+            });
+        }
+        i += len;
+    }
+}
+
+#[cfg(test)]
 fn jpeg_header(bytes: &[u8]) -> Result<ImageHeader, String> {
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
     decoder.decode_headers().map_err(|e| e.to_string())?;
@@ -687,6 +740,32 @@ fn cast_samples(samples: Samples, dtype: Dtype) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn frame_scan_agrees_with_the_decoder() {
+        for (shape, fill) in [
+            (vec![16usize, 20, 3], 7u8),
+            (vec![9, 31, 1], 200),
+            (vec![1, 1, 3], 0),
+        ] {
+            let n: usize = shape.iter().product();
+            let data: Vec<u8> = (0..n).map(|k| (k as u8).wrapping_mul(fill)).collect();
+            let arr = NdArray::new(Dtype::U8, shape.clone(), data).unwrap();
+            let jpeg = encode_sample(&arr, &Compression::Jpeg).unwrap();
+            let fast = jpeg_frame_scan(&jpeg).unwrap();
+            let full = jpeg_header(&jpeg).unwrap();
+            assert_eq!(
+                (fast.height, fast.width, fast.channels),
+                (full.height, full.width, full.channels)
+            );
+            assert_eq!(vec![fast.height, fast.width, fast.channels], shape);
+            for cut in [0, 1, 3, 10, 20] {
+                assert!(jpeg_frame_scan(&jpeg[..cut.min(jpeg.len())]).is_err());
+            }
+        }
+        assert!(jpeg_frame_scan(b"\xff\xd8\xff\xda\x00\x02").is_err());
+        assert!(jpeg_frame_scan(b"\x89PNG").is_err());
+    }
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {

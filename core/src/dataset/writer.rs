@@ -1,0 +1,99 @@
+//! Background writes of closed chunks.
+//!
+//! A chunk that will not grow any more is encoded and put by a spawned task, so disk or
+//! network IO overlaps with encoding the next samples. At most `max_in_flight` writes
+//! run at once (memory stays bounded); [`ChunkWriter::drain`] waits for all of them and
+//! reports the first error, and `Dataset::flush` drains before it writes any index that
+//! points at those chunks. Until its write lands, a chunk stays readable from the
+//! tensor's in-flight map; two writes of the same chunk never overlap.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::format::chunk::ChunkBuilder;
+use crate::format::compression::Compression;
+use crate::store::Store;
+
+/// Chunks of one tensor whose write has been submitted but has not landed, by id.
+pub type Inflight = Arc<Mutex<HashMap<u64, Arc<ChunkBuilder>>>>;
+
+pub struct ChunkWriter {
+    tasks: JoinSet<Result<()>>,
+    max_in_flight: usize,
+}
+
+impl ChunkWriter {
+    pub fn new(max_in_flight: usize) -> Self {
+        ChunkWriter {
+            tasks: JoinSet::new(),
+            max_in_flight: max_in_flight.max(1),
+        }
+    }
+
+    /// Starts writing `builder` at `key`.
+    pub async fn submit(
+        &mut self,
+        store: &Store,
+        key: String,
+        inflight: &Inflight,
+        id: u64,
+        builder: ChunkBuilder,
+        chunk_compression: Option<Compression>,
+    ) -> Result<()> {
+        let pending_same = lock(inflight)?.contains_key(&id);
+        if pending_same {
+            // An older version of this chunk is still being written: let it land first
+            // so the newer one wins.
+            self.drain().await?;
+        }
+        while self.tasks.len() >= self.max_in_flight {
+            self.join_one().await?;
+        }
+        let builder = Arc::new(builder);
+        lock(inflight)?.insert(id, builder.clone());
+        let store = store.clone();
+        let inflight = inflight.clone();
+        self.tasks.spawn(async move {
+            let b = builder.clone();
+            let bytes = crate::runtime::spawn_cpu(move || {
+                Ok(super::tensor::encode_chunk(&b, chunk_compression.as_ref()))
+            })
+            .await?;
+            store.put(&key, Bytes::from(bytes)).await?;
+            let mut map = lock(&inflight)?;
+            if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &builder)) {
+                map.remove(&id);
+            }
+            Ok(())
+        });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(Error::internal(format!("a chunk write task failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every submitted write; the first error is returned.
+    pub async fn drain(&mut self) -> Result<()> {
+        let mut first = None;
+        while !self.tasks.is_empty() {
+            if let Err(e) = self.join_one().await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+pub fn lock(m: &Inflight) -> Result<std::sync::MutexGuard<'_, HashMap<u64, Arc<ChunkBuilder>>>> {
+    m.lock()
+        .map_err(|_| Error::internal("in-flight chunk map poisoned"))
+}
