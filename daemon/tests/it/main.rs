@@ -3,4 +3,5 @@
 // Test helpers outside `#[test]` functions may unwrap too: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
 mod import;
