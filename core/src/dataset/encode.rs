@@ -15,6 +15,7 @@
 //! Samples whose stored size passes the tiling threshold are cut into tiles, each
 //! stored in its own chunk.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -39,7 +40,7 @@ pub struct EncodeCtx {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredItem {
     pub shape: Vec<u32>,
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     /// Set when the item is tiled: `bytes` is then empty and each tile is stored in its
     /// own chunk.
     pub tiles: Option<Tiles>,
@@ -72,10 +73,10 @@ fn to_u32_shape(shape: &[usize]) -> Result<Vec<u32>> {
         .collect()
 }
 
-fn item(shape: &[usize], bytes: Vec<u8>) -> Result<StoredItem> {
+fn item(shape: &[usize], bytes: impl Into<Bytes>) -> Result<StoredItem> {
     Ok(StoredItem {
         shape: to_u32_shape(shape)?,
-        bytes,
+        bytes: bytes.into(),
         tiles: None,
         info: None,
         logical_shape: shape.iter().map(|&d| d as u64).collect(),
@@ -270,7 +271,7 @@ fn encode_numeric(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
                     _ => false,
                 };
                 if !wrong_channels || !c.can_decode() {
-                    let mut it = item(&shape, bytes.to_vec())?;
+                    let mut it = item(&shape, bytes.clone())?;
                     if has_info {
                         it.info = Some(image_info(&shape, c.name()));
                     }

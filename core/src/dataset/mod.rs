@@ -1343,7 +1343,7 @@ fn id_item() -> Result<StoredItem> {
     let id: u64 = rand::random();
     Ok(StoredItem {
         shape: vec![1],
-        bytes: id.to_le_bytes().to_vec(),
+        bytes: Bytes::copy_from_slice(&id.to_le_bytes()),
         tiles: None,
         info: None,
         logical_shape: vec![1],
@@ -1358,7 +1358,7 @@ fn shape_item(shape: &[u64]) -> Result<StoredItem> {
     let n = u32::try_from(shape.len()).map_err(|_| Error::invalid("too many dimensions"))?;
     Ok(StoredItem {
         shape: vec![n],
-        bytes,
+        bytes: bytes.into(),
         tiles: None,
         info: None,
         logical_shape: vec![shape.len() as u64],
@@ -1369,7 +1369,7 @@ fn info_item(info: Option<&Value>) -> Result<StoredItem> {
     let v = info.cloned().unwrap_or_else(|| json!({}));
     Ok(StoredItem {
         shape: vec![1],
-        bytes: crate::format::json::to_compact(&v),
+        bytes: crate::format::json::to_compact(&v).into(),
         tiles: None,
         info: None,
         logical_shape: vec![1],

@@ -59,11 +59,21 @@ impl ChunkWriter {
         let inflight = inflight.clone();
         self.tasks.spawn(async move {
             let b = builder.clone();
-            let bytes = crate::runtime::spawn_cpu(move || {
-                Ok(super::tensor::encode_chunk(&b, chunk_compression.as_ref()))
+            let parts = crate::runtime::spawn_cpu(move || {
+                let header = Bytes::from(b.encode_header());
+                Ok(match chunk_compression {
+                    Some(Compression::Lz4) => {
+                        vec![
+                            header,
+                            Bytes::from(crate::format::compression::lz4_compress(&b.data)),
+                        ]
+                    }
+                    // The data section goes out as is, straight from the shared builder.
+                    _ => vec![header, Bytes::from_owner(DataOf(b))],
+                })
             })
             .await?;
-            store.put(&key, Bytes::from(bytes)).await?;
+            store.put_parts(&key, parts).await?;
             let mut map = lock(&inflight)?;
             if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &builder)) {
                 map.remove(&id);
@@ -90,6 +100,15 @@ impl ChunkWriter {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// The data section of a shared builder, as the owner of a zero-copy `Bytes`.
+struct DataOf(Arc<ChunkBuilder>);
+
+impl AsRef<[u8]> for DataOf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.data
     }
 }
 

@@ -402,6 +402,12 @@ impl ChunkBuilder {
         encode_parts(WRITER_VERSION, &self.shapes, &self.byte_positions, data)
     }
 
+    /// Only the header; the data section follows it unchanged, so a writer can send
+    /// header and data as two parts without copying the data.
+    pub fn encode_header(&self) -> Vec<u8> {
+        encode_parts(WRITER_VERSION, &self.shapes, &self.byte_positions, &[])
+    }
+
     /// Size of the encoded chunk if written uncompressed.
     pub fn nbytes(&self) -> usize {
         header_len(WRITER_VERSION, &self.shapes, &self.byte_positions) + self.data.len()
@@ -479,6 +485,16 @@ fn shape_gap(local: usize) -> Corruption {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn header_then_data_is_the_whole_chunk() {
+        let mut b = ChunkBuilder::default();
+        b.push(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        b.push(&[1, 3], &[7, 8, 9]);
+        let mut joined = b.encode_header();
+        joined.extend_from_slice(&b.data);
+        assert_eq!(joined, b.encode_with_data(&b.data));
+    }
     use proptest::prelude::*;
 
     use super::*;

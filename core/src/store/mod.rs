@@ -290,6 +290,13 @@ impl Store {
         Ok(())
     }
 
+    /// Writes an object made of several parts (sent without joining them first).
+    pub async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
+        let p = self.path(key)?;
+        self.inner.put(&p, PutPayload::from_iter(parts)).await?;
+        Ok(())
+    }
+
     /// Creates an object only if the key is free. Losing the race is a retryable
     /// `Conflict` naming the key.
     pub async fn put_if_absent(&self, key: &str, data: impl Into<Bytes>) -> Result<()> {
