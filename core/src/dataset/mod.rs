@@ -1637,27 +1637,27 @@ async fn replace_in_tensor(
     index: u64,
     it: StoredItem,
 ) -> Result<()> {
-    if t.tiles.entries.contains_key(&index) || it.tiles.is_some() {
-        return Err(Error::unsupported(format!(
-            "updating sample {index}: it is (or would become) tiled; pop and re-append it instead"
-        )));
-    }
-    let (row, local) = t
-        .chunk_ids
-        .locate(index)
-        .ok_or_else(|| Error::invalid(format!("sample {index} is out of range")))?;
-    let id = ensure_builder(store, locator, t, row).await?;
-    if let Some(b) = t.builders.get_mut(&id) {
-        b.replace(local, &it.shape, &it.bytes)
-            .map_err(|c| c.at(format!("chunk {}", ChunkId(id))))?;
-    }
-    t.dirty_chunks.insert(id);
-    t.in_head.insert(id);
+    check_ranks(t, std::slice::from_ref(&Prepared::Item(it.clone())))?;
     let shape: Vec<u64> = if t.htype.is_link {
-        it.logical_shape
+        it.logical_shape.clone()
     } else {
         it.shape.iter().map(|&d| d as u64).collect()
     };
+    if t.tiles.entries.contains_key(&index) || it.tiles.is_some() {
+        place_alone(store, locator, t, index, it).await?;
+    } else {
+        let (row, local) = t
+            .chunk_ids
+            .locate(index)
+            .ok_or_else(|| Error::invalid(format!("sample {index} is out of range")))?;
+        let id = ensure_builder(store, locator, t, row).await?;
+        if let Some(b) = t.builders.get_mut(&id) {
+            b.replace(local, &it.shape, &it.bytes)
+                .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
+        }
+        t.dirty_chunks.insert(id);
+        t.in_head.insert(id);
+    }
     if t.meta.min_shape.len() == shape.len() {
         for (i, d) in shape.iter().enumerate() {
             t.meta.min_shape[i] = t.meta.min_shape[i].min(*d);
@@ -1666,6 +1666,115 @@ async fn replace_in_tensor(
     }
     t.record_update(index);
     t.dirty = true;
+    Ok(())
+}
+
+/// Replaces sample `index` when the old or the new sample is tiled: the sample gets
+/// chunks of its own (one per tile, or one for a plain sample). A plain old sample's
+/// chunk is split around it: earlier samples stay, later ones move to a fresh chunk.
+async fn place_alone(
+    store: &Store,
+    locator: &ChunkLocator,
+    t: &mut TensorState,
+    index: u64,
+    it: StoredItem,
+) -> Result<()> {
+    let mut tail: Option<(u64, (u64, u64))> = None; // (last index, (chunk id, last index))
+    let insert_at = if t.tiles.entries.remove(&index).is_some() {
+        let rows: Vec<usize> = (0..t.chunk_ids.rows.len())
+            .filter(|&r| t.chunk_ids.rows[r].1 == index)
+            .collect();
+        let first = *rows
+            .first()
+            .ok_or_else(|| Error::internal("tiled sample without chunks"))?;
+        for r in rows.into_iter().rev() {
+            let (id, _) = t.chunk_ids.rows.remove(r);
+            t.builders.remove(&id);
+            t.dirty_chunks.remove(&id);
+        }
+        first
+    } else {
+        let (row, local) = t
+            .chunk_ids
+            .locate(index)
+            .ok_or_else(|| Error::invalid(format!("sample {index} is out of range")))?;
+        let id = ensure_builder(store, locator, t, row).await?;
+        let old_last = t.chunk_ids.rows[row].1;
+        let b = t
+            .builders
+            .get_mut(&id)
+            .ok_or_else(|| Error::internal("builder vanished"))?;
+        let view = Chunk {
+            version: String::new(),
+            shapes: b.shapes.clone(),
+            byte_positions: b.byte_positions.clone(),
+            data: Bytes::from(b.data.clone()),
+        };
+        let n = b.num_samples();
+        let internal =
+            |c: crate::error::Corruption| Error::internal(format!("chunk {}: {c}", ChunkId(id)));
+        let mut after = ChunkBuilder::default();
+        for k in local + 1..n {
+            let r = view.byte_range(k).map_err(internal)?;
+            after
+                .try_push(&view.shape(k).map_err(internal)?, &view.data[r])
+                .map_err(internal)?;
+        }
+        for k in (local..n).rev() {
+            b.remove(k).map_err(internal)?;
+        }
+        if after.num_samples() > 0 {
+            let nid = ChunkId::generate().0;
+            t.builders.insert(nid, after);
+            t.dirty_chunks.insert(nid);
+            t.in_head.insert(nid);
+            tail = Some((old_last, (nid, old_last)));
+        }
+        if local == 0 {
+            t.chunk_ids.rows.remove(row);
+            t.builders.remove(&id);
+            t.dirty_chunks.remove(&id);
+            row
+        } else {
+            t.chunk_ids.rows[row].1 = index - 1;
+            t.dirty_chunks.insert(id);
+            t.in_head.insert(id);
+            row + 1
+        }
+    };
+    let mut new_rows = Vec::new();
+    match it.tiles {
+        Some(tiles) => {
+            for (shape, bytes) in tiles.tiles {
+                let id = ChunkId::generate().0;
+                t.builders.insert(id, ChunkBuilder::tile(&shape, bytes));
+                t.dirty_chunks.insert(id);
+                t.in_head.insert(id);
+                new_rows.push((id, index));
+            }
+            t.tiles.entries.insert(
+                index,
+                TileEntry {
+                    sample_shape: tiles.sample_shape,
+                    tile_shape: tiles.tile_shape,
+                },
+            );
+        }
+        None => {
+            let id = ChunkId::generate().0;
+            let mut b = ChunkBuilder::default();
+            b.try_push(&it.shape, &it.bytes)
+                .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
+            t.builders.insert(id, b);
+            t.dirty_chunks.insert(id);
+            t.in_head.insert(id);
+            new_rows.push((id, index));
+        }
+    }
+    if let Some((_, row)) = tail {
+        new_rows.push(row);
+    }
+    t.chunk_ids.rows.splice(insert_at..insert_at, new_rows);
     Ok(())
 }
 

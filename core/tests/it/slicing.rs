@@ -164,3 +164,85 @@ async fn whole_columns_stack_into_one_array() {
     let e = ds.read_array("b", 0..11).await.unwrap_err();
     assert!(e.to_string().contains("ragged"), "{e}");
 }
+
+#[derive(Clone, Debug)]
+enum TileOp {
+    Append(Vec<(usize, usize, u8)>),
+    Update(usize, (usize, usize, u8)),
+    Pop(usize),
+    Flush,
+}
+
+fn grid(h: usize, w: usize, seed: u8) -> Vec<u8> {
+    (0..h * w)
+        .map(|k| (k as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn tile_op() -> impl Strategy<Value = TileOp> {
+    let sample = (1usize..13, 1usize..13, any::<u8>());
+    prop_oneof![
+        3 => prop::collection::vec(sample.clone(), 1..8).prop_map(TileOp::Append),
+        3 => (any::<usize>(), sample).prop_map(|(i, s)| TileOp::Update(i, s)),
+        1 => any::<usize>().prop_map(TileOp::Pop),
+        1 => Just(TileOp::Flush),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    /// Samples over the tiling threshold (64 bytes here) are tiled; updates move samples
+    /// in and out of tiles and split chunks around them.
+    #[test]
+    fn tiled_samples_update_and_pop_like_a_model(ops in prop::collection::vec(tile_op(), 1..14)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let url = format!("memory://tiles-{:016x}", rand::random::<u64>());
+            let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+            let mut o = TensorOptions::new("generic").dtype(Dtype::U8);
+            o.max_chunk_size = Some(1024);
+            o.tiling_threshold = Some(64);
+            ds.create_tensor("g", o).await.unwrap();
+            let mut model: Vec<(Vec<usize>, Vec<u8>)> = Vec::new();
+            let mk = |(h, w, seed): (usize, usize, u8)| (vec![h, w], grid(h, w, seed));
+            let sample = |(shape, data): &(Vec<usize>, Vec<u8>)| {
+                Sample::Array(NdArray::new(Dtype::U8, shape.clone(), data.clone()).unwrap())
+            };
+            for op in ops {
+                match op {
+                    TileOp::Append(v) => {
+                        let v: Vec<_> = v.into_iter().map(mk).collect();
+                        ds.extend("g", v.iter().map(sample).collect()).await.unwrap();
+                        model.extend(v);
+                    }
+                    TileOp::Update(i, s) if !model.is_empty() => {
+                        let i = i % model.len();
+                        let s = mk(s);
+                        ds.update("g", i as u64, sample(&s)).await.unwrap();
+                        model[i] = s;
+                    }
+                    TileOp::Pop(i) if !model.is_empty() => {
+                        let i = i % model.len();
+                        ds.pop(Some(i as u64)).await.unwrap();
+                        model.remove(i);
+                    }
+                    TileOp::Flush => ds.flush().await.unwrap(),
+                    _ => {}
+                }
+                let got = ds.read_range("g", 0..model.len() as u64).await.unwrap();
+                for (k, (g, (shape, data))) in got.iter().zip(&model).enumerate() {
+                    let Sample::Array(a) = g else { panic!("row {k} not an array") };
+                    assert_eq!((&a.shape, a.data.as_ref()), (shape, data.as_slice()), "row {k}");
+                }
+                assert_eq!(got.len(), model.len());
+            }
+            ds.flush().await.unwrap();
+            drop(ds);
+            let ds = Dataset::open(&url, OpenOptions::default()).await.unwrap();
+            for (k, (shape, data)) in model.iter().enumerate() {
+                let Sample::Array(a) = ds.read("g", k as u64).await.unwrap() else { panic!() };
+                assert_eq!((&a.shape, a.data.as_ref()), (shape, data.as_slice()), "row {k} after reopen");
+            }
+        });
+    }
+}
