@@ -28,9 +28,25 @@ TENSOR_KEYS = {
 }
 SAMPLE_KINDS = {"array", "text", "json", "list", "label", "labels", "file", "link", "polygons", "sequence"}
 STEP_KINDS = {"append", "update", "pop", "rename", "delete", "info"}
+# Tests whose comparisons a case may expect known differences in (README.md).
+KNOWN_DIFFERENCE_TESTS = {"test_cli_reads_reference", "test_writer_matches_reference", "test_writer_readable_by_dl4"}
 
 # File extension -> the compression name deeplake records for that format.
-FILE_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
+FILE_FORMATS = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".wav": "wav",
+    ".mp3": "mp3",
+    ".flac": "flac",
+    ".mp4": "mp4",
+    ".las": "las",
+    ".ply": "ply",
+    ".dcm": "dcm",
+    ".nii": "nii",
+}
+# Keys that qualify a sample rather than name its kind: an array's dtype, a file's shape.
+QUALIFIERS = {"array": "dtype", "file": "shape"}
 
 
 class CaseError(ValueError):
@@ -57,6 +73,11 @@ def load_cases(path):
                 raise CaseError(
                     f"{name}: bad tensor spec {tensor} (needs name and htype; unknown keys {sorted(unknown)})"
                 )
+        known = case.get("known_differences", {})
+        if not isinstance(known, dict) or not set(known) <= KNOWN_DIFFERENCE_TESTS:
+            raise CaseError(f"{name}: known_differences must map {sorted(KNOWN_DIFFERENCE_TESTS)} to lists")
+        if not all(isinstance(v, list) and all(isinstance(d, str) for d in v) for v in known.values()):
+            raise CaseError(f"{name}: known_differences must list difference lines (strings)")
         for step in case.get("steps", []):
             if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in STEP_KINDS:
                 raise CaseError(f"{name}: bad step {step}")
@@ -86,11 +107,16 @@ def check_sample(case_name, sample):
         return
     if not isinstance(sample, dict) or len(sample) not in (1, 2):
         raise CaseError(f"{case_name}: bad sample {sample!r}")
-    kind = next(k for k in sample if k != "dtype")
-    if kind not in SAMPLE_KINDS or (len(sample) == 2 and kind != "array"):
+    kind = sample_kind(sample)
+    if kind not in SAMPLE_KINDS or (len(sample) == 2 and QUALIFIERS.get(kind) not in sample):
         raise CaseError(f"{case_name}: bad sample {sample!r}")
     if kind == "array" and "dtype" not in sample:
         raise CaseError(f"{case_name}: array sample without dtype: {sample!r}")
+    shape = sample.get("shape") if kind == "file" else None
+    if shape is not None and not (
+        isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise CaseError(f"{case_name}: shape must be a list of sizes: {sample!r}")
     if kind == "sequence":
         for item in sample["sequence"]:
             check_sample(case_name, item)
@@ -99,7 +125,7 @@ def check_sample(case_name, sample):
 def sample_kind(sample):
     if sample is None:
         return None
-    return next(k for k in sample if k != "dtype")
+    return next((k for k in sample if k not in ("dtype", "shape")), None)
 
 
 def resolve_fixture(fixtures_dir, name):

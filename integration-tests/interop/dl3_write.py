@@ -32,7 +32,13 @@ def build_sample(sample, fixtures):
     if kind in ("text", "json", "list", "label", "labels"):
         return value
     if kind == "file":
-        return deeplake.read(cases_mod.resolve_fixture(fixtures, value))
+        read = deeplake.read(cases_mod.resolve_fixture(fixtures, value))
+        # The shape a case gives is what our writer stores; it must be 3.x's own reading.
+        if "shape" in sample and list(read.shape) != sample["shape"]:
+            raise cases_mod.CaseError(
+                f"{value}: cases.json gives shape {sample['shape']}, deeplake reads {list(read.shape)}"
+            )
+        return read
     if kind == "link":
         return deeplake.link(cases_mod.resolve_fixture(fixtures, value))
     if kind == "polygons":

@@ -23,6 +23,9 @@ import deeplake
 import numpy as np
 
 TEXT_LIKE = ("text", "json", "list", "tag")
+# Audio, video, point cloud, mesh and medical codecs: compared as stored blobs with their
+# shapes, not decoded (decoders of these formats differ, and ours has none).
+OPAQUE_CODECS = ("wav", "mp3", "flac", "mp4", "mkv", "avi", "las", "ply", "stl", "dcm", "nii", "nii.gz")
 
 
 def plain(value):
@@ -49,6 +52,23 @@ def sample_blob(array, stored):
         "stored_sha256": hashlib.sha256(stored).hexdigest(),
         "data": plain(array),
     }
+
+
+def opaque_value(tensor, i):
+    """Value of one sample of an opaque codec: its shape and the digest of its stored bytes.
+
+    The shape is the one the chunk records; the shape tensor (what `t[i].shape` reads)
+    must agree. An empty sample has no bytes and takes the empty form of every
+    sample-compressed tensor (3.9.52 cannot call numpy() on it).
+    """
+    stored = tensor[i].tobytes()
+    shape = [int(d) for d in tensor.chunk_engine.read_shape_for_sample(i)]
+    if list(tensor[i].shape) != shape:
+        raise ValueError(f"{tensor.key}[{i}]: shape tensor says {list(tensor[i].shape)}, chunk says {shape}")
+    digest = hashlib.sha256(stored).hexdigest()
+    if not stored:
+        return {"shape": shape, "dtype": tensor.meta.dtype, "stored_sha256": digest, "data": []}
+    return {"shape": shape, "compression": tensor.meta.sample_compression, "stored_sha256": digest}
 
 
 def stored_item_bytes(chunk_engine, flat_index):
@@ -91,6 +111,8 @@ def cell_value(tensor, i):
         return [item_value(tensor, a) for a in items]
     if base in TEXT_LIKE:
         return plain(sample.data()["value"])
+    if meta.sample_compression in OPAQUE_CODECS:
+        return opaque_value(tensor, i)
     if meta.sample_compression:
         return sample_blob(sample.numpy(), sample.tobytes())
     if base == "polygon":

@@ -191,6 +191,7 @@ impl Dataset {
         store
             .put_if_absent(paths::VERSION_CONTROL_INFO, tree.encode())
             .await?;
+        store.sync().await?;
         let locator = ChunkLocator::new(&tree, &root)?;
         Ok(Dataset {
             store,
@@ -1021,7 +1022,15 @@ impl Dataset {
         futures::future::try_join_all(self.tensors.values_mut().map(|t| {
             let store = &store;
             let node = &node;
-            async move { t.save(store, node).await }
+            async move { t.save_chunks(store, node).await }
+        }))
+        .await?;
+        // Data first and durable, then the indexes that reference it.
+        self.store.sync().await?;
+        futures::future::try_join_all(self.tensors.values_mut().map(|t| {
+            let store = &store;
+            let node = &node;
+            async move { t.save_index(store, node).await }
         }))
         .await?;
         for t in self.tensors.values() {
@@ -1045,6 +1054,7 @@ impl Dataset {
                 .await?;
             self.meta_dirty = false;
         }
+        self.store.sync().await?;
         Ok(())
     }
 

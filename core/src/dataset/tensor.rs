@@ -291,16 +291,15 @@ impl TensorState {
         }
     }
 
-    /// Writes every dirty chunk, then the encoders, diff, meta and info of this tensor
-    /// at head `node`. Chunk encoding and compression run on the CPU pool.
-    pub async fn save(&mut self, store: &Store, node: &CommitId) -> Result<()> {
+    /// Writes the chunks changed since the last flush (the open chunk, edited chunks).
+    /// Chunk encoding and compression run on the CPU pool. Returns whether anything was
+    /// written; the index files that point at these chunks come in [`Self::save_index`].
+    pub async fn save_chunks(&mut self, store: &Store, node: &CommitId) -> Result<bool> {
         let dirty: Vec<u64> = std::mem::take(&mut self.dirty_chunks).into_iter().collect();
-        let mut encoded = Vec::with_capacity(dirty.len());
-        for id in &dirty {
-            if let Some(b) = self.builders.get(id) {
-                encoded.push((*id, b.clone()));
-            }
-        }
+        let encoded: Vec<(u64, ChunkBuilder)> = dirty
+            .iter()
+            .filter_map(|id| self.builders.get(id).map(|b| (*id, b.clone())))
+            .collect();
         let cc = self.chunk_compression.clone();
         let blobs = crate::runtime::spawn_cpu(move || {
             use rayon::prelude::*;
@@ -325,11 +324,20 @@ impl TensorState {
         // Keep only the last chunk's builder: it is the one further appends fill.
         let last = self.chunk_ids.rows.last().map(|r| r.0);
         self.builders.retain(|id, _| Some(*id) == last);
-        if !self.dirty && dirty.is_empty() && !self.info_dirty {
+        if !dirty.is_empty() {
+            self.dirty = true;
+        }
+        Ok(!dirty.is_empty())
+    }
+
+    /// Writes the encoders, diff, info and meta of this tensor at head `node`, the meta
+    /// last: its `length` is what makes new samples count.
+    pub async fn save_index(&mut self, store: &Store, node: &CommitId) -> Result<()> {
+        if !self.dirty && !self.info_dirty {
             return Ok(());
         }
         let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
-        if self.dirty || !dirty.is_empty() {
+        if self.dirty {
             writes.push((
                 paths::chunks_index(node, &self.key),
                 self.chunk_ids.encode(),
@@ -352,7 +360,8 @@ impl TensorState {
                 writes.push((paths::commit_diff(node, &self.key), d.encode()));
             }
         }
-        if self.info_dirty || self.dirty {
+        // 3.x writes tensor_info.json only once it holds something.
+        if (self.info_dirty || self.dirty) && !self.info.is_empty() {
             writes.push((
                 paths::tensor_info(node, &self.key),
                 meta::encode_info(&self.info),
@@ -364,7 +373,6 @@ impl TensorState {
                 .map(|(k, v)| async move { store.put(&k, v).await }),
         )
         .await?;
-        // The meta goes last: its `length` is what makes the new samples count.
         store
             .put(&paths::tensor_meta(node, &self.key), self.meta.encode())
             .await?;

@@ -60,6 +60,8 @@ pub struct Store {
     root: String,
     url: String,
     backend: Backend,
+    /// The folder of a local store whose durability comes from [`Store::sync`].
+    sync_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +106,7 @@ impl Store {
                 root: clean_prefix(prefix)?,
                 url: url.to_owned(),
                 backend: Backend::Memory,
+                sync_dir: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -128,6 +131,7 @@ impl Store {
                 root: clean_prefix(prefix)?,
                 url: url.to_owned(),
                 backend: Backend::S3,
+                sync_dir: None,
             });
         }
         if let Some((scheme, _)) = url.split_once("://")
@@ -142,23 +146,25 @@ impl Store {
         if !dir.is_dir() {
             return Err(Error::not_found("dataset folder", path));
         }
-        // Writes are fsynced (file and directory) unless the caller opts out: a local
-        // dataset must be as durable as one on S3 once a write returns.
-        let fsync = opts
+        // Durability: on Linux, writers call `sync` at their commit points, which
+        // flushes the whole file system once (syncfs) instead of fsyncing every object;
+        // elsewhere every put is fsynced. `durability=none` turns both off (scratch data).
+        let none = opts
             .options
             .iter()
             .rev()
-            .find(|(k, _)| k == "fsync")
-            .map(|(_, v)| v != "false")
-            .unwrap_or(true);
+            .find(|(k, _)| k == "durability")
+            .is_some_and(|(_, v)| v == "none");
+        let batched = cfg!(target_os = "linux") && !none;
         let local = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::invalid(format!("cannot open dataset directory {path:?}: {e}")))?
-            .with_fsync(fsync);
+            .with_fsync(!none && !batched);
         Ok(Store {
             inner: Arc::new(local),
             root: String::new(),
             url: url.to_owned(),
             backend: Backend::Local,
+            sync_dir: batched.then(|| dir.to_path_buf()),
         })
     }
 
@@ -197,6 +203,7 @@ impl Store {
             root,
             url: format!("{}/{sub}", self.url.trim_end_matches('/')),
             backend: self.backend,
+            sync_dir: self.sync_dir.clone(),
         })
     }
 
@@ -219,6 +226,22 @@ impl Store {
                 .unwrap_or(s)
                 .to_owned()
         }
+    }
+
+    /// Makes every write that returned before this call durable. Object stores are
+    /// durable once a put returns; a local folder is flushed with one `syncfs`.
+    pub async fn sync(&self) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(dir) = self.sync_dir.clone() {
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let f = std::fs::File::open(&dir)?;
+                rustix::fs::syncfs(&f)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::internal(format!("sync task failed: {e}")))??;
+        }
+        Ok(())
     }
 
     /// Reads a whole object; a missing one is `NotFound`.

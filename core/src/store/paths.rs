@@ -18,6 +18,45 @@ pub const VERSION_CONTROL_LOCK: &str = "version_control_info.lock";
 pub const LINKED_CREDS: &str = "linked_creds.json";
 pub const QUERIES: &str = "queries.json";
 
+/// Our own records live under `_rs/` (3.x ignores folders it does not know).
+///
+/// ```text
+/// _rs/log/<seq:020>.json                     the commit-tree log (immutable records)
+/// _rs/lease/<branch>/<seq:020>.json          writer leases of a branch head
+/// <commit prefix>_rs_flush/<seq:020>.json    flush records of a head (immutable)
+/// ```
+pub const TREE_LOG_PREFIX: &str = "_rs/log";
+
+pub fn tree_log(seq: u64) -> String {
+    format!("{TREE_LOG_PREFIX}/{seq:020}.json")
+}
+
+pub fn lease_prefix(branch: &str) -> String {
+    format!("_rs/lease/{branch}")
+}
+
+pub fn lease(branch: &str, seq: u64) -> String {
+    format!("_rs/lease/{branch}/{seq:020}.json")
+}
+
+pub fn flush_log_prefix(c: &CommitId) -> String {
+    format!("{}_rs_flush", commit_prefix(c))
+}
+
+pub fn flush_log(c: &CommitId, seq: u64) -> String {
+    format!("{}_rs_flush/{seq:020}.json", commit_prefix(c))
+}
+
+/// The sequence number in a record key written by [`tree_log`], [`lease`] or
+/// [`flush_log`]; `None` for any other key.
+pub fn record_seq(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?.strip_suffix(".json")?;
+    if name.len() != 20 {
+        return None;
+    }
+    name.parse().ok()
+}
+
 /// `""` for the root commit, `versions/<c>/` otherwise.
 pub fn commit_prefix(c: &CommitId) -> String {
     if c.is_root() {
@@ -100,5 +139,10 @@ mod tests {
         );
         assert_eq!(dataset_meta(&root), "dataset_meta.json");
         assert_eq!(commit_folder(&root), None);
+        assert_eq!(tree_log(7), "_rs/log/00000000000000000007.json");
+        assert_eq!(record_seq(&tree_log(7)), Some(7));
+        assert_eq!(record_seq(&flush_log(&c, 12)), Some(12));
+        assert_eq!(record_seq("_rs/log/junk.json"), None);
+        assert_eq!(flush_log(&root, 0), "_rs_flush/00000000000000000000.json");
     }
 }

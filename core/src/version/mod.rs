@@ -8,6 +8,7 @@
 //! commit `c` under key `k`); no entry anywhere -> the root commit.
 
 pub mod chunk_set;
+pub mod log;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
