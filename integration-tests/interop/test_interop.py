@@ -74,31 +74,14 @@ def dump_or_fail(dumps, name, what):
     return path
 
 
-def assert_same(expected_path, actual_path, what, subset=False, case=None, known=()):
-    """Fails on any difference not listed in `known`; returns the known ones it saw."""
+def assert_same(expected_path, actual_path, what, subset=False, case=None):
+    """Fails on any difference."""
     diffs, notes = compare_mod.compare_files(expected_path, actual_path, subset=subset, case=case, max_diffs=25)
     for n in notes:
         print(f"note: {n}")
-    seen = [d for d in diffs if d in known]
-    for d in seen:
-        print(f"known difference: {d}")
-    diffs = [d for d in diffs if d not in known]
     if diffs:
         listing = "\n  ".join(diffs[:25])
         pytest.fail(f"{what}: {actual_path} differs from {expected_path}:\n  {listing}")
-    return set(seen)
-
-
-def known_differences(case, test):
-    """The differences cases.json expects in this test (gaps of deeplake-rs, README.md)."""
-    return set(case.get("known_differences", {}).get(test, []))
-
-
-def assert_known_seen(known, seen):
-    """A known difference that no longer shows is fixed: it must leave cases.json."""
-    gone = sorted(known - seen)
-    if gone:
-        pytest.fail("known differences no longer seen (remove them from cases.json):\n  " + "\n  ".join(gone))
 
 
 # ---------------------------------------------------------------------------
@@ -224,8 +207,7 @@ def test_cli_reads_reference(name, tools, workdir, dl3_datasets, reference_dumps
         proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT_S)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    known = known_differences(case_by_name(name), "test_cli_reads_reference")
-    assert_known_seen(known, assert_same(ref, out, "our CLI reading the 3.9.52 dataset", known=known))
+    assert_same(ref, out, "our CLI reading the 3.9.52 dataset")
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -235,8 +217,7 @@ def test_writer_matches_reference(name, reference_dumps, rust_datasets, dl3_dump
     dump_or_fail(rust_datasets, name, "our fixture writer")
     ours = dump_or_fail(dl3_dumps_of_rust, name, "deeplake 3.9.52 reading our dataset")
     case = case_by_name(name)
-    known = known_differences(case, "test_writer_matches_reference")
-    assert_known_seen(known, assert_same(ref, ours, "deeplake 3.9.52 reading our dataset", case=case, known=known))
+    assert_same(ref, ours, "deeplake 3.9.52 reading our dataset", case=case)
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -247,9 +228,5 @@ def test_writer_readable_by_dl4(name, reference_dumps, dl4_dumps_of_dl3, rust_da
     theirs = dump_or_fail(dl4_dumps_of_dl3, name, "deeplake 4.7.4 reading the 3.9.52 dataset")
     dump_or_fail(rust_datasets, name, "our fixture writer")
     ours = dump_or_fail(dl4_dumps_of_rust, name, "deeplake 4.7.4 reading our dataset")
-    known = known_differences(case, "test_writer_readable_by_dl4")
-    seen = assert_same(theirs, ours, "deeplake 4.7.4 reading our dataset vs the 3.9.52 one", case=case, known=known)
-    seen |= assert_same(
-        ref, ours, "deeplake 4.7.4 reading our dataset vs the reference", subset=True, case=case, known=known
-    )
-    assert_known_seen(known, seen)
+    assert_same(theirs, ours, "deeplake 4.7.4 reading our dataset vs the 3.9.52 one", case=case)
+    assert_same(ref, ours, "deeplake 4.7.4 reading our dataset vs the reference", subset=True, case=case)

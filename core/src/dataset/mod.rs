@@ -913,22 +913,29 @@ impl Dataset {
             }
             return Ok(());
         }
-        if t.dtype.is_some() || t.htype.is_text_like() {
+        if t.dtype.is_some() || t.meta.dtype.is_some() || t.htype.is_text_like() {
             return Ok(());
         }
-        fn first(s: &[Sample]) -> Option<Dtype> {
+        // The dtype name 3.x would record: the array's, or what a blob's header says.
+        fn first(s: &[Sample]) -> Option<String> {
             s.iter().find_map(|s| match s {
-                Sample::Array(a) => Some(a.dtype),
-                Sample::Polygons(p) => p.first().map(|a| a.dtype),
+                Sample::Array(a) => Some(a.dtype.name().to_owned()),
+                Sample::Polygons(p) => p.first().map(|a| a.dtype.name().to_owned()),
                 Sample::Sequence(items) => first(items),
-                Sample::Encoded { .. } => Some(Dtype::U8),
+                Sample::Encoded {
+                    bytes, compression, ..
+                } => crate::format::compression::blob_dtype(bytes, compression).map(str::to_owned),
                 _ => None,
             })
         }
-        if let Some(d) = first(samples) {
-            t.dtype = Some(d);
-            t.meta.dtype = Some(d.name().to_owned());
-            t.meta.typestr = Some(d.typestr().to_owned());
+        if let Some(name) = first(samples) {
+            // `object` (meshes) has no numeric dtype: it is recorded, samples stay blobs.
+            t.dtype = name.parse::<Dtype>().ok();
+            t.meta.typestr = Some(match t.dtype {
+                Some(d) => d.typestr().to_owned(),
+                None => "|O".to_owned(),
+            });
+            t.meta.dtype = Some(name);
             t.dirty = true;
         }
         Ok(())

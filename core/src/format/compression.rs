@@ -193,6 +193,120 @@ impl Compression {
     }
 }
 
+/// The dtype 3.x records for a tensor whose first sample is this blob: the pixel type
+/// of a DICOM or NIfTI file, `object` for a mesh, `uint8` for images; `None` when the
+/// header does not say (the htype's default then applies).
+pub fn blob_dtype(bytes: &[u8], compression: &Compression) -> Option<&'static str> {
+    match compression.name() {
+        "nii" | "nii.gz" => nifti_dtype(bytes),
+        "dcm" => dicom_dtype(bytes),
+        "ply" | "stl" => Some("object"),
+        _ if compression.is_image() => Some("uint8"),
+        _ => None,
+    }
+}
+
+fn nifti_dtype(b: &[u8]) -> Option<&'static str> {
+    let le = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| i32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let be = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    // sizeof_hdr tells the version (348: NIfTI-1, 540: NIfTI-2) and the byte order.
+    let (code_at, little) = match (le(0), be(0)) {
+        (Some(348), _) => (70, true),
+        (_, Some(348)) => (70, false),
+        (Some(540), _) => (12, true),
+        (_, Some(540)) => (12, false),
+        _ => return None,
+    };
+    let c = b.get(code_at..code_at + 2)?;
+    let code = if little {
+        i16::from_le_bytes([c[0], c[1]])
+    } else {
+        i16::from_be_bytes([c[0], c[1]])
+    };
+    Some(match code {
+        2 => "uint8",
+        4 => "int16",
+        8 => "int32",
+        16 => "float32",
+        64 => "float64",
+        256 => "int8",
+        512 => "uint16",
+        768 => "uint32",
+        1024 => "int64",
+        1280 => "uint64",
+        _ => return None,
+    })
+}
+
+/// Reads BitsAllocated (0028,0100) and PixelRepresentation (0028,0103) from a DICOM
+/// file in explicit- or implicit-VR little endian.
+fn dicom_dtype(b: &[u8]) -> Option<&'static str> {
+    if b.get(128..132) != Some(b"DICM") {
+        return None;
+    }
+    let u16_at = |o: usize| b.get(o..o + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let mut i = 132;
+    let mut implicit = false;
+    let (mut bits, mut signed) = (None, None);
+    while i + 8 <= b.len() {
+        let (group, elem) = (u16_at(i)?, u16_at(i + 2)?);
+        if (group, elem) == (0x7FE0, 0x0010) {
+            break;
+        }
+        // The file meta group is always explicit VR; its transfer syntax decides the rest.
+        let explicit = group == 0x0002 || !implicit;
+        let vr = b.get(i + 4..i + 6)?;
+        let (len, head) = if explicit && vr.iter().all(u8::is_ascii_uppercase) {
+            if matches!(
+                vr,
+                b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN" | b"OD" | b"OL" | b"UC" | b"UR"
+            ) {
+                (u32_at(i + 8)?, 12)
+            } else {
+                (u32::from(u16_at(i + 6)?), 8)
+            }
+        } else {
+            (u32_at(i + 4)?, 8)
+        };
+        if len == u32::MAX {
+            return None; // undefined-length sequences: give up rather than guess
+        }
+        let value = b.get(i + head..i + head + len as usize)?;
+        match (group, elem) {
+            (0x0002, 0x0010) => {
+                let ts = String::from_utf8_lossy(value);
+                implicit = ts.trim_end_matches(['\0', ' ']) == "1.2.840.10008.1.2";
+            }
+            (0x0028, 0x0100) => bits = u16_at(i + head),
+            (0x0028, 0x0103) => signed = u16_at(i + head).map(|v| v == 1),
+            _ => {}
+        }
+        if let (Some(bits), Some(signed)) = (bits, signed) {
+            return Some(match (bits, signed) {
+                (8, false) => "uint8",
+                (8, true) => "int8",
+                (16, false) => "uint16",
+                (16, true) => "int16",
+                (32, false) => "uint32",
+                (32, true) => "int32",
+                _ => return None,
+            });
+        }
+        i += head + len as usize;
+    }
+    None
+}
+
 /// LZ4 block with a 4-byte LE size prefix.
 pub fn lz4_compress(data: &[u8]) -> Vec<u8> {
     if data.is_empty() {
@@ -740,6 +854,43 @@ fn cast_samples(samples: Samples, dtype: Dtype) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+
+    fn dicom_element(out: &mut Vec<u8>, group: u16, elem: u16, vr: &[u8; 2], value: &[u8]) {
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&elem.to_le_bytes());
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+
+    #[test]
+    fn blob_dtypes_follow_the_file_headers() {
+        let mut nii = vec![0u8; 352];
+        nii[..4].copy_from_slice(&348i32.to_le_bytes());
+        nii[70..72].copy_from_slice(&4i16.to_le_bytes());
+        let nii_c = Compression::Other("nii".into());
+        assert_eq!(blob_dtype(&nii, &nii_c), Some("int16"));
+        nii[..4].copy_from_slice(&348i32.to_be_bytes());
+        nii[70..72].copy_from_slice(&512i16.to_be_bytes());
+        assert_eq!(blob_dtype(&nii, &nii_c), Some("uint16"));
+        assert_eq!(blob_dtype(&nii[..60], &nii_c), None);
+
+        let mut dcm = vec![0u8; 128];
+        dcm.extend_from_slice(b"DICM");
+        dicom_element(&mut dcm, 0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1\0");
+        dicom_element(&mut dcm, 0x0028, 0x0100, b"US", &16u16.to_le_bytes());
+        dicom_element(&mut dcm, 0x0028, 0x0103, b"US", &1u16.to_le_bytes());
+        let dcm_c = Compression::Other("dcm".into());
+        assert_eq!(blob_dtype(&dcm, &dcm_c), Some("int16"));
+        for cut in [0, 130, 140, dcm.len() - 1] {
+            assert_eq!(blob_dtype(&dcm[..cut], &dcm_c), None);
+        }
+        assert_eq!(
+            blob_dtype(b"ply\n", &Compression::Other("ply".into())),
+            Some("object")
+        );
+        assert_eq!(blob_dtype(b"RIFF", &Compression::Other("wav".into())), None);
+    }
 
     #[test]
     fn frame_scan_agrees_with_the_decoder() {

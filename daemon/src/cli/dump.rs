@@ -113,6 +113,9 @@ fn digest(b: &[u8]) -> String {
 }
 
 struct Render {
+    /// The tensor's declared dtype when it is not numeric (`object` for meshes): empty
+    /// samples of such tensors print it rather than a placeholder byte dtype.
+    object_dtype: Option<String>,
     full: bool,
     stored: bool,
     image_like: bool,
@@ -129,7 +132,10 @@ fn render(s: &Sample, r: &Render, stored: Option<&[bytes::Bytes]>) -> Value {
             let mut v = if r.compressed && r.stored {
                 let mut m = Map::new();
                 m.insert("shape".into(), json!(a.shape));
-                m.insert("dtype".into(), json!(a.dtype.name()));
+                m.insert(
+                    "dtype".into(),
+                    json!(r.object_dtype.as_deref().unwrap_or(a.dtype.name())),
+                );
                 if let Some(b) = own {
                     m.insert("stored_sha256".into(), json!(digest(b)));
                 }
@@ -142,7 +148,11 @@ fn render(s: &Sample, r: &Render, stored: Option<&[bytes::Bytes]>) -> Value {
             } else if r.full || small {
                 nested(a)
             } else {
-                json!({"shape": a.shape, "dtype": a.dtype.name(), "sha256": digest(&a.data)})
+                json!({
+                    "shape": a.shape,
+                    "dtype": r.object_dtype.as_deref().unwrap_or(a.dtype.name()),
+                    "sha256": digest(&a.data)
+                })
             };
             if let (Value::Object(m), Some(b), true) = (&mut v, own, r.stored) {
                 m.insert("stored_sha256".into(), json!(digest(b)));
@@ -220,6 +230,10 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             let h = ds.tensor_htype(n)?;
             let m = ds.tensor_meta(n)?;
             Ok(Render {
+                object_dtype: m
+                    .dtype
+                    .clone()
+                    .filter(|d| d.parse::<Dtype>().is_err() && !h.is_text_like()),
                 full: a.full,
                 stored: a.stored,
                 image_like: matches!(
