@@ -46,6 +46,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deeplake
 import numpy as np
 
+from deeplake.util.bugout_reporter import deeplake_reporter
+from humbug.consent import HumbugConsent
+
+# Usage reports of commit, merge, diff, ... go to the network in a thread pool that the
+# interpreter waits for at exit (about a minute when there is no network).
+deeplake_reporter.consent = HumbugConsent(False)
+
 from dump_dl3 import cell_value, plain, tensor_meta
 
 # Pairs of diff arguments; labels of commits (c1, ...) are replaced by their ids.

@@ -315,8 +315,8 @@ pub async fn build(case: &Case, fixtures: &Path, url: &str) -> Result<(), Error>
                     .ok_or_else(|| invalid("set must be an object"))?;
                 for (k, v) in set {
                     match b.get("tensor").and_then(|t| t.as_str()) {
-                        Some(t) => ds.set_tensor_info(t, k.clone(), v.clone())?,
-                        None => ds.set_info(k.clone(), v.clone())?,
+                        Some(t) => ds.set_tensor_info(t, k.clone(), v.clone()).await?,
+                        None => ds.set_info(k.clone(), v.clone()).await?,
                     }
                 }
             }

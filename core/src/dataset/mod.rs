@@ -11,6 +11,7 @@
 //! u64 per sample, used by merge), `_<t>_shape` (the sample shape) and, for image-like
 //! htypes, `_<t>_info` (a JSON record per sample).
 
+mod commit;
 mod encode;
 mod read;
 mod tensor;
@@ -50,6 +51,10 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// With `create`: delete whatever is at the path first.
     pub overwrite: bool,
+    /// How long this writer's lease on its branch lasts without renewal (default 120 s).
+    pub lease_ttl: Option<std::time::Duration>,
+    /// How long to wait for another writer's lease on the branch (default: fail at once).
+    pub lease_wait: Option<std::time::Duration>,
 }
 
 /// How to create a tensor. `htype` is a 3.x htype string such as `image`,
@@ -143,6 +148,9 @@ pub struct Dataset {
     locator: ChunkLocator,
     cache: read::ChunkCache,
     writer: writer::ChunkWriter,
+    /// Tag name -> commit id, from the commit-tree log.
+    tags: BTreeMap<String, String>,
+    lease: commit::Lease,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -188,10 +196,19 @@ impl Dataset {
             .await?;
         // The tree is created last and only if absent: two processes racing to create
         // the same dataset cannot both believe they made it.
-        store
-            .put_if_absent(paths::VERSION_CONTROL_INFO, tree.encode())
-            .await?;
+        // The first record of the commit-tree log is created only if absent: of two
+        // processes racing to create the same dataset, exactly one succeeds.
+        let record = crate::version::log::TreeRecord {
+            seq: 0,
+            op: "create".to_owned(),
+            time: 0.0,
+            tree: tree.clone(),
+            tags: BTreeMap::new(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(Error::internal)?;
+        store.put_if_absent(&paths::tree_log(0), bytes).await?;
         store.sync().await?;
+        crate::version::log::refresh_3x(&store, &tree, &[]).await?;
         let locator = ChunkLocator::new(&tree, &root)?;
         Ok(Dataset {
             store,
@@ -208,6 +225,8 @@ impl Dataset {
             locator,
             cache: read::ChunkCache::new(256 << 20),
             writer: writer::ChunkWriter::new(4),
+            tags: BTreeMap::new(),
+            lease: commit::Lease::new(opts.lease_ttl, opts.lease_wait),
         })
     }
 
@@ -220,7 +239,12 @@ impl Dataset {
         if !Dataset::exists_in(&store).await? {
             return Err(Error::not_found("dataset", url));
         }
-        let tree = crate::version::load_tree(&store).await?;
+        if !opts.read_only {
+            // A crash between a tree record and the 3.x refresh leaves the 3.x file
+            // behind; writers bring it up to date.
+            crate::version::log::repair_3x(&store).await?;
+        }
+        let (_, tree, tags) = crate::version::log::load(&store).await?;
         let branch = opts
             .branch
             .map(|b| b.as_str().to_owned())
@@ -241,7 +265,10 @@ impl Dataset {
                 .get(node.as_str())
                 .map(|n| n.is_head())
                 .unwrap_or(true);
-        Dataset::open_at(store, tree, node, branch, writable).await
+        let mut ds = Dataset::open_at(store, tree, node, branch, writable).await?;
+        ds.tags = tags;
+        ds.lease = commit::Lease::new(opts.lease_ttl, opts.lease_wait);
+        Ok(ds)
     }
 
     /// Creates the dataset if absent, else opens it.
@@ -316,6 +343,8 @@ impl Dataset {
             locator,
             cache: read::ChunkCache::new(256 << 20),
             writer: writer::ChunkWriter::new(4),
+            tags: BTreeMap::new(),
+            lease: commit::Lease::new(None, None),
         })
     }
 
@@ -480,21 +509,23 @@ impl Dataset {
         self.ds_diff.get_or_insert_with(DatasetDiff::default)
     }
 
-    pub fn set_info(&mut self, key: impl Into<String>, value: Value) -> Result<()> {
+    pub async fn set_info(&mut self, key: impl Into<String>, value: Value) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         self.info.insert(key.into(), value);
         self.info_dirty = true;
         self.ds_diff_mut().info_updated = true;
         Ok(())
     }
 
-    pub fn set_tensor_info(
+    pub async fn set_tensor_info(
         &mut self,
         tensor: &str,
         key: impl Into<String>,
         value: Value,
     ) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         let k = self.key_of(tensor)?;
         let t = self
             .tensors
@@ -511,6 +542,7 @@ impl Dataset {
     /// Creates a tensor (and its hidden companions).
     pub async fn create_tensor(&mut self, name: &str, opts: TensorOptions) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         let tname: TensorName = name.parse()?;
         if self.meta.tensor_names.contains_key(name) {
             return Err(Error::invalid(format!("tensor {name:?} already exists")));
@@ -695,6 +727,7 @@ impl Dataset {
     /// Renames a visible tensor. Keys (folders) stay; only names change, as in 3.x.
     pub async fn rename_tensor(&mut self, old: &str, new: &str) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         let _: TensorName = new.parse()?;
         if self.meta.tensor_names.contains_key(new) {
             return Err(Error::invalid(format!("tensor {new:?} already exists")));
@@ -753,6 +786,7 @@ impl Dataset {
     /// Deletes a visible tensor and its companions from the head.
     pub async fn delete_tensor(&mut self, name: &str) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         let key = self.key_of(name)?;
         let mut keys = vec![key.clone()];
         if let Some(t) = self.tensors.get(&key) {
@@ -790,6 +824,7 @@ impl Dataset {
     /// Appends samples to one tensor. Encoding runs in parallel on the CPU pool.
     pub async fn extend(&mut self, tensor: &str, samples: Vec<Sample>) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         let key = self.key_of(tensor)?;
         let samples = self.map_class_labels(&key, samples)?;
         self.infer_dtype(&key, &samples)?;
@@ -1022,6 +1057,17 @@ impl Dataset {
         if !self.writable {
             return Ok(());
         }
+        let pending = self.meta_dirty
+            || self.info_dirty
+            || self.ds_diff.is_some()
+            || self
+                .tensors
+                .values()
+                .any(|t| t.dirty || t.info_dirty || !t.dirty_chunks.is_empty());
+        if pending {
+            // Nothing becomes visible unless this process holds the branch.
+            self.ensure_lease().await?;
+        }
         // Chunks written in the background must land before any index points at them.
         self.writer.drain().await?;
         let store = self.store.clone();
@@ -1069,6 +1115,7 @@ impl Dataset {
     /// empty samples, as 3.x does.
     pub async fn update(&mut self, tensor: &str, index: u64, sample: Sample) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         let key = self.key_of(tensor)?;
         let len = self.tensors.get(&key).map(|t| t.num_samples()).unwrap_or(0);
         if index >= len {
@@ -1141,6 +1188,7 @@ impl Dataset {
     /// `ds.pop`.
     pub async fn pop(&mut self, index: Option<u64>) -> Result<()> {
         self.check_writable()?;
+        self.ensure_lease().await?;
         let len = self.len();
         let index = match index {
             Some(i) if i < len => i,

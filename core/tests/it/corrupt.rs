@@ -25,7 +25,7 @@ async fn make(dir: &std::path::Path) -> String {
         .collect();
     ds.extend("x", samples.clone()).await.unwrap();
     ds.extend("c", samples).await.unwrap();
-    ds.flush().await.unwrap();
+    ds.close().await.unwrap();
     url
 }
 
@@ -132,9 +132,9 @@ async fn corrupt_encoders_and_metas_name_their_key() {
         ),
         ("dataset_meta.json", &b"[1, 2"[..], "dataset_meta.json"),
         (
-            "version_control_info.json",
-            &b"{\"commits\": 5}"[..],
-            "version_control_info.json",
+            "_rs/log/00000000000000000000.json",
+            &b"{\"seq\": 0, \"tree\": 5}"[..],
+            "_rs/log/00000000000000000000.json",
         ),
         (
             "x/tiles_index/unsharded",
@@ -149,6 +149,12 @@ async fn corrupt_encoders_and_metas_name_their_key() {
         assert_corrupt(read_all(&url, "x").await, key);
         std::fs::write(&p, &good).unwrap();
     }
+    // The 3.x tree file is a cache of the tree log: a damaged one is rewritten.
+    let vc = base.join("version_control_info.json");
+    let good = std::fs::read(&vc).unwrap();
+    std::fs::write(&vc, b"{\"commits\": 5}").unwrap();
+    assert_eq!(read_all(&url, "x").await.unwrap().len(), 51);
+    assert_eq!(std::fs::read(&vc).unwrap(), good);
     // A length that disagrees with the chunk index.
     let p = base.join("x/tensor_meta.json");
     let good = std::fs::read_to_string(&p).unwrap();

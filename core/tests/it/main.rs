@@ -5,3 +5,4 @@
 mod corrupt;
 mod slicing;
 mod storage;
+mod versioning;

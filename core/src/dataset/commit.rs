@@ -1,0 +1,445 @@
+//! Commits, branches, checkout and the writer lease, on top of the commit-tree log
+//! (`version::log`).
+//!
+//! ```text
+//! commit(msg):  flush head H -> write H2's metas (copy of H's) -> log record:
+//!               H frozen (message, time), H2 = new head of the branch
+//! checkout(b, create): auto-commit a changed head (3.x rule) -> write the new head's
+//!               metas -> log record: new branch b at its head
+//! ```
+//!
+//! Each step that makes a state visible is one create-if-absent log record; files
+//! written before it (the new head's metas) are invisible until it lands. At most one
+//! process writes to a branch head at a time: it holds the branch's lease, a chain of
+//! create-if-absent records `_rs/lease/<branch>/<seq>.json` that expire unless renewed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Dataset;
+use crate::error::{Error, Result};
+use crate::format::meta;
+use crate::format::vcinfo::CommitNode;
+use crate::ids::{BranchName, CommitId};
+use crate::store::paths;
+use crate::version::{ChunkLocator, ChunkSet, log};
+
+/// Default lease time: a writer that dies without releasing blocks others this long.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LeaseRecord {
+    holder: String,
+    pid: u32,
+    /// Unix seconds when this holder first took the lease.
+    since: f64,
+    /// Unix seconds; 0 once released.
+    expires: f64,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The writer-lease state a `Dataset` keeps.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub holder: String,
+    pub ttl: Duration,
+    pub wait: Duration,
+    /// The branch, sequence number and expiry of the record we hold, if any.
+    held: Option<(String, u64, f64, f64)>,
+}
+
+impl Lease {
+    pub fn new(ttl: Option<Duration>, wait: Option<Duration>) -> Self {
+        Lease {
+            holder: format!("{:016x}", rand::random::<u64>()),
+            ttl: ttl.unwrap_or(DEFAULT_LEASE_TTL),
+            wait: wait.unwrap_or(Duration::ZERO),
+            held: None,
+        }
+    }
+}
+
+/// Ends a lease we hold as record `seq` by writing an expired record after it.
+async fn release(
+    store: &crate::store::Store,
+    holder: &str,
+    branch: &str,
+    seq: u64,
+    since: f64,
+) -> Result<()> {
+    let rec = LeaseRecord {
+        holder: holder.to_owned(),
+        pid: std::process::id(),
+        since,
+        expires: 0.0,
+    };
+    let bytes = serde_json::to_vec(&rec).map_err(Error::internal)?;
+    match store
+        .put_if_absent(&paths::lease(branch, seq + 1), bytes)
+        .await
+    {
+        // Someone took over after our lease ran out: nothing of ours to release.
+        Ok(()) | Err(Error::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Drop for Dataset {
+    /// A handle dropped without `close` still gives its lease back, best effort: the
+    /// release runs on the current runtime if there is one. Unflushed changes are lost,
+    /// as they would be after a crash; the lease otherwise expires on its own.
+    fn drop(&mut self) {
+        if let (Some((branch, seq, since, _)), Ok(rt)) = (
+            self.lease.held.take(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            let (store, holder) = (self.store.clone(), self.lease.holder.clone());
+            rt.spawn(async move {
+                let _ = release(&store, &holder, &branch, seq, since).await;
+            });
+        }
+    }
+}
+
+impl Dataset {
+    /// Whether the head has changes since its parent commit (3.x: any tensor or dataset
+    /// diff). The root commit, while it is the head, always counts as changed.
+    pub fn has_changes(&self) -> bool {
+        self.node.is_root()
+            || self.ds_diff.is_some()
+            || self
+                .tensors
+                .values()
+                .any(|t| t.diff.is_some() || t.dirty || !t.dirty_chunks.is_empty())
+    }
+
+    async fn latest_lease(&self, branch: &str) -> Result<Option<(u64, LeaseRecord)>> {
+        let keys = self.store.list(&paths::lease_prefix(branch)).await?;
+        let Some(seq) = keys.iter().filter_map(|(k, _)| paths::record_seq(k)).max() else {
+            return Ok(None);
+        };
+        let key = paths::lease(branch, seq);
+        let b = self.store.get(&key).await?;
+        let r: LeaseRecord = serde_json::from_slice(&b)
+            .map_err(|e| Error::corrupt(format!("{}/{key}", self.store.url()), e))?;
+        Ok(Some((seq, r)))
+    }
+
+    /// Takes (or renews) the lease of the current branch. A lease held by another live
+    /// writer is waited for up to `lease_wait`, then reported as a retryable conflict.
+    pub(crate) async fn ensure_lease(&mut self) -> Result<()> {
+        let branch = self.branch.clone();
+        let ttl = self.lease.ttl.as_secs_f64();
+        if let Some((b, _, _, expires)) = &self.lease.held
+            && *b == branch
+            && expires - now() > ttl / 2.0
+        {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let latest = self.latest_lease(&branch).await?;
+            let t = now();
+            let renewal = latest
+                .as_ref()
+                .is_some_and(|(_, r)| r.holder == self.lease.holder);
+            let (next, since) = match &latest {
+                Some((seq, r)) if r.holder == self.lease.holder => (seq + 1, r.since),
+                Some((seq, r)) if r.expires > t => {
+                    if started.elapsed() < self.lease.wait {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    return Err(Error::Conflict {
+                        path: format!("{}/{}", self.store.url(), paths::lease(&branch, *seq)),
+                        message: format!(
+                            "branch {branch} is held by writer {} (pid {}) since {:.0} (unix time), \
+                             until {:.0} unless renewed",
+                            r.holder, r.pid, r.since, r.expires
+                        ),
+                        retryable: true,
+                    });
+                }
+                Some((seq, _)) => (seq + 1, t),
+                None => (0, t),
+            };
+            let rec = LeaseRecord {
+                holder: self.lease.holder.clone(),
+                pid: std::process::id(),
+                since,
+                expires: t + ttl,
+            };
+            let bytes = serde_json::to_vec(&rec).map_err(Error::internal)?;
+            match self
+                .store
+                .put_if_absent(&paths::lease(&branch, next), bytes)
+                .await
+            {
+                Ok(()) => {
+                    self.lease.held = Some((branch, next, since, rec.expires));
+                    if !renewal {
+                        // Another writer may have changed the head since this handle
+                        // loaded it: start from what is on storage now.
+                        self.reload_head().await?;
+                    }
+                    return Ok(());
+                }
+                Err(Error::Conflict {
+                    retryable: true, ..
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reloads the state of the current branch's head from storage (the head may even
+    /// be a newer node, if another writer committed). Must not be called with unflushed
+    /// changes: callers take the lease before they change anything.
+    async fn reload_head(&mut self) -> Result<()> {
+        let (_, tree, tags) = log::load(&self.store).await?;
+        let head: CommitId = tree
+            .branches
+            .get(&self.branch)
+            .ok_or_else(|| Error::not_found("branch", &self.branch))?
+            .parse()?;
+        let fresh = Box::pin(Dataset::open_at(
+            self.store.clone(),
+            tree,
+            head,
+            self.branch.clone(),
+            true,
+        ))
+        .await?;
+        let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
+        *self = fresh;
+        self.lease = lease;
+        self.tags = tags;
+        Ok(())
+    }
+
+    /// Flushes and gives up the lease, so another writer can take the branch at once.
+    pub async fn close(mut self) -> Result<()> {
+        self.flush().await?;
+        self.release_lease().await
+    }
+
+    async fn release_lease(&mut self) -> Result<()> {
+        if let Some((branch, seq, since, _)) = self.lease.held.take() {
+            release(&self.store, &self.lease.holder, &branch, seq, since).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the metas of the in-memory state as the starting files of head `to`
+    /// (3.x's `copy_metas`): metas, infos and encoders, an empty `chunk_set`, no diffs.
+    async fn write_head_files(&self, to: &CommitId) -> Result<()> {
+        let mut writes: Vec<(String, Vec<u8>)> = vec![
+            (paths::dataset_meta(to), self.meta.encode()),
+            (paths::dataset_info(to), meta::encode_info(&self.info)),
+        ];
+        for t in self.tensors.values() {
+            let k = &t.key;
+            writes.push((paths::tensor_meta(to, k), t.meta.encode()));
+            if !t.info.is_empty() {
+                writes.push((paths::tensor_info(to, k), meta::encode_info(&t.info)));
+            }
+            writes.push((paths::chunks_index(to, k), t.chunk_ids.encode()));
+            writes.push((paths::tiles_index(to, k), t.tiles.encode()));
+            if let Some(s) = &t.seq {
+                writes.push((paths::sequence_index(to, k), s.encode()));
+            }
+            if let Some(c) = &t.creds {
+                writes.push((paths::creds_index(to, k), c.encode()));
+            }
+            writes.push((paths::chunk_set(to, k), Vec::new()));
+        }
+        let store = &self.store;
+        futures::future::try_join_all(
+            writes
+                .into_iter()
+                .map(|(k, v)| async move { store.put(&k, v).await }),
+        )
+        .await?;
+        self.store.sync().await
+    }
+
+    /// Moves the in-memory state to the fresh head `node`: nothing in it is owned by the
+    /// new head yet and nothing has changed.
+    fn become_head(&mut self, node: CommitId, branch: String) -> Result<()> {
+        for t in self.tensors.values_mut() {
+            t.diff = None;
+            t.chunk_set = ChunkSet::default();
+            t.in_head.clear();
+            t.builders.clear();
+            t.dirty_chunks.clear();
+            t.dirty = false;
+            t.info_dirty = false;
+            t.pad_stored = false;
+        }
+        self.ds_diff = None;
+        self.meta_dirty = false;
+        self.info_dirty = false;
+        self.locator = ChunkLocator::new(&self.tree, &node)?;
+        self.node = node;
+        self.branch = branch;
+        self.writable = true;
+        self.cache.clear();
+        Ok(())
+    }
+
+    /// Commits the head: its changes become commit `H` (the id the head already had),
+    /// and a new empty head follows it on the branch. Returns `H`.
+    pub async fn commit(&mut self, message: &str) -> Result<String> {
+        self.check_writable()?;
+        self.ensure_lease().await?;
+        self.flush().await?;
+        let head = self.node.clone();
+        let branch = self.branch.clone();
+        let next = CommitId::generate();
+        self.write_head_files(&next).await?;
+        let (h, n, b, m) = (
+            head.to_string(),
+            next.to_string(),
+            branch.clone(),
+            message.to_owned(),
+        );
+        let rec = log::update(&self.store, "commit", move |tree, _| {
+            if tree.branches.get(&b) != Some(&h) {
+                return Err(Error::Conflict {
+                    path: paths::VERSION_CONTROL_INFO.to_owned(),
+                    message: format!("branch {b} moved past {h} while committing"),
+                    retryable: false,
+                });
+            }
+            let node = tree
+                .commits
+                .get_mut(&h)
+                .ok_or_else(|| Error::not_found("commit", &h))?;
+            node.commit_message = Some(m.clone());
+            node.commit_time = Some(now());
+            node.commit_user_name = Some("public".to_owned());
+            node.children.push(n.clone());
+            tree.commits
+                .insert(n.clone(), CommitNode::head(&b, Some(h.clone())));
+            tree.branches.insert(b.clone(), n.clone());
+            Ok(vec![h.clone(), n.clone()])
+        })
+        .await?;
+        self.tree = rec.tree;
+        self.tags = rec.tags;
+        self.become_head(next, branch)?;
+        Ok(head.to_string())
+    }
+
+    /// Switches to branch `target`; with `create`, makes it first, from the current
+    /// state (3.x rules: a changed head is auto-committed first; an unchanged head
+    /// branches from its parent).
+    pub async fn checkout(&mut self, target: &str, create: bool) -> Result<()> {
+        if !create {
+            self.flush().await?;
+            let (_, tree, _) = log::load(&self.store).await?;
+            let head = tree
+                .branches
+                .get(target)
+                .ok_or_else(|| Error::not_found("branch", target))?;
+            let node: CommitId = head.parse()?;
+            let other =
+                Dataset::open_at(self.store.clone(), tree, node, target.to_owned(), true).await?;
+            self.release_lease().await?;
+            let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
+            *self = other;
+            self.lease = lease;
+            return Ok(());
+        }
+        let name: BranchName = target.parse()?;
+        if self.tree.branches.contains_key(name.as_str()) {
+            return Err(Error::invalid(format!("branch {name} already exists")));
+        }
+        let at_head = self
+            .tree
+            .commits
+            .get(self.node.as_str())
+            .is_some_and(|n| n.is_head());
+        let base: String = if at_head {
+            if self.has_changes() {
+                self.commit(&format!("auto commit before checkout to {name}"))
+                    .await?
+            } else {
+                self.tree
+                    .commits
+                    .get(self.node.as_str())
+                    .and_then(|n| n.parent.clone())
+                    .ok_or_else(|| Error::internal("a head other than the root has no parent"))?
+            }
+        } else {
+            self.node.to_string()
+        };
+        let next = CommitId::generate();
+        self.write_head_files(&next).await?;
+        let (n, b, base_c) = (next.to_string(), name.to_string(), base.clone());
+        let rec = log::update(&self.store, "branch", move |tree, _| {
+            if tree.branches.contains_key(&b) {
+                return Err(Error::invalid(format!("branch {b} already exists")));
+            }
+            let parent = tree
+                .commits
+                .get_mut(&base_c)
+                .ok_or_else(|| Error::not_found("commit", &base_c))?;
+            parent.children.push(n.clone());
+            tree.commits
+                .insert(n.clone(), CommitNode::head(&b, Some(base_c.clone())));
+            tree.branches.insert(b.clone(), n.clone());
+            Ok(vec![base_c.clone(), n.clone()])
+        })
+        .await?;
+        self.tree = rec.tree;
+        self.tags = rec.tags;
+        self.release_lease().await?;
+        self.become_head(next, name.to_string())?;
+        self.ensure_lease().await
+    }
+
+    /// Names commit `commit` (default: the last commit) as `name`. Tags never move.
+    pub async fn tag(&mut self, name: &str, commit: Option<&str>) -> Result<String> {
+        let tag: BranchName = name.parse()?;
+        let target = match commit {
+            Some(c) => c.to_owned(),
+            None => self
+                .commit_id()
+                .ok_or_else(|| Error::invalid("nothing is committed yet to tag"))?,
+        };
+        let (t, c) = (tag.to_string(), target.clone());
+        let rec = log::update(&self.store, "tag", move |tree, tags| {
+            let node = tree
+                .commits
+                .get(&c)
+                .ok_or_else(|| Error::not_found("commit", &c))?;
+            if node.is_head() {
+                return Err(Error::invalid(format!(
+                    "{c} is a branch head, not a commit: commit first"
+                )));
+            }
+            if tags.contains_key(&t) {
+                return Err(Error::invalid(format!("tag {t} already exists")));
+            }
+            tags.insert(t.clone(), c.clone());
+            Ok(vec![])
+        })
+        .await?;
+        self.tree = rec.tree;
+        self.tags = rec.tags;
+        Ok(target)
+    }
+
+    /// Tag name -> commit id.
+    pub fn tags(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.tags
+    }
+}

@@ -1,0 +1,312 @@
+//! Commits, branches, checkout, tags and the writer lease: semantics, concurrency on
+//! every backend, and deeplake 3.9.52 reading every version we wrote.
+
+use std::time::Duration;
+
+use deeplake_core::store::StoreOptions;
+use deeplake_core::{Dataset, Dtype, Error, NdArray, OpenOptions, Sample, TensorOptions};
+
+fn int(v: i64) -> Sample {
+    Sample::Array(NdArray::from_slice(vec![1], &[v]).unwrap())
+}
+
+async fn values(ds: &Dataset, t: &str) -> Vec<i64> {
+    let n = ds.tensor_len(t).unwrap();
+    ds.read_range(t, 0..n)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| match s {
+            Sample::Array(a) => a.to_f64_vec()[0] as i64,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn opts(storage: &StoreOptions) -> OpenOptions {
+    OpenOptions {
+        storage: storage.clone(),
+        ..Default::default()
+    }
+}
+
+/// Builds: main [1,2,3] -> commit c1; +[4] -> commit c2; branch alt (from c2, the head
+/// had no changes) +[10] -> commit c3; main +[5] uncommitted.
+async fn history(url: &str, storage: &StoreOptions) -> (String, String, String) {
+    let mut ds = Dataset::create(url, opts(storage)).await.unwrap();
+    ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    ds.extend("x", vec![int(1), int(2), int(3)]).await.unwrap();
+    let c1 = ds.commit("first").await.unwrap();
+    assert_eq!(
+        c1,
+        deeplake_core::ids::FIRST_COMMIT_ID,
+        "the root is the first commit, as in 3.x"
+    );
+    ds.append("x", int(4)).await.unwrap();
+    let c2 = ds.commit("second").await.unwrap();
+    ds.checkout("alt", true).await.unwrap();
+    assert_eq!(ds.branch(), "alt");
+    assert_eq!(values(&ds, "x").await, [1, 2, 3, 4]);
+    ds.append("x", int(10)).await.unwrap();
+    let c3 = ds.commit("on alt").await.unwrap();
+    ds.checkout("main", false).await.unwrap();
+    assert_eq!(values(&ds, "x").await, [1, 2, 3, 4]);
+    ds.append("x", int(5)).await.unwrap();
+    ds.close().await.unwrap();
+    (c1, c2, c3)
+}
+
+#[tokio::test]
+async fn commit_branch_checkout_and_reopen() {
+    let url = format!("memory://vc-{:016x}", rand::random::<u64>());
+    let st = StoreOptions::default();
+    let (c1, c2, c3) = history(&url, &st).await;
+    let ds = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert_eq!(values(&ds, "x").await, [1, 2, 3, 4, 5]);
+    assert_eq!(ds.commit_id().as_deref(), Some(c2.as_str()));
+    let alt = Dataset::open(
+        &url,
+        OpenOptions {
+            branch: Some("alt".parse().unwrap()),
+            ..opts(&st)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(values(&alt, "x").await, [1, 2, 3, 4, 10]);
+    assert_eq!(alt.commit_id().as_deref(), Some(c3.as_str()));
+    let mut branches = ds.branches();
+    branches.sort();
+    assert_eq!(branches, ["alt", "main"]);
+    assert_ne!(c1, c2);
+}
+
+#[tokio::test]
+async fn tags_name_commits_once() {
+    let url = format!("memory://vc-tags-{:016x}", rand::random::<u64>());
+    let st = StoreOptions::default();
+    let (_, c2, _) = history(&url, &st).await;
+    let mut ds = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert_eq!(ds.tag("v1", None).await.unwrap(), c2);
+    assert!(matches!(
+        ds.tag("v1", None).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    let head = ds.node_id().to_string();
+    assert!(
+        matches!(
+            ds.tag("v2", Some(&head)).await,
+            Err(Error::InvalidInput { .. })
+        ),
+        "a head is not taggable"
+    );
+    let again = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert_eq!(again.tags().get("v1"), Some(&c2));
+}
+
+#[tokio::test]
+async fn one_writer_per_branch() {
+    let url = format!("memory://vc-lease-{:016x}", rand::random::<u64>());
+    let st = StoreOptions::default();
+    let mut a = Dataset::create(&url, opts(&st)).await.unwrap();
+    a.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    a.append("x", int(1)).await.unwrap();
+    let mut b = Dataset::open(&url, opts(&st)).await.unwrap();
+    match b.append("x", int(2)).await {
+        Err(Error::Conflict {
+            message,
+            retryable: true,
+            ..
+        }) => {
+            assert!(
+                message.contains("branch main is held by writer"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a lease conflict, got {other:?}"),
+    }
+    // A writer that waits gets the branch once the holder closes.
+    let waiter = tokio::spawn(async move {
+        let o = OpenOptions {
+            lease_wait: Some(Duration::from_secs(20)),
+            ..Default::default()
+        };
+        let mut c = Dataset::open(&url, o).await.unwrap();
+        c.append("x", int(3)).await.unwrap();
+        c.close().await.unwrap();
+        url
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.close().await.unwrap();
+    let url = waiter.await.unwrap();
+    let ds = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert_eq!(values(&ds, "x").await, [1, 3]);
+    // Other branches are never blocked by main's writer.
+    let mut m = Dataset::open(&url, opts(&st)).await.unwrap();
+    m.commit("before the side branch").await.unwrap();
+    m.append("x", int(4)).await.unwrap();
+    let mut other = Dataset::open(&url, opts(&st)).await.unwrap();
+    other.checkout("side", true).await.unwrap();
+    other.append("x", int(9)).await.unwrap();
+    other.close().await.unwrap();
+    m.close().await.unwrap();
+    let side = Dataset::open(
+        &url,
+        OpenOptions {
+            branch: Some("side".parse().unwrap()),
+            ..opts(&st)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(values(&side, "x").await, [1, 3, 9]);
+    let main = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert_eq!(values(&main, "x").await, [1, 3, 4]);
+}
+
+#[tokio::test]
+async fn expired_leases_are_taken_over() {
+    let url = format!("memory://vc-expire-{:016x}", rand::random::<u64>());
+    let o = OpenOptions {
+        lease_ttl: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let mut a = Dataset::create(&url, o.clone()).await.unwrap();
+    a.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    drop(a); // dies without releasing
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut b = Dataset::open(&url, o).await.unwrap();
+    b.append("x", int(7)).await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// Writers on their own branches, racing: every branch, commit and tag lands once.
+async fn race(url: &str, st: &StoreOptions, writers: usize) {
+    let mut ds = Dataset::create(url, opts(st)).await.unwrap();
+    ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    ds.append("x", int(0)).await.unwrap();
+    ds.commit("base").await.unwrap();
+    ds.close().await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (url, st) = (url.to_owned(), st.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut d = Dataset::open(&url, opts(&st)).await.unwrap();
+            d.checkout(&format!("w{w}"), true).await.unwrap();
+            let mut commits = Vec::new();
+            for k in 0..2 {
+                d.append("x", int((w * 10 + k) as i64)).await.unwrap();
+                commits.push(d.commit(&format!("w{w} c{k}")).await.unwrap());
+            }
+            d.tag(&format!("t{w}"), None).await.unwrap();
+            d.close().await.unwrap();
+            commits
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let ds = Dataset::open(url, opts(st)).await.unwrap();
+    let mut branches = ds.branches();
+    branches.sort();
+    assert_eq!(branches.len(), writers + 1);
+    assert_eq!(ds.tags().len(), writers);
+    let mut uniq = all.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), all.len(), "commit ids are distinct");
+    for w in 0..writers {
+        let b = Dataset::open(
+            url,
+            OpenOptions {
+                branch: Some(format!("w{w}").parse().unwrap()),
+                ..opts(st)
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            values(&b, "x").await,
+            [0, (w * 10) as i64, (w * 10 + 1) as i64]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_branches_commits_and_tags_memory() {
+    race(
+        &format!("memory://vc-race-{:016x}", rand::random::<u64>()),
+        &StoreOptions::default(),
+        8,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_branches_commits_and_tags_local() {
+    let dir = tempfile::tempdir().unwrap();
+    race(
+        dir.path().join("ds").to_str().unwrap(),
+        &StoreOptions::default(),
+        8,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_branches_commits_and_tags_s3() {
+    let (url, st) = testkit::storage::s3_url_and_options("vc-race");
+    race(&url, &st, 4).await;
+}
+
+/// deeplake 3.9.52 checks out every version we wrote and reads identical values.
+#[tokio::test]
+async fn deeplake3_reads_every_version() {
+    let python = std::env::var("DEEPLAKE_DL3_PYTHON").expect(
+        "DEEPLAKE_DL3_PYTHON must point at the deeplake 3.9.52 venv's python (scripts/test.sh sets it)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("ds").to_string_lossy().into_owned();
+    let st = StoreOptions::default();
+    let (c1, c2, c3) = history(&url, &st).await;
+    let script = r#"
+import json, sys, deeplake
+ds = deeplake.load(sys.argv[1], read_only=True, verbose=False)
+out = {}
+for ref in sys.argv[2:]:
+    ds.checkout(ref)
+    out[ref] = [int(v) for v in ds.x.numpy().reshape(-1)]
+out["log"] = [c["commit"] for c in ds.commits]
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &url, &c1, &c2, &c3, "main", "alt"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v[&c1], serde_json::json!([1, 2, 3]));
+    assert_eq!(v[&c2], serde_json::json!([1, 2, 3, 4]));
+    assert_eq!(v[&c3], serde_json::json!([1, 2, 3, 4, 10]));
+    assert_eq!(v["main"], serde_json::json!([1, 2, 3, 4, 5]));
+    assert_eq!(v["alt"], serde_json::json!([1, 2, 3, 4, 10]));
+}
