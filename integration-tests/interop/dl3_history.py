@@ -66,6 +66,7 @@ DIFF_ARGS = [
     ["c2", "merge"],
     ["alt1", "c5"],
     ["c4", "alt2"],
+    ["c4", "alt"],
     ["merge", "merge"],
 ]
 

@@ -132,6 +132,14 @@ impl Dataset {
         Ok(Some((seq, r)))
     }
 
+    /// Takes the current branch for writing now (writes take it on their own, lazily).
+    /// The head is reloaded if another writer changed it, so state read after this call
+    /// is current until the lease is given up.
+    pub async fn acquire(&mut self) -> Result<()> {
+        self.check_writable()?;
+        self.ensure_lease().await
+    }
+
     /// Takes (or renews) the lease of the current branch. A lease held by another live
     /// writer is waited for up to `lease_wait`, then reported as a retryable conflict.
     pub(crate) async fn ensure_lease(&mut self) -> Result<()> {
@@ -284,6 +292,7 @@ impl Dataset {
             t.pad_stored = false;
         }
         self.ds_diff = None;
+        self.flush_seq = None;
         self.meta_dirty = false;
         self.info_dirty = false;
         self.locator = ChunkLocator::new(&self.tree, &node)?;

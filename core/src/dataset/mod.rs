@@ -14,7 +14,9 @@
 mod commit;
 mod encode;
 mod read;
+mod record;
 mod tensor;
+mod versions;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -151,6 +153,8 @@ pub struct Dataset {
     /// Tag name -> commit id, from the commit-tree log.
     tags: BTreeMap<String, String>,
     lease: commit::Lease,
+    /// Sequence number of the head's newest flush record.
+    flush_seq: Option<u64>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -227,6 +231,7 @@ impl Dataset {
             writer: writer::ChunkWriter::new(4),
             tags: BTreeMap::new(),
             lease: commit::Lease::new(opts.lease_ttl, opts.lease_wait),
+            flush_seq: None,
         })
     }
 
@@ -288,45 +293,20 @@ impl Dataset {
         branch: String,
         writable: bool,
     ) -> Result<Dataset> {
-        let k_meta = paths::dataset_meta(&node);
-        let meta_b = store.get(&k_meta).await?;
-        let meta =
-            DatasetMeta::decode(&meta_b).map_err(|c| c.at(format!("{}/{k_meta}", store.url())))?;
-        let k_info = paths::dataset_info(&node);
-        let info = match store.get_opt(&k_info).await? {
-            Some(b) if !b.is_empty() => meta::decode_info(&b, "dataset_info.json")
-                .map_err(|c| c.at(format!("{}/{k_info}", store.url())))?,
-            _ => Map::new(),
+        let (meta, info, ds_diff, tensors, flush_seq) = match record::latest(&store, &node).await? {
+            Some(rec) => {
+                if writable && record::lagging(&store, &node, rec.seq).await? {
+                    record::apply(&store, &node, &rec).await?;
+                }
+                let seq = rec.seq;
+                let (m, i, d, t) = Dataset::state_from_record(&store, &node, rec)?;
+                (m, i, d, t, Some(seq))
+            }
+            None => {
+                let (m, i, d, t) = Dataset::state_from_files(&store, &node).await?;
+                (m, i, d, t, None)
+            }
         };
-        let k_diff = paths::dataset_diff(&node);
-        let ds_diff = match store.get_opt(&k_diff).await? {
-            Some(b) => Some(
-                DatasetDiff::decode(&b).map_err(|c| c.at(format!("{}/{k_diff}", store.url())))?,
-            ),
-            None => None,
-        };
-        let keys = meta
-            .tensors
-            .iter()
-            .map(|k| {
-                k.parse::<TensorName>().map_err(|_| {
-                    Error::corrupt(
-                        format!("{}/{k_meta}", store.url()),
-                        format!("bad tensor key {k:?}"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let loaded = futures::future::try_join_all(keys.into_iter().map(|k| {
-            let store = &store;
-            let node = &node;
-            async move { TensorState::load(store, node, k).await }
-        }))
-        .await?;
-        let tensors = loaded
-            .into_iter()
-            .map(|t| (t.key.as_str().to_owned(), t))
-            .collect();
         let locator = ChunkLocator::new(&tree, &node)?;
         Ok(Dataset {
             store,
@@ -345,7 +325,77 @@ impl Dataset {
             writer: writer::ChunkWriter::new(4),
             tags: BTreeMap::new(),
             lease: commit::Lease::new(None, None),
+            flush_seq,
         })
+    }
+
+    /// The state of `node` from its 3.x files (a dataset 3.x wrote, or a node never
+    /// flushed by us).
+    async fn state_from_files(store: &Store, node: &CommitId) -> Result<NodeState> {
+        let k_meta = paths::dataset_meta(node);
+        let meta_b = store.get(&k_meta).await?;
+        let meta =
+            DatasetMeta::decode(&meta_b).map_err(|c| c.at(format!("{}/{k_meta}", store.url())))?;
+        let k_info = paths::dataset_info(node);
+        let info = match store.get_opt(&k_info).await? {
+            Some(b) if !b.is_empty() => meta::decode_info(&b, "dataset_info.json")
+                .map_err(|c| c.at(format!("{}/{k_info}", store.url())))?,
+            _ => Map::new(),
+        };
+        let k_diff = paths::dataset_diff(node);
+        let ds_diff = match store.get_opt(&k_diff).await? {
+            Some(b) => Some(
+                DatasetDiff::decode(&b).map_err(|c| c.at(format!("{}/{k_diff}", store.url())))?,
+            ),
+            None => None,
+        };
+        let keys = tensor_keys(&meta, &format!("{}/{k_meta}", store.url()))?;
+        let loaded = futures::future::try_join_all(
+            keys.into_iter()
+                .map(|k| async move { TensorState::load(store, node, k).await }),
+        )
+        .await?;
+        let tensors = loaded
+            .into_iter()
+            .map(|t| (t.key.as_str().to_owned(), t))
+            .collect();
+        Ok((meta, info, ds_diff, tensors))
+    }
+
+    /// The state of `node` from its newest flush record.
+    fn state_from_record(
+        store: &Store,
+        node: &CommitId,
+        rec: record::FlushRecord,
+    ) -> Result<NodeState> {
+        let label = format!("{}/{}", store.url(), paths::flush_log(node, rec.seq));
+        let meta_b = rec
+            .dataset
+            .meta
+            .ok_or_else(|| Error::corrupt(&label, "no dataset meta"))?;
+        let meta = DatasetMeta::decode(&meta_b).map_err(|c| c.at(&label))?;
+        let info = match &rec.dataset.info {
+            Some(b) if !b.is_empty() => {
+                meta::decode_info(b, "dataset_info.json").map_err(|c| c.at(&label))?
+            }
+            _ => Map::new(),
+        };
+        let ds_diff = match &rec.dataset.commit_diff {
+            Some(b) => Some(DatasetDiff::decode(b).map_err(|c| c.at(&label))?),
+            None => None,
+        };
+        let mut files = rec.tensors;
+        let mut tensors = BTreeMap::new();
+        for key in tensor_keys(&meta, &label)? {
+            let f = files
+                .remove(key.as_str())
+                .ok_or_else(|| Error::corrupt(&label, format!("no files for tensor {key}")))?;
+            let l = label.clone();
+            let t =
+                TensorState::from_files(node, key, f, &move |file: &str| format!("{l} ({file})"))?;
+            tensors.insert(t.key.as_str().to_owned(), t);
+        }
+        Ok((meta, info, ds_diff, tensors))
     }
 
     pub fn url(&self) -> &str {
@@ -383,20 +433,25 @@ impl Dataset {
         self.writable
     }
 
-    /// Visible tensor names, in creation order.
+    /// Visible tensor names (3.x's `visible_tensors`: every name whose key is not
+    /// hidden), in creation order of their keys. After a 3.x merge of a renamed tensor
+    /// one key can carry two names; both are listed.
     pub fn tensor_names(&self) -> Vec<String> {
-        let by_key: BTreeMap<&str, &str> = self
-            .meta
-            .tensor_names
-            .iter()
-            .map(|(n, k)| (k.as_str(), n.as_str()))
-            .collect();
-        self.meta
-            .tensors
-            .iter()
-            .filter(|k| !self.meta.hidden_tensors.contains(k))
-            .filter_map(|k| by_key.get(k.as_str()).map(|n| (*n).to_owned()))
-            .collect()
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for k in &self.meta.tensors {
+            if self.meta.hidden_tensors.contains(k) || !seen.insert(k.as_str()) {
+                continue;
+            }
+            out.extend(
+                self.meta
+                    .tensor_names
+                    .iter()
+                    .filter(|(_, key)| *key == k)
+                    .map(|(n, _)| n.clone()),
+            );
+        }
+        out
     }
 
     /// Dataset length: the shortest visible tensor, as in 3.x.
@@ -1078,37 +1133,49 @@ impl Dataset {
             async move { t.save_chunks(store, node).await }
         }))
         .await?;
-        // Data first and durable, then the indexes that reference it.
+        let changed = pending || self.tensors.values().any(|t| t.dirty || t.info_dirty);
+        if !changed {
+            return Ok(());
+        }
+        // Data first and durable, then the record that makes it visible.
         self.store.sync().await?;
+        let record = record::FlushRecord {
+            seq: self.flush_seq.map_or(0, |s| s + 1),
+            dataset: self.dataset_files(),
+            tensors: self
+                .tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), t.to_files(&node)))
+                .collect(),
+        };
+        record::create(&self.store, &node, &record).await?;
+        self.flush_seq = Some(record.seq);
+        // The 3.x files follow the record; after a crash here the next writer redoes them.
         futures::future::try_join_all(self.tensors.values_mut().map(|t| {
             let store = &store;
             let node = &node;
             async move { t.save_index(store, node).await }
         }))
         .await?;
+        record::write_dataset_files(&self.store, &node, &record.dataset).await?;
+        record::mark_applied(&self.store, &node, record.seq).await?;
+        self.info_dirty = false;
+        self.meta_dirty = false;
         for t in self.tensors.values() {
             self.locator.invalidate(&node, &t.key)?;
         }
         self.cache.clear();
-        if self.info_dirty {
-            self.store
-                .put(&paths::dataset_info(&node), meta::encode_info(&self.info))
-                .await?;
-            self.info_dirty = false;
-        }
-        if let Some(d) = &self.ds_diff {
-            self.store
-                .put(&paths::dataset_diff(&node), d.encode())
-                .await?;
-        }
-        if self.meta_dirty {
-            self.store
-                .put(&paths::dataset_meta(&node), self.meta.encode())
-                .await?;
-            self.meta_dirty = false;
-        }
-        self.store.sync().await?;
         Ok(())
+    }
+
+    /// The dataset-level files in record form (see `record::write_dataset_files`).
+    fn dataset_files(&self) -> tensor::TensorFiles {
+        tensor::TensorFiles {
+            meta: Some(self.meta.encode()),
+            info: Some(meta::encode_info(&self.info)),
+            commit_diff: self.ds_diff.as_ref().map(|d| d.encode()),
+            ..Default::default()
+        }
     }
 
     /// Replaces sample `index` of a tensor. Writing past the end pads the gap with
@@ -1379,6 +1446,24 @@ impl Dataset {
         let t = self.tensor_state(tensor)?;
         read::sample_shape(self, t, index).await
     }
+}
+
+/// Dataset meta, info, diff and tensors of one node.
+type NodeState = (
+    DatasetMeta,
+    Map<String, Value>,
+    Option<DatasetDiff>,
+    BTreeMap<String, TensorState>,
+);
+
+fn tensor_keys(meta: &DatasetMeta, label: &str) -> Result<Vec<TensorName>> {
+    meta.tensors
+        .iter()
+        .map(|k| {
+            k.parse::<TensorName>()
+                .map_err(|_| Error::corrupt(label, format!("bad tensor key {k:?}")))
+        })
+        .collect()
 }
 
 fn with_tensor(e: Error, tensor: &str) -> Error {
@@ -1671,14 +1756,19 @@ async fn append_to_tensor(
     t.dirty = true;
     // Chunks that will not grow any more are written now, to bound memory.
     let last = t.chunk_ids.rows.last().map(|r| r.0);
-    let to_write: Vec<(u64, ChunkBuilder)> = closed
+    let closing: Vec<u64> = closed
         .into_iter()
         .filter(|id| Some(*id) != last && t.dirty_chunks.contains(id))
+        .collect();
+    let renamed: Vec<u64> = closing.into_iter().map(|id| t.write_id(id)).collect();
+    let to_write: Vec<(u64, ChunkBuilder)> = renamed
+        .into_iter()
         .filter_map(|id| t.builders.remove(&id).map(|b| (id, b)))
         .collect();
     if !to_write.is_empty() {
         for (id, _) in &to_write {
             t.dirty_chunks.remove(id);
+            t.persisted.insert(*id);
             if !node.is_root() {
                 t.chunk_set
                     .insert(ChunkId(*id).name(), crate::version::ChunkLocation::Here);

@@ -70,15 +70,13 @@ pub struct TensorState {
     pub dirty_chunks: BTreeSet<u64>,
     /// Closed chunks whose background write has not landed yet.
     pub inflight: super::writer::Inflight,
-    /// Chunk ids known to be stored in the head (safe to rewrite in place).
+    /// Chunk ids known to be stored in the head.
     pub in_head: BTreeSet<u64>,
+    /// Chunk ids whose bytes are on storage. Those are never rewritten: a changed chunk
+    /// is written under a fresh id, so the last visible state keeps its bytes.
+    pub persisted: BTreeSet<u64>,
     pub dirty: bool,
     pub info_dirty: bool,
-}
-
-fn corrupt_at(store: &Store, key: &str) -> impl Fn(crate::error::Corruption) -> Error {
-    let path = format!("{}/{key}", store.url().trim_end_matches('/'));
-    move |c| c.at(&path)
 }
 
 impl TensorState {
@@ -134,103 +132,110 @@ impl TensorState {
             dirty_chunks: BTreeSet::new(),
             inflight: Default::default(),
             in_head: BTreeSet::new(),
+            persisted: BTreeSet::new(),
             dirty: false,
             info_dirty: false,
         })
     }
 
-    /// Loads tensor `key` as stored at commit `node`.
+    /// Loads tensor `key` as stored at commit `node` (its 3.x files).
     pub async fn load(store: &Store, node: &CommitId, key: TensorName) -> Result<TensorState> {
-        let k_meta = paths::tensor_meta(node, &key);
-        let k_info = paths::tensor_info(node, &key);
-        let k_ids = paths::chunks_index(node, &key);
-        let k_tiles = paths::tiles_index(node, &key);
-        let k_seq = paths::sequence_index(node, &key);
-        let k_creds = paths::creds_index(node, &key);
-        let k_pad = paths::pad_index(node, &key);
-        let k_set = paths::chunk_set(node, &key);
-        let k_diff = paths::commit_diff(node, &key);
-        let (meta_b, info_b, ids_b, tiles_b, seq_b, creds_b, pad_b, set_b, diff_b) = futures::try_join!(
-            store.get_opt(&k_meta),
-            store.get_opt(&k_info),
-            store.get_opt(&k_ids),
-            store.get_opt(&k_tiles),
-            store.get_opt(&k_seq),
-            store.get_opt(&k_creds),
-            store.get_opt(&k_pad),
-            async {
-                if node.is_root() {
-                    Ok(None)
-                } else {
-                    store.get_opt(&k_set).await
-                }
-            },
-            store.get_opt(&k_diff),
-        )?;
-        let meta_b = meta_b.ok_or_else(|| {
+        let files = TensorFiles::fetch(store, node, &key).await?;
+        let url = store.url().to_owned();
+        let (n, k) = (node.clone(), key.clone());
+        TensorState::from_files(node, key, files, &move |file: &str| {
+            format!("{url}/{}", TensorFiles::key_of(&n, &k, file))
+        })
+    }
+
+    /// Builds the state from a tensor's stored objects. `label` names the object a
+    /// decoding error is reported against.
+    pub fn from_files(
+        node: &CommitId,
+        key: TensorName,
+        files: TensorFiles,
+        label: &dyn Fn(&str) -> String,
+    ) -> Result<TensorState> {
+        let meta_b = files.meta.ok_or_else(|| {
             Error::corrupt(
-                format!("{}/{k_meta}", store.url()),
+                label("tensor_meta.json"),
                 "tensor listed in dataset_meta.json has no tensor_meta.json",
             )
         })?;
-        let meta = TensorMeta::decode(&meta_b).map_err(corrupt_at(store, &k_meta))?;
-        let info = match info_b {
+        let at = |f: &str| {
+            let l = label(f);
+            move |c: crate::error::Corruption| c.at(&l)
+        };
+        let meta = TensorMeta::decode(&meta_b).map_err(at("tensor_meta.json"))?;
+        let info = match files.info {
             Some(b) if !b.is_empty() => {
-                meta::decode_info(&b, "tensor_info.json").map_err(corrupt_at(store, &k_info))?
+                meta::decode_info(&b, "tensor_info.json").map_err(at("tensor_info.json"))?
             }
             _ => Map::new(),
         };
         let mut t = TensorState::from_parts(key, meta, info).map_err(|e| match e {
             Error::InvalidInput { message } | Error::Unsupported { message } => {
-                Error::corrupt(format!("{}/{k_meta}", store.url()), message)
+                Error::corrupt(label("tensor_meta.json"), message)
             }
             other => other,
         })?;
-        if let Some(b) = ids_b {
-            t.chunk_ids = ChunkIdEncoder::decode(&b).map_err(corrupt_at(store, &k_ids))?;
+        if let Some(b) = files.chunks_index {
+            t.chunk_ids = ChunkIdEncoder::decode(&b).map_err(at("chunks_index"))?;
         }
-        if let Some(b) = tiles_b {
-            t.tiles = TileEncoder::decode(&b).map_err(corrupt_at(store, &k_tiles))?;
+        if let Some(b) = files.tiles_index {
+            t.tiles = TileEncoder::decode(&b).map_err(at("tiles_index"))?;
         }
-        if let (Some(b), true) = (seq_b, t.meta.is_sequence) {
-            t.seq = Some(SequenceEncoder::decode(&b).map_err(corrupt_at(store, &k_seq))?);
+        if let (Some(b), true) = (files.sequence_index, t.meta.is_sequence) {
+            t.seq = Some(SequenceEncoder::decode(&b).map_err(at("sequence_index"))?);
         }
-        if let (Some(b), true) = (creds_b, t.meta.is_link) {
-            t.creds = Some(CredsEncoder::decode(&b).map_err(corrupt_at(store, &k_creds))?);
+        if let (Some(b), true) = (files.creds_index, t.meta.is_link) {
+            t.creds = Some(CredsEncoder::decode(&b).map_err(at("creds_index"))?);
         }
-        if let Some(b) = pad_b {
-            t.pad = PadEncoder::decode(&b).map_err(corrupt_at(store, &k_pad))?;
+        if let Some(b) = files.pad_index {
+            t.pad = PadEncoder::decode(&b).map_err(at("pad_index"))?;
             t.pad_stored = true;
         }
-        if let Some(b) = set_b {
-            t.chunk_set = ChunkSet::parse(&b).map_err(corrupt_at(store, &k_set))?;
+        if let (Some(b), false) = (files.chunk_set, node.is_root()) {
+            t.chunk_set = ChunkSet::parse(&b).map_err(at("chunk_set"))?;
         }
-        if let Some(b) = diff_b {
-            t.diff = Some(CommitDiff::decode(&b).map_err(corrupt_at(store, &k_diff))?);
+        if let Some(b) = files.commit_diff {
+            t.diff = Some(CommitDiff::decode(&b).map_err(at("commit_diff"))?);
         }
         // Which chunks the head owns: at the root every chunk without a chunk-set entry
         // elsewhere; at other nodes the plain entries of its own chunk set.
-        if node.is_root() {
-            t.in_head = t.chunk_ids.rows.iter().map(|r| r.0).collect();
+        let ids = t.chunk_ids.rows.iter().map(|r| r.0);
+        t.in_head = if node.is_root() {
+            ids.collect()
         } else {
-            t.in_head = t
-                .chunk_ids
-                .rows
-                .iter()
-                .map(|r| r.0)
-                .filter(|id| t.chunk_set.contains_here(&ChunkId(*id).name()))
-                .collect();
-        }
-        t.check_integrity(store, &k_ids)?;
+            ids.filter(|id| t.chunk_set.contains_here(&ChunkId(*id).name()))
+                .collect()
+        };
+        t.persisted = t.chunk_ids.rows.iter().map(|r| r.0).collect();
+        t.check_integrity(&label("chunks_index"))?;
         Ok(t)
     }
 
+    /// Everything this tensor stores at a node besides chunks, encoded.
+    pub fn to_files(&self, node: &CommitId) -> TensorFiles {
+        TensorFiles {
+            meta: Some(self.meta.encode()),
+            info: (!self.info.is_empty()).then(|| meta::encode_info(&self.info)),
+            chunks_index: Some(self.chunk_ids.encode()),
+            tiles_index: Some(self.tiles.encode()),
+            sequence_index: self.seq.as_ref().map(|s| s.encode()),
+            creds_index: self.creds.as_ref().map(|c| c.encode()),
+            pad_index: (self.pad_stored || !self.pad.ranges.is_empty()).then(|| self.pad.encode()),
+            chunk_set: (!node.is_root()).then(|| self.chunk_set.encode()),
+            commit_diff: self.diff.as_ref().map(|d| d.encode()),
+        }
+    }
+
     /// The sample count the encoders imply must match the meta.
-    fn check_integrity(&self, store: &Store, k_ids: &str) -> Result<()> {
+    fn check_integrity(&self, label: &str) -> Result<()> {
         let n = self.chunk_ids.num_samples();
         if n != self.meta.length {
             return Err(Error::corrupt(
-                format!("{}/{k_ids}", store.url()),
+                label,
                 format!(
                     "chunk index covers {n} samples but tensor_meta.json says length {}",
                     self.meta.length
@@ -291,11 +296,39 @@ impl TensorState {
         }
     }
 
+    /// The id under which changed chunk `id` is written: the same id for a chunk that
+    /// has never been written, a fresh one (renamed everywhere) for one on storage.
+    pub fn write_id(&mut self, id: u64) -> u64 {
+        if !self.persisted.contains(&id) {
+            return id;
+        }
+        let new = ChunkId::generate().0;
+        for r in self.chunk_ids.rows.iter_mut().filter(|r| r.0 == id) {
+            r.0 = new;
+        }
+        if let Some(b) = self.builders.remove(&id) {
+            self.builders.insert(new, b);
+        }
+        if self.dirty_chunks.remove(&id) {
+            self.dirty_chunks.insert(new);
+        }
+        self.in_head.remove(&id);
+        self.in_head.insert(new);
+        self.chunk_set.remove(&ChunkId(id).name());
+        new
+    }
+
     /// Writes the chunks changed since the last flush (the open chunk, edited chunks).
     /// Chunk encoding and compression run on the CPU pool. Returns whether anything was
     /// written; the index files that point at these chunks come in [`Self::save_index`].
     pub async fn save_chunks(&mut self, store: &Store, node: &CommitId) -> Result<bool> {
-        let dirty: Vec<u64> = std::mem::take(&mut self.dirty_chunks).into_iter().collect();
+        let dirty: Vec<u64> = self
+            .dirty_chunks
+            .clone()
+            .into_iter()
+            .map(|id| self.write_id(id))
+            .collect();
+        self.dirty_chunks.clear();
         let encoded: Vec<(u64, ChunkBuilder)> = dirty
             .iter()
             .filter_map(|id| self.builders.get(id).map(|b| (*id, b.clone())))
@@ -330,52 +363,15 @@ impl TensorState {
         Ok(!dirty.is_empty())
     }
 
-    /// Writes the encoders, diff, info and meta of this tensor at head `node`, the meta
-    /// last: its `length` is what makes new samples count.
+    /// Writes the 3.x files of this tensor at head `node` if anything changed.
     pub async fn save_index(&mut self, store: &Store, node: &CommitId) -> Result<()> {
         if !self.dirty && !self.info_dirty {
             return Ok(());
         }
-        let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
-        if self.dirty {
-            writes.push((
-                paths::chunks_index(node, &self.key),
-                self.chunk_ids.encode(),
-            ));
-            writes.push((paths::tiles_index(node, &self.key), self.tiles.encode()));
-            if let Some(s) = &self.seq {
-                writes.push((paths::sequence_index(node, &self.key), s.encode()));
-            }
-            if let Some(c) = &self.creds {
-                writes.push((paths::creds_index(node, &self.key), c.encode()));
-            }
-            if self.pad_stored || !self.pad.ranges.is_empty() {
-                writes.push((paths::pad_index(node, &self.key), self.pad.encode()));
-                self.pad_stored = true;
-            }
-            if !node.is_root() {
-                writes.push((paths::chunk_set(node, &self.key), self.chunk_set.encode()));
-            }
-            if let Some(d) = &self.diff {
-                writes.push((paths::commit_diff(node, &self.key), d.encode()));
-            }
+        self.to_files(node).write(store, node, &self.key).await?;
+        if self.pad_stored || !self.pad.ranges.is_empty() {
+            self.pad_stored = true;
         }
-        // 3.x writes tensor_info.json only once it holds something.
-        if (self.info_dirty || self.dirty) && !self.info.is_empty() {
-            writes.push((
-                paths::tensor_info(node, &self.key),
-                meta::encode_info(&self.info),
-            ));
-        }
-        futures::future::try_join_all(
-            writes
-                .into_iter()
-                .map(|(k, v)| async move { store.put(&k, v).await }),
-        )
-        .await?;
-        store
-            .put(&paths::tensor_meta(node, &self.key), self.meta.encode())
-            .await?;
         self.dirty = false;
         self.info_dirty = false;
         Ok(())
@@ -387,5 +383,145 @@ pub fn encode_chunk(b: &ChunkBuilder, chunk_compression: Option<&Compression>) -
     match chunk_compression {
         Some(Compression::Lz4) => b.encode_with_data(&compression::lz4_compress(&b.data)),
         _ => b.encode_with_data(&b.data),
+    }
+}
+
+/// The objects one tensor stores at one node besides its chunks, as bytes. Serialized
+/// (base64) into flush records, whose snapshot is the source of truth for a head.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TensorFiles {
+    #[serde(default, with = "b64")]
+    pub meta: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub info: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub chunks_index: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub tiles_index: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub sequence_index: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub creds_index: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub pad_index: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub chunk_set: Option<Vec<u8>>,
+    #[serde(default, with = "b64")]
+    pub commit_diff: Option<Vec<u8>>,
+}
+
+impl TensorFiles {
+    /// The 3.x object key of file `file` of tensor `key` at `node`.
+    pub fn key_of(node: &CommitId, key: &TensorName, file: &str) -> String {
+        match file {
+            "tensor_meta.json" => paths::tensor_meta(node, key),
+            "tensor_info.json" => paths::tensor_info(node, key),
+            "chunks_index" => paths::chunks_index(node, key),
+            "tiles_index" => paths::tiles_index(node, key),
+            "sequence_index" => paths::sequence_index(node, key),
+            "creds_index" => paths::creds_index(node, key),
+            "pad_index" => paths::pad_index(node, key),
+            "chunk_set" => paths::chunk_set(node, key),
+            _ => paths::commit_diff(node, key),
+        }
+    }
+
+    fn slots(&self) -> [(&'static str, &Option<Vec<u8>>); 9] {
+        [
+            ("tensor_info.json", &self.info),
+            ("chunks_index", &self.chunks_index),
+            ("tiles_index", &self.tiles_index),
+            ("sequence_index", &self.sequence_index),
+            ("creds_index", &self.creds_index),
+            ("pad_index", &self.pad_index),
+            ("chunk_set", &self.chunk_set),
+            ("commit_diff", &self.commit_diff),
+            ("tensor_meta.json", &self.meta),
+        ]
+    }
+
+    /// Reads the 3.x files of tensor `key` at `node`.
+    pub async fn fetch(store: &Store, node: &CommitId, key: &TensorName) -> Result<TensorFiles> {
+        let get = |file: &'static str| {
+            let k = TensorFiles::key_of(node, key, file);
+            async move { Ok::<_, Error>(store.get_opt(&k).await?.map(|b| b.to_vec())) }
+        };
+        let (
+            meta,
+            info,
+            chunks_index,
+            tiles_index,
+            sequence_index,
+            creds_index,
+            pad_index,
+            chunk_set,
+            commit_diff,
+        ) = futures::try_join!(
+            get("tensor_meta.json"),
+            get("tensor_info.json"),
+            get("chunks_index"),
+            get("tiles_index"),
+            get("sequence_index"),
+            get("creds_index"),
+            get("pad_index"),
+            get("chunk_set"),
+            get("commit_diff"),
+        )?;
+        Ok(TensorFiles {
+            meta,
+            info,
+            chunks_index,
+            tiles_index,
+            sequence_index,
+            creds_index,
+            pad_index,
+            chunk_set,
+            commit_diff,
+        })
+    }
+
+    /// Writes these files as the 3.x objects of tensor `key` at `node`, the meta last
+    /// (its `length` is what makes new samples count for a 3.x reader).
+    pub async fn write(&self, store: &Store, node: &CommitId, key: &TensorName) -> Result<()> {
+        let slots = self.slots();
+        let (meta, rest) = slots
+            .split_last()
+            .ok_or_else(|| Error::internal("no slots"))?;
+        futures::future::try_join_all(rest.iter().filter_map(|(f, v)| {
+            let k = TensorFiles::key_of(node, key, f);
+            v.as_ref()
+                .map(|v| async move { store.put(&k, v.clone()).await })
+        }))
+        .await?;
+        if let Some(m) = meta.1 {
+            store
+                .put(&TensorFiles::key_of(node, key, meta.0), m.clone())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Optional bytes as base64 strings in JSON.
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(t) => STANDARD
+                .decode(t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 }

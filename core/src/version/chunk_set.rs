@@ -67,6 +67,10 @@ impl ChunkSet {
         self.entries.insert(name, loc);
     }
 
+    pub fn remove(&mut self, name: &str) {
+        self.entries.remove(name);
+    }
+
     pub fn contains_here(&self, name: &str) -> bool {
         matches!(self.entries.get(name), Some(ChunkLocation::Here))
     }

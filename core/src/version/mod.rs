@@ -8,7 +8,10 @@
 //! commit `c` under key `k`); no entry anywhere -> the root commit.
 
 pub mod chunk_set;
+pub mod diff;
+pub mod history;
 pub mod log;
+pub mod refs;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +22,8 @@ use crate::ids::{ChunkId, CommitId, TensorName};
 use crate::store::{Store, paths};
 
 pub use chunk_set::{ChunkLocation, ChunkSet};
+pub use history::{CommitRecord, log};
+pub use refs::{Ref, RefKind, ResolvedRef, Tags, split_ref, tags};
 
 type SetCache = HashMap<(CommitId, TensorName), std::sync::Arc<ChunkSet>>;
 

@@ -1,4 +1,5 @@
-//! `deeplake dump PATH`: one JSON object per row.
+//! `deeplake dump PATH[@ref]`: one JSON object per row, from row 0 to the longest
+//! tensor's end (a row lists the tensors that have it).
 //!
 //! Numbers, text, json and lists print as values; an array prints as nested lists
 //! when it is small (at most 64 elements, not an image) or with `--full`, and
@@ -20,7 +21,7 @@ use super::StorageArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct DumpArgs {
-    /// Dataset path or URL.
+    /// Dataset path or URL; `PATH@ref` reads a branch, commit or tag.
     pub path: String,
     /// Comma-separated tensor names (default: all visible tensors).
     #[arg(long, value_delimiter = ',')]
@@ -185,7 +186,7 @@ fn render(s: &Sample, r: &Render, stored: Option<&[bytes::Bytes]>) -> Value {
 pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut opts = a.storage.open_options()?;
     opts.read_only = true;
-    let ds = Dataset::open(&a.path, opts).await?;
+    let ds = Dataset::open_url(&a.path, opts).await?;
     let mut names = if a.tensors.is_empty() {
         ds.tensor_names()
     } else {
@@ -196,14 +197,14 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ds.tensor_len(n)
             .with_context(|| format!("--tensors: no tensor {n:?} in {}", a.path))?;
     }
-    let len = names
+    let lens = names
         .iter()
         .map(|n| ds.tensor_len(n))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .min()
-        .unwrap_or(0);
-    let rows = parse_rows(a.rows.as_deref(), len)?;
+        .collect::<Result<Vec<_>, _>>()?;
+    // The dataset length is the shortest tensor's (3.x's `len(ds)`); rows run to the
+    // longest one, each listing the tensors that have it.
+    let len = lens.iter().copied().min().unwrap_or(0);
+    let rows = parse_rows(a.rows.as_deref(), lens.iter().copied().max().unwrap_or(0))?;
     if a.meta {
         let mut tensors = Map::new();
         for n in &names {
@@ -249,14 +250,15 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     while start < rows.end {
         let end = (start + BATCH).min(rows.end);
         let mut cols = Vec::with_capacity(names.len());
-        for (n, r) in names.iter().zip(&renders) {
+        for ((n, r), tlen) in names.iter().zip(&renders).zip(&lens) {
+            let tend = end.min(*tlen).max(start);
             let samples = ds
-                .read_range(n, start..end)
+                .read_range(n, start..tend)
                 .await
                 .with_context(|| format!("reading tensor {n:?}"))?;
             let mut stored = Vec::new();
             if r.stored && r.compressed {
-                for i in start..end {
+                for i in start..tend {
                     let items = ds.read_stored_items(n, i).await?;
                     stored.push(Some(items.into_iter().map(|(_, b)| b).collect::<Vec<_>>()));
                 }
@@ -268,7 +270,9 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         for k in 0..(end - start) as usize {
             let mut row = Map::new();
             for ((n, r), (samples, stored)) in names.iter().zip(&renders).zip(&cols) {
-                row.insert(n.clone(), render(&samples[k], r, stored[k].as_deref()));
+                if let (Some(sample), Some(st)) = (samples.get(k), stored.get(k)) {
+                    row.insert(n.clone(), render(sample, r, st.as_deref()));
+                }
             }
             writeln!(out, "{}", Value::Object(row))?;
         }

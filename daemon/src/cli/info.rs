@@ -1,4 +1,4 @@
-//! `deeplake info PATH`: tensors with htype, dtype, length, shape range, compression
+//! `deeplake info PATH[@ref]`: tensors with htype, dtype, length, shape range, compression
 //! and bytes on storage, plus the branch and commit being read.
 
 use std::io::Write;
@@ -10,7 +10,8 @@ use super::StorageArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct InfoArgs {
-    /// Dataset path or URL (a folder, file://, memory://, s3://bucket/prefix).
+    /// Dataset path or URL (a folder, file://, memory://, s3://bucket/prefix);
+    /// `PATH@ref` reads a branch, commit or tag.
     pub path: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -40,7 +41,7 @@ fn shape_range(min: &[u64], max: &[u64]) -> String {
 pub async fn run(a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut opts = a.storage.open_options()?;
     opts.read_only = true;
-    let ds = Dataset::open(&a.path, opts).await?;
+    let ds = Dataset::open_url(&a.path, opts).await?;
     let sizes = ds.storage_sizes().await?;
     let mut tensors = Vec::new();
     for name in ds.tensor_names() {

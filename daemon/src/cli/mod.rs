@@ -1,9 +1,11 @@
 //! Command-line interface: argument parsing and dispatch.
 
 pub mod demo;
+pub mod diff;
 pub mod dump;
 pub mod import;
 pub mod info;
+pub mod log;
 
 use std::io::Write;
 
@@ -59,6 +61,10 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Import a folder of class subfolders, or a COCO annotation file.
     Import(import::ImportArgs),
+    /// List the commits from a branch head, commit or tag back to the first.
+    Log(log::LogArgs),
+    /// Show what changed between commits or branches (3.x's diff), or by row ids.
+    Diff(diff::DiffArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -69,6 +75,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => info::run(&a, &mut out).await?,
         Command::Dump(a) => dump::run(&a, &mut out).await?,
         Command::Import(a) => import::run(&a, &mut out).await?,
+        Command::Log(a) => log::run(&a, &mut out).await?,
+        Command::Diff(a) => diff::run(&a, &mut out).await?,
     }
     out.flush()?;
     Ok(())
