@@ -348,8 +348,10 @@ impl TensorState {
             async move { store.put(&k, Bytes::from(bytes)).await }
         }))
         .await?;
-        if !node.is_root() {
-            for id in &dirty {
+        for id in &dirty {
+            // Written now: any later change to it goes under a fresh id.
+            self.persisted.insert(*id);
+            if !node.is_root() {
                 self.chunk_set
                     .insert(ChunkId(*id).name(), ChunkLocation::Here);
             }
