@@ -599,6 +599,13 @@ impl Dataset {
         self.check_writable()?;
         self.ensure_lease().await?;
         let tname: TensorName = name.parse()?;
+        // Folders of the layout itself; a tensor there would shadow them.
+        let first = name.split('/').next().unwrap_or_default();
+        if matches!(first, "versions" | "_rs" | "_rs_flush" | ".queries") {
+            return Err(Error::invalid(format!(
+                "{first:?} is reserved and cannot name a tensor"
+            )));
+        }
         if self.meta.tensor_names.contains_key(name) {
             return Err(Error::invalid(format!("tensor {name:?} already exists")));
         }

@@ -220,6 +220,15 @@ async fn bad_requests_are_invalid_input() {
             .await,
         Err(Error::InvalidInput { .. })
     ));
+    for reserved in ["versions", "_rs", "_rs_flush/a"] {
+        let r = ds
+            .create_tensor(reserved, TensorOptions::new("generic"))
+            .await;
+        assert!(
+            matches!(r, Err(Error::InvalidInput { .. })),
+            "{reserved}: {r:?}"
+        );
+    }
     // Nothing above changed the dataset.
     assert_eq!(ds.tensor_len("x").unwrap(), 50);
     assert!(matches!(
