@@ -781,9 +781,9 @@ impl Dataset {
             }
         }
         self.meta_dirty = true;
-        // Make the new tensor durable right away: 3.x does, and it keeps an empty
-        // tensor visible to other readers.
-        self.flush().await
+        // Like every other change, the new tensor becomes visible at the next flush
+        // (one flush record for a whole schema, not one per tensor).
+        Ok(())
     }
 
     /// Renames a visible tensor. Keys (folders) stay; only names change, as in 3.x.

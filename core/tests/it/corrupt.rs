@@ -120,13 +120,16 @@ async fn corrupt_encoders_and_metas_name_their_key() {
     let url = make(dir.path()).await;
     let base = std::path::Path::new(&url);
     // Our own flush record is the head's source of truth; a damaged one is reported.
-    let rec = base.join("_rs_flush/00000000000000000002.json");
+    let newest = std::fs::read_dir(base.join("_rs_flush"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 25 && n.ends_with(".json"))
+        .max()
+        .unwrap();
+    let rec = base.join("_rs_flush").join(&newest);
     let good = std::fs::read(&rec).unwrap();
     std::fs::write(&rec, &good[..good.len() / 2]).unwrap();
-    assert_corrupt(
-        read_all(&url, "x").await,
-        "_rs_flush/00000000000000000002.json",
-    );
+    assert_corrupt(read_all(&url, "x").await, &format!("_rs_flush/{newest}"));
     std::fs::write(&rec, &good).unwrap();
     assert_eq!(read_all(&url, "x").await.unwrap().len(), 51);
     // Without flush records (as deeplake 3.x writes datasets) the 3.x files are read.

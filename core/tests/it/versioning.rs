@@ -179,7 +179,8 @@ async fn expired_leases_are_taken_over() {
     a.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
         .await
         .unwrap();
-    drop(a); // dies without releasing
+    a.flush().await.unwrap();
+    std::mem::forget(a); // dies without releasing its lease
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut b = Dataset::open(&url, o).await.unwrap();
     b.append("x", int(7)).await.unwrap();

@@ -140,7 +140,8 @@ pub async fn run(a: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ds.extend("captions", caps).await?;
         done += n;
     }
-    ds.flush().await?;
+    // Closing gives the branch's writer lease back, so the next command can write.
+    ds.close().await?;
     let secs = start.elapsed().as_secs_f64();
     writeln!(
         out,

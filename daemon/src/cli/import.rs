@@ -245,6 +245,8 @@ async fn write_dataset(
             None => break,
         }
     }
+    // Closing gives the branch's writer lease back, so the next command can write.
+    ds.close().await.context("closing the dataset")?;
     Ok(totals)
 }
 

@@ -1,11 +1,14 @@
 //! Command-line interface: argument parsing and dispatch.
 
+pub mod branch;
+pub mod commit;
 pub mod demo;
 pub mod diff;
 pub mod dump;
 pub mod import;
 pub mod info;
 pub mod log;
+pub mod tag;
 
 use std::io::Write;
 
@@ -65,6 +68,12 @@ pub enum Command {
     Log(log::LogArgs),
     /// Show what changed between commits or branches (3.x's diff), or by row ids.
     Diff(diff::DiffArgs),
+    /// Commit the head of a branch.
+    Commit(commit::CommitArgs),
+    /// Create a branch (3.x rules: a changed head is committed first), or list them.
+    Branch(branch::BranchArgs),
+    /// Name a commit with a tag, or list the tags.
+    Tag(tag::TagArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -77,6 +86,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(a) => import::run(&a, &mut out).await?,
         Command::Log(a) => log::run(&a, &mut out).await?,
         Command::Diff(a) => diff::run(&a, &mut out).await?,
+        Command::Commit(a) => commit::run(&a, &mut out).await?,
+        Command::Branch(a) => branch::run(&a, &mut out).await?,
+        Command::Tag(a) => tag::run(&a, &mut out).await?,
     }
     out.flush()?;
     Ok(())

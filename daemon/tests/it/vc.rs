@@ -1,0 +1,322 @@
+//! `deeplake commit`, `branch` and `tag`, driven through the real argument parser on a
+//! small demo dataset; the tree they leave is checked with `deeplake log --json`, `dump
+//! PATH@ref` and the core API.
+
+use clap::Parser;
+use deeplake_core::ids::FIRST_COMMIT_ID;
+use deeplake_core::{Dataset, OpenOptions, Sample};
+use deeplake_daemon::cli::{self, Cli, Command};
+use serde_json::Value;
+
+async fn cli(args: &[&str]) -> anyhow::Result<String> {
+    let mut full = vec!["deeplake"];
+    full.extend_from_slice(args);
+    let parsed = Cli::try_parse_from(full)?;
+    let mut out = Vec::new();
+    match parsed.command {
+        Command::Demo(a) => cli::demo::run(&a, &mut out).await?,
+        Command::Dump(a) => cli::dump::run(&a, &mut out).await?,
+        Command::Log(a) => cli::log::run(&a, &mut out).await?,
+        Command::Commit(a) => cli::commit::run(&a, &mut out).await?,
+        Command::Branch(a) => cli::branch::run(&a, &mut out).await?,
+        Command::Tag(a) => cli::tag::run(&a, &mut out).await?,
+        other => cli::run(Cli { command: other }).await?,
+    }
+    Ok(String::from_utf8(out)?)
+}
+
+async fn json(args: &[&str]) -> Value {
+    let out = cli(args).await.unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+async fn err(args: &[&str]) -> String {
+    format!("{:#}", cli(args).await.unwrap_err())
+}
+
+/// A demo dataset of 20 rows at `dir/name`, nothing committed.
+async fn demo(dir: &tempfile::TempDir, name: &str) -> String {
+    let path = dir.path().join(name).to_string_lossy().into_owned();
+    cli(&["demo", &path, "--rows", "20", "--size", "16"])
+        .await
+        .unwrap();
+    path
+}
+
+/// Appends one caption to the head of `branch`, leaving it changed.
+async fn change(path: &str, branch: &str) {
+    let mut ds = Dataset::open(
+        path,
+        OpenOptions {
+            branch: Some(branch.parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    ds.append("captions", Sample::Text(format!("more on {branch}")))
+        .await
+        .unwrap();
+    ds.close().await.unwrap();
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+/// `(commit_id, message, is_head, tags)` of each record of `deeplake log --json`.
+async fn log(path: &str) -> Vec<(String, Option<String>, bool, Vec<String>)> {
+    let v = json(&["log", path, "--json"]).await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                str_of(r, "commit_id").to_owned(),
+                r["message"].as_str().map(str::to_owned),
+                r["is_head"].as_bool().unwrap(),
+                r["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+async fn rows(url: &str) -> usize {
+    cli(&["dump", url, "--tensors", "captions"])
+        .await
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_branch_and_tag_build_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo(&dir, "ds").await;
+
+    // The demo's rows are the root's changes: the first commit is the root.
+    let c = json(&["commit", &path, "-m", "first rows", "--json"]).await;
+    assert_eq!(str_of(&c, "commit"), FIRST_COMMIT_ID);
+    assert_eq!(str_of(&c, "branch"), "main");
+    let main_head = str_of(&c, "head").to_owned();
+    let l = log(&path).await;
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert_eq!((l[0].0.as_str(), l[0].2), (main_head.as_str(), true));
+    assert_eq!(l[1].0, FIRST_COMMIT_ID);
+    assert_eq!(l[1].1.as_deref(), Some("first rows"));
+
+    // A changed head is committed before the branch is made, as 3.x does.
+    change(&path, "main").await;
+    let b = json(&["branch", &path, "dev", "--json"]).await;
+    assert_eq!(b["auto_commit"], true);
+    assert_eq!(str_of(&b, "from"), "main");
+    let auto = str_of(&b, "base").to_owned();
+    assert_eq!(auto, main_head, "the old head became the commit");
+    let dev_head = str_of(&b, "head").to_owned();
+    let l = log(&format!("{path}@dev")).await;
+    assert_eq!(l[0].0, dev_head);
+    assert_eq!(l[1].0, auto);
+    assert_eq!(
+        l[1].1.as_deref(),
+        Some("auto commit before checkout to dev")
+    );
+    assert_eq!(l[2].0, FIRST_COMMIT_ID);
+
+    let branches = json(&["branch", &path, "--json"]).await;
+    let main_head = str_of(&branches, "main").to_owned();
+    assert_eq!(str_of(&branches, "dev"), dev_head);
+    assert_eq!(branches.as_object().unwrap().len(), 2);
+    let listed = cli(&["branch", &path]).await.unwrap();
+    assert!(
+        listed.contains(&format!("dev   head {dev_head}  on {auto}")),
+        "{listed}"
+    );
+    let ds = Dataset::open(
+        &path,
+        OpenOptions {
+            branch: Some("dev".parse().unwrap()),
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ds.node_id().as_str(), dev_head);
+    assert_eq!(ds.commit_id().as_deref(), Some(auto.as_str()));
+    assert_eq!(ds.tensor_len("captions").unwrap(), 21);
+
+    // A commit on dev moves only dev.
+    change(&path, "dev").await;
+    let out = cli(&["commit", &path, "-m", "one more", "--branch", "dev"])
+        .await
+        .unwrap();
+    let on_dev = out.trim().to_owned();
+    assert_eq!(on_dev, dev_head);
+    let after = json(&["branch", &path, "--json"]).await;
+    assert_eq!(str_of(&after, "main"), main_head);
+    assert_ne!(str_of(&after, "dev"), dev_head);
+
+    // Tags: the last commit of main by default, or a given commit.
+    let t = json(&["tag", &path, "v1", "--json"]).await;
+    assert_eq!(
+        (str_of(&t, "tag"), str_of(&t, "commit")),
+        ("v1", auto.as_str())
+    );
+    let out = cli(&["tag", &path, "v0", FIRST_COMMIT_ID]).await.unwrap();
+    assert_eq!(out.trim(), format!("tagged {FIRST_COMMIT_ID} as v0"));
+    let out = cli(&["tag", &format!("{path}@dev"), "v2"]).await.unwrap();
+    assert_eq!(out.trim(), format!("tagged {on_dev} as v2"));
+    let tags = json(&["tag", &path, "--json"]).await;
+    assert_eq!(
+        tags,
+        serde_json::json!({"v0": FIRST_COMMIT_ID, "v1": auto, "v2": on_dev})
+    );
+    let l = log(&format!("{path}@v2")).await;
+    assert_eq!(l[0].3, ["v2"]);
+    assert_eq!(l[1].3, ["v1"]);
+    assert_eq!(l[2].3, ["v0"]);
+    let ds = Dataset::open(&path, OpenOptions::default()).await.unwrap();
+    assert_eq!(ds.tags().get("v1"), Some(&auto));
+    ds.close().await.unwrap();
+    assert_eq!(rows(&format!("{path}@v0")).await, 20);
+    assert_eq!(rows(&format!("{path}@v1")).await, 21);
+    assert_eq!(rows(&format!("{path}@v2")).await, 22);
+
+    // --from a tag starts at its commit; --from an unchanged branch at its last commit.
+    let f = json(&["branch", &path, "fix", "--from", "v0", "--json"]).await;
+    assert_eq!(
+        (str_of(&f, "base"), &f["auto_commit"]),
+        (FIRST_COMMIT_ID, &Value::Bool(false))
+    );
+    let f = json(&["branch", &path, "exp", "--from", "dev", "--json"]).await;
+    assert_eq!(
+        (str_of(&f, "base"), &f["auto_commit"]),
+        (on_dev.as_str(), &Value::Bool(false))
+    );
+    // A head's id stands for its branch, auto-commit included.
+    change(&path, "exp").await;
+    let exp_head = str_of(&f, "head").to_owned();
+    let out = cli(&["branch", &path, "exp2", "--from", &exp_head])
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with(&format!("committed the changes on exp as {exp_head} first")),
+        "{out}"
+    );
+    assert_eq!(rows(&format!("{path}@exp2")).await, 23);
+    assert_eq!(rows(&format!("{path}@fix")).await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing").to_string_lossy().into_owned();
+    for args in [
+        vec!["commit", &missing, "-m", "x"],
+        vec!["branch", &missing, "b"],
+        vec!["branch", &missing],
+        vec!["tag", &missing, "t"],
+    ] {
+        let e = err(&args).await;
+        assert!(
+            e.contains("dataset not found") && e.contains("nothing"),
+            "{e}"
+        );
+    }
+    assert!(!dir.path().join("nothing").exists());
+
+    let path = demo(&dir, "ds").await;
+    let e = err(&["tag", &path, "t"]).await;
+    assert!(e.contains("nothing is committed yet"), "{e}");
+    assert_eq!(cli(&["tag", &path]).await.unwrap(), "");
+    let e = err(&["commit", &path, "-m", "x", "--branch", "nope"]).await;
+    assert!(e.contains("branch not found: nope"), "{e}");
+    let e = err(&["branch", &path, "b", "--from", "nope"]).await;
+    assert!(e.contains("not found: nope"), "{e}");
+    let e = err(&["branch", &path, "bad name"]).await;
+    assert!(e.contains("not valid"), "{e}");
+    let e = err(&["commit", &format!("{path}@main"), "-m", "x"]).await;
+    assert!(e.contains("opens read-only"), "{e}");
+    assert!(cli(&["branch", &path, "--from", "main"]).await.is_err());
+    assert!(cli(&["commit", &path]).await.is_err(), "-m is required");
+
+    let c = cli(&["commit", &path, "-m", "one"]).await.unwrap();
+    assert_eq!(c.trim(), FIRST_COMMIT_ID);
+    cli(&["branch", &path, "dev"]).await.unwrap();
+    let e = err(&["branch", &path, "dev"]).await;
+    assert!(e.contains("branch dev already exists"), "{e}");
+    cli(&["tag", &path, "t"]).await.unwrap();
+    let e = err(&["tag", &path, "t"]).await;
+    assert!(e.contains("tag t already exists"), "{e}");
+    let e = err(&["tag", &path, "u", &"0".repeat(40)]).await;
+    assert!(e.contains("commit not found"), "{e}");
+    let head = json(&["branch", &path, "--json"]).await["main"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = err(&["tag", &path, "u", &head]).await;
+    assert!(e.contains("is a branch head"), "{e}");
+
+    // Another writer holds main: commit and an auto-committing branch fail with the
+    // core's message, and work once it lets go. Tags do not need the lease.
+    let mut holder = Dataset::open(&path, OpenOptions::default()).await.unwrap();
+    holder.acquire().await.unwrap();
+    change_held(&mut holder).await;
+    let e = err(&["commit", &path, "-m", "x"]).await;
+    assert!(e.contains("branch main is held by writer"), "{e}");
+    let e = err(&["branch", &path, "other"]).await;
+    assert!(e.contains("branch main is held by writer"), "{e}");
+    cli(&["tag", &path, "while-held", FIRST_COMMIT_ID])
+        .await
+        .unwrap();
+    holder.close().await.unwrap();
+    cli(&["commit", &path, "-m", "x"]).await.unwrap();
+    let branches = json(&["branch", &path, "--json"]).await;
+    assert!(branches.get("other").is_none(), "{branches}");
+}
+
+async fn change_held(ds: &mut Dataset) {
+    ds.append("captions", Sample::Text("held".to_owned()))
+        .await
+        .unwrap();
+    ds.flush().await.unwrap();
+}
+
+#[test]
+fn the_binary_commits_branches_and_tags_across_processes() {
+    let bin = env!("CARGO_BIN_EXE_deeplake");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds");
+    let path = path.to_str().unwrap();
+    let run = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
+    // Each process must give its lease back for the next one to write at once.
+    for args in [
+        &["demo", path, "--rows", "20", "--size", "16"][..],
+        &["commit", path, "-m", "first"],
+        &["branch", path, "dev"],
+        &["commit", path, "-m", "on dev", "--branch", "dev"],
+        &["tag", path, "v1"],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(&["tag", path]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("v1  {FIRST_COMMIT_ID}")));
+    let out = run(&["branch", path, "dev"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("already exists"),
+        "{stderr}"
+    );
+}
