@@ -1698,10 +1698,7 @@ async fn append_to_tensor(
                 }
                 let n = tiles.tiles.len();
                 for (shape, bytes) in tiles.tiles {
-                    let id = ChunkId::generate().0;
-                    t.builders.insert(id, ChunkBuilder::tile(&shape, bytes));
-                    t.dirty_chunks.insert(id);
-                    t.in_head.insert(id);
+                    let id = t.add_chunk(ChunkBuilder::tile(&shape, bytes));
                     t.chunk_ids.rows.push((id, idx));
                     closed.push(id);
                 }
@@ -1738,16 +1735,13 @@ async fn append_to_tensor(
                     if let Some((id, _)) = last {
                         closed.push(id);
                     }
-                    let id = ChunkId::generate().0;
                     let mut b = ChunkBuilder::default();
                     // Reserve the chunk's target size once: growing a multi-megabyte
                     // buffer by doubling costs copies and page faults on the ingest path.
                     b.data.reserve(half.max(it.bytes.len()));
                     b.try_push(&it.shape, &it.bytes)
                         .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
-                    t.builders.insert(id, b);
-                    t.dirty_chunks.insert(id);
-                    t.in_head.insert(id);
+                    let id = t.add_chunk(b);
                     t.chunk_ids.rows.push((id, idx));
                 }
             }
@@ -1886,10 +1880,7 @@ async fn place_alone(
             b.remove(k).map_err(internal)?;
         }
         if after.num_samples() > 0 {
-            let nid = ChunkId::generate().0;
-            t.builders.insert(nid, after);
-            t.dirty_chunks.insert(nid);
-            t.in_head.insert(nid);
+            let nid = t.add_chunk(after);
             tail = Some((old_last, (nid, old_last)));
         }
         if local == 0 {
@@ -1908,10 +1899,7 @@ async fn place_alone(
     match it.tiles {
         Some(tiles) => {
             for (shape, bytes) in tiles.tiles {
-                let id = ChunkId::generate().0;
-                t.builders.insert(id, ChunkBuilder::tile(&shape, bytes));
-                t.dirty_chunks.insert(id);
-                t.in_head.insert(id);
+                let id = t.add_chunk(ChunkBuilder::tile(&shape, bytes));
                 new_rows.push((id, index));
             }
             t.tiles.entries.insert(
@@ -1923,13 +1911,10 @@ async fn place_alone(
             );
         }
         None => {
-            let id = ChunkId::generate().0;
             let mut b = ChunkBuilder::default();
             b.try_push(&it.shape, &it.bytes)
                 .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
-            t.builders.insert(id, b);
-            t.dirty_chunks.insert(id);
-            t.in_head.insert(id);
+            let id = t.add_chunk(b);
             new_rows.push((id, index));
         }
     }

@@ -296,6 +296,15 @@ impl TensorState {
         }
     }
 
+    /// Adds a chunk made in this head under a fresh id (not yet written).
+    pub fn add_chunk(&mut self, builder: ChunkBuilder) -> u64 {
+        let id = ChunkId::generate().0;
+        self.builders.insert(id, builder);
+        self.dirty_chunks.insert(id);
+        self.in_head.insert(id);
+        id
+    }
+
     /// The id under which changed chunk `id` is written: the same id for a chunk that
     /// has never been written, a fresh one (renamed everywhere) for one on storage.
     pub fn write_id(&mut self, id: u64) -> u64 {
