@@ -452,3 +452,141 @@ impl Dataset {
         &self.tags
     }
 }
+
+impl Dataset {
+    /// Drops the head's uncommitted changes: the branch gets a fresh head with the state
+    /// of its last commit, and the old head's folder is deleted (3.x's `reset`).
+    pub async fn reset(&mut self) -> Result<()> {
+        self.check_writable()?;
+        self.ensure_lease().await?;
+        let head = self.node.clone();
+        let parent: CommitId = self
+            .tree
+            .commits
+            .get(head.as_str())
+            .and_then(|n| n.parent.clone())
+            .ok_or_else(|| {
+                Error::invalid("nothing is committed yet: there is no state to reset to")
+            })?
+            .parse()?;
+        let base = Box::pin(Dataset::open_at(
+            self.store.clone(),
+            self.tree.clone(),
+            parent.clone(),
+            self.branch.clone(),
+            false,
+        ))
+        .await?;
+        let next = CommitId::generate();
+        base.write_head_files(&next).await?;
+        let (h, n, p, b) = (
+            head.to_string(),
+            next.to_string(),
+            parent.to_string(),
+            self.branch.clone(),
+        );
+        let rec = log::update(&self.store, "reset", move |tree, _| {
+            if tree.branches.get(&b) != Some(&h) {
+                return Err(Error::Conflict {
+                    path: paths::VERSION_CONTROL_INFO.to_owned(),
+                    message: format!("branch {b} moved past {h} while resetting"),
+                    retryable: false,
+                });
+            }
+            tree.commits.remove(&h);
+            if let Some(pn) = tree.commits.get_mut(&p) {
+                pn.children.retain(|c| *c != h);
+                pn.children.push(n.clone());
+            }
+            tree.commits
+                .insert(n.clone(), CommitNode::head(&b, Some(p.clone())));
+            tree.branches.insert(b.clone(), n.clone());
+            Ok(vec![p.clone(), n.clone()])
+        })
+        .await?;
+        // The old head is unreachable now; its objects go (a crash here leaves garbage
+        // that gc collects, never a visible change).
+        if let Some(folder) = paths::commit_folder(&head) {
+            self.store.delete_prefix(&folder).await?;
+        }
+        let fresh = Box::pin(Dataset::open_at(
+            self.store.clone(),
+            rec.tree,
+            next,
+            self.branch.clone(),
+            true,
+        ))
+        .await?;
+        let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
+        *self = fresh;
+        self.lease = lease;
+        self.tags = rec.tags;
+        Ok(())
+    }
+
+    /// Deletes branch `name` and the commits made on it (3.x's `delete_branch`): not
+    /// `main`, not the branch this handle is on, and not a branch whose commits other
+    /// branches grew from or that a tag names.
+    pub async fn delete_branch(&mut self, name: &str) -> Result<()> {
+        if name == "main" {
+            return Err(Error::invalid("the main branch cannot be deleted"));
+        }
+        if name == self.branch {
+            return Err(Error::invalid(format!(
+                "cannot delete branch {name}: it is checked out here"
+            )));
+        }
+        let b = name.to_owned();
+        let mut removed: Vec<String> = Vec::new();
+        let rec = log::update(&self.store, "delete_branch", |tree, tags| {
+            if !tree.branches.contains_key(&b) {
+                return Err(Error::not_found("branch", &b));
+            }
+            let own: Vec<String> = tree
+                .commits
+                .iter()
+                .filter(|(_, n)| n.branch == b)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &own {
+                let node = &tree.commits[id];
+                if let Some(c) = node
+                    .children
+                    .iter()
+                    .find(|c| tree.commits.get(*c).is_some_and(|n| n.branch != b))
+                {
+                    return Err(Error::invalid(format!(
+                        "cannot delete branch {b}: branch {} grew from its commit {id}",
+                        tree.commits[c].branch
+                    )));
+                }
+                if let Some((t, _)) = tags.iter().find(|(_, c)| *c == id) {
+                    return Err(Error::invalid(format!(
+                        "cannot delete branch {b}: tag {t} names its commit {id}"
+                    )));
+                }
+            }
+            for id in &own {
+                if let Some(node) = tree.commits.remove(id) {
+                    if let Some(p) = node.parent.and_then(|p| tree.commits.get_mut(&p)) {
+                        p.children.retain(|c| c != id);
+                    }
+                }
+            }
+            tree.branches.remove(&b);
+            removed = own;
+            Ok(vec![])
+        })
+        .await?;
+        self.tree = rec.tree;
+        self.tags = rec.tags;
+        for id in removed {
+            if let Ok(c) = id.parse::<CommitId>()
+                && let Some(folder) = paths::commit_folder(&c)
+            {
+                self.store.delete_prefix(&folder).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -311,3 +311,86 @@ print(json.dumps(out))
     assert_eq!(v["main"], serde_json::json!([1, 2, 3, 4, 5]));
     assert_eq!(v["alt"], serde_json::json!([1, 2, 3, 4, 10]));
 }
+
+#[tokio::test]
+async fn reset_drops_uncommitted_changes() {
+    let url = format!("memory://vc-reset-{:016x}", rand::random::<u64>());
+    let st = StoreOptions::default();
+    let mut ds = Dataset::create(&url, opts(&st)).await.unwrap();
+    ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    assert!(
+        matches!(ds.reset().await, Err(Error::InvalidInput { .. })),
+        "nothing to reset to yet"
+    );
+    ds.extend("x", vec![int(1), int(2)]).await.unwrap();
+    let c1 = ds.commit("two rows").await.unwrap();
+    ds.extend("x", vec![int(3), int(4)]).await.unwrap();
+    ds.flush().await.unwrap();
+    let old_head = ds.node_id().to_string();
+    ds.reset().await.unwrap();
+    assert_eq!(values(&ds, "x").await, [1, 2]);
+    assert_ne!(ds.node_id().to_string(), old_head);
+    assert_eq!(ds.commit_id().as_deref(), Some(c1.as_str()));
+    ds.append("x", int(9)).await.unwrap();
+    ds.close().await.unwrap();
+    let again = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert_eq!(values(&again, "x").await, [1, 2, 9]);
+    let files = again
+        .store()
+        .list(&format!("versions/{old_head}"))
+        .await
+        .unwrap();
+    assert!(files.is_empty(), "the old head's folder is gone");
+}
+
+#[tokio::test]
+async fn delete_branch_follows_the_3x_rules() {
+    let url = format!("memory://vc-delbr-{:016x}", rand::random::<u64>());
+    let st = StoreOptions::default();
+    history(&url, &st).await; // main and alt
+    let mut ds = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert!(matches!(
+        ds.delete_branch("main").await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        ds.delete_branch("nope").await,
+        Err(Error::NotFound { .. })
+    ));
+    // A branch grown from alt keeps alt alive.
+    let mut side = Dataset::open(
+        &url,
+        OpenOptions {
+            branch: Some("alt".parse().unwrap()),
+            ..opts(&st)
+        },
+    )
+    .await
+    .unwrap();
+    side.checkout("alt2", true).await.unwrap();
+    side.append("x", int(77)).await.unwrap();
+    side.commit("on alt2").await.unwrap();
+    side.close().await.unwrap();
+    let e = ds.delete_branch("alt").await.unwrap_err().to_string();
+    assert!(e.contains("grew from"), "{e}");
+    ds.delete_branch("alt2").await.unwrap();
+    ds.delete_branch("alt").await.unwrap();
+    let mut b = ds.branches();
+    b.sort();
+    assert_eq!(b, ["main"]);
+    ds.close().await.unwrap();
+    let again = Dataset::open(&url, opts(&st)).await.unwrap();
+    assert_eq!(again.branches(), ["main"]);
+    assert_eq!(values(&again, "x").await, [1, 2, 3, 4, 5]);
+    // Only main's commits keep version folders.
+    let log = again.log();
+    for (k, _) in again.store().list("versions").await.unwrap() {
+        let id = k.split('/').nth(1).unwrap_or_default();
+        assert!(
+            log.iter().any(|c| c.id == id),
+            "{k} belongs to a deleted branch"
+        );
+    }
+}
