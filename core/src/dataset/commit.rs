@@ -567,10 +567,10 @@ impl Dataset {
                 }
             }
             for id in &own {
-                if let Some(node) = tree.commits.remove(id) {
-                    if let Some(p) = node.parent.and_then(|p| tree.commits.get_mut(&p)) {
-                        p.children.retain(|c| c != id);
-                    }
+                if let Some(node) = tree.commits.remove(id)
+                    && let Some(p) = node.parent.and_then(|p| tree.commits.get_mut(&p))
+                {
+                    p.children.retain(|c| c != id);
                 }
             }
             tree.branches.remove(&b);
