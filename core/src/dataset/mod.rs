@@ -1568,6 +1568,24 @@ async fn ensure_builder(
     Ok(id)
 }
 
+/// Finds the chunk holding item `index` and holds it for writing: its row in the chunk
+/// index, the item's position in the chunk, and the chunk id.
+async fn hold_sample_chunk(
+    store: &Store,
+    locator: &ChunkLocator,
+    t: &mut TensorState,
+    index: u64,
+) -> Result<(usize, usize, u64)> {
+    let (row, local) = t.chunk_ids.locate(index).ok_or_else(|| {
+        Error::invalid(format!(
+            "sample {index} is out of range for tensor {}",
+            t.key
+        ))
+    })?;
+    let id = ensure_builder(store, locator, t, row).await?;
+    Ok((row, local, id))
+}
+
 fn is_tile_chunk(t: &TensorState, row: usize) -> bool {
     let Some(&(_, last)) = t.chunk_ids.rows.get(row) else {
         return false;
@@ -1802,11 +1820,7 @@ async fn replace_in_tensor(
     if t.tiles.entries.contains_key(&index) || it.tiles.is_some() {
         place_alone(store, locator, t, index, it).await?;
     } else {
-        let (row, local) = t
-            .chunk_ids
-            .locate(index)
-            .ok_or_else(|| Error::invalid(format!("sample {index} is out of range")))?;
-        let id = ensure_builder(store, locator, t, row).await?;
+        let (_, local, id) = hold_sample_chunk(store, locator, t, index).await?;
         if let Some(b) = t.builders.get_mut(&id) {
             b.replace(local, &it.shape, &it.bytes)
                 .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
@@ -1850,11 +1864,7 @@ async fn place_alone(
         }
         first
     } else {
-        let (row, local) = t
-            .chunk_ids
-            .locate(index)
-            .ok_or_else(|| Error::invalid(format!("sample {index} is out of range")))?;
-        let id = ensure_builder(store, locator, t, row).await?;
+        let (row, local, id) = hold_sample_chunk(store, locator, t, index).await?;
         let old_last = t.chunk_ids.rows[row].1;
         let b = t
             .builders
@@ -1953,11 +1963,7 @@ async fn remove_from_tensor(
             t.dirty_chunks.remove(&id);
         }
     } else {
-        let (row, local) = t
-            .chunk_ids
-            .locate(item)
-            .ok_or_else(|| Error::internal(format!("item {item} not in chunk index")))?;
-        let id = ensure_builder(store, locator, t, row).await?;
+        let (row, local, id) = hold_sample_chunk(store, locator, t, item).await?;
         let empty = match t.builders.get_mut(&id) {
             Some(b) => {
                 b.remove(local)
