@@ -1753,10 +1753,12 @@ async fn append_to_tensor(
                     if let Some((id, _)) = last {
                         closed.push(id);
                     }
-                    let mut b = ChunkBuilder::default();
                     // Reserve the chunk's target size once: growing a multi-megabyte
                     // buffer by doubling costs copies and page faults on the ingest path.
-                    b.data.reserve(half.max(it.bytes.len()));
+                    let mut b = ChunkBuilder {
+                        data: writer::buffer(half.max(it.bytes.len())),
+                        ..Default::default()
+                    };
                     b.try_push(&it.shape, &it.bytes)
                         .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
                     let id = t.add_chunk(b);

@@ -74,11 +74,17 @@ impl ChunkWriter {
             })
             .await?;
             store.put_parts(&key, parts).await?;
-            let mut map = lock(&inflight)?;
-            if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &builder)) {
-                map.remove(&id);
+            {
+                let mut map = lock(&inflight)?;
+                if map.get(&id).is_some_and(|b| Arc::ptr_eq(b, &builder)) {
+                    map.remove(&id);
+                }
             }
-            Ok(())
+            if let Ok(b) = Arc::try_unwrap(builder) {
+                recycle(b.data);
+            }
+            // Durable now, while the next chunk fills, rather than all at the flush.
+            store.sync_object(&key).await
         });
         Ok(())
     }
@@ -100,6 +106,36 @@ impl ChunkWriter {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Data buffers of written chunks, kept for the next chunks of any tensor. A fresh
+/// multi-megabyte buffer costs a page fault and a zeroed page per 4 KiB on first touch;
+/// ingest fills one after another, so reusing a few saves that work.
+static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+const POOLED_BUFFERS: usize = 4;
+const MIN_POOLED: usize = 1 << 20;
+
+/// An empty buffer with room for at least `cap` bytes, reused when one is pooled.
+pub fn buffer(cap: usize) -> Vec<u8> {
+    if cap >= MIN_POOLED
+        && let Ok(mut pool) = BUFFERS.lock()
+        && let Some(i) = pool.iter().position(|b| b.capacity() >= cap)
+    {
+        return pool.swap_remove(i);
+    }
+    Vec::with_capacity(cap)
+}
+
+fn recycle(mut data: Vec<u8>) {
+    if data.capacity() < MIN_POOLED {
+        return;
+    }
+    data.clear();
+    if let Ok(mut pool) = BUFFERS.lock()
+        && pool.len() < POOLED_BUFFERS
+    {
+        pool.push(data);
     }
 }
 

@@ -60,8 +60,92 @@ pub struct Store {
     root: String,
     url: String,
     backend: Backend,
-    /// The folder of a local store whose durability comes from [`Store::sync`].
-    sync_dir: Option<std::path::PathBuf>,
+    /// For a local store whose durability comes from [`Store::sync`]: the files and
+    /// folders written since the last sync. Shared by every clone and child.
+    local_sync: Option<Arc<LocalSync>>,
+}
+
+/// Dirty-file tracking of a local store. Only what this process wrote is flushed, one
+/// `fsync` per file and per folder, so a sync never pays for other programs' dirty pages
+/// (as a file-system-wide `syncfs` would).
+#[derive(Debug)]
+struct LocalSync {
+    dir: std::path::PathBuf,
+    files: Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    dirs: Mutex<std::collections::HashSet<std::path::PathBuf>>,
+}
+
+impl LocalSync {
+    /// Remembers a written object: its file, and every folder from its own up to the
+    /// root, since `put` may have created any of them.
+    fn written(&self, full_key: &str) {
+        let file = self.dir.join(full_key);
+        if let Ok(mut dirs) = self.dirs.lock() {
+            let mut d = file.parent();
+            while let Some(p) = d {
+                if !p.starts_with(&self.dir) || !dirs.insert(p.to_path_buf()) {
+                    break;
+                }
+                d = p.parent();
+            }
+        }
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(file);
+        }
+    }
+
+    fn take(set: &Mutex<std::collections::HashSet<std::path::PathBuf>>) -> Vec<std::path::PathBuf> {
+        set.lock()
+            .map(|mut s| s.drain().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `fsync`s each path (files: data only; folders: their entries), a few at a time on
+/// the blocking pool, since each call mostly waits on the device. A path that vanished
+/// meanwhile (a deleted scratch object) has nothing left to make durable.
+async fn fsync_all(paths: Vec<std::path::PathBuf>, dirs: bool) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut first: Option<Error> = None;
+    for p in paths {
+        while tasks.len() >= 8 {
+            if let Some(r) = tasks.join_next().await {
+                fsync_result(r, &mut first);
+            }
+        }
+        tasks.spawn_blocking(
+            move || -> std::result::Result<(), (std::path::PathBuf, std::io::Error)> {
+                let res = std::fs::File::open(&p)
+                    .and_then(|f| if dirs { f.sync_all() } else { f.sync_data() });
+                match res {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    r => r.map_err(|e| (p, e)),
+                }
+            },
+        );
+    }
+    while let Some(r) = tasks.join_next().await {
+        fsync_result(r, &mut first);
+    }
+    first.map_or(Ok(()), Err)
+}
+
+fn fsync_result(
+    r: std::result::Result<
+        std::result::Result<(), (std::path::PathBuf, std::io::Error)>,
+        tokio::task::JoinError,
+    >,
+    first: &mut Option<Error>,
+) {
+    let e = match r {
+        Ok(Ok(())) => return,
+        Ok(Err((p, e))) => Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("fsync {}: {e}", p.display()),
+        )),
+        Err(e) => Error::internal(format!("fsync task failed: {e}")),
+    };
+    first.get_or_insert(e);
 }
 
 impl std::fmt::Debug for Store {
@@ -106,7 +190,7 @@ impl Store {
                 root: clean_prefix(prefix)?,
                 url: url.to_owned(),
                 backend: Backend::Memory,
-                sync_dir: None,
+                local_sync: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -131,7 +215,7 @@ impl Store {
                 root: clean_prefix(prefix)?,
                 url: url.to_owned(),
                 backend: Backend::S3,
-                sync_dir: None,
+                local_sync: None,
             });
         }
         if let Some((scheme, _)) = url.split_once("://")
@@ -146,25 +230,31 @@ impl Store {
         if !dir.is_dir() {
             return Err(Error::not_found("dataset folder", path));
         }
-        // Durability: on Linux, writers call `sync` at their commit points, which
-        // flushes the whole file system once (syncfs) instead of fsyncing every object;
-        // elsewhere every put is fsynced. `durability=none` turns both off (scratch data).
+        // Durability: writers call `sync` at their commit points, which fsyncs the files
+        // and folders written since the last one, instead of fsyncing inside every put.
+        // `durability=none` turns it off (scratch data).
         let none = opts
             .options
             .iter()
             .rev()
             .find(|(k, _)| k == "durability")
             .is_some_and(|(_, v)| v == "none");
-        let batched = cfg!(target_os = "linux") && !none;
         let local = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::invalid(format!("cannot open dataset directory {path:?}: {e}")))?
-            .with_fsync(!none && !batched);
+            .with_fsync(false);
+        let batched = !none;
         Ok(Store {
             inner: Arc::new(local),
             root: String::new(),
             url: url.to_owned(),
             backend: Backend::Local,
-            sync_dir: batched.then(|| dir.to_path_buf()),
+            local_sync: batched.then(|| {
+                Arc::new(LocalSync {
+                    dir: dir.to_path_buf(),
+                    files: Mutex::default(),
+                    dirs: Mutex::default(),
+                })
+            }),
         })
     }
 
@@ -203,7 +293,7 @@ impl Store {
             root,
             url: format!("{}/{sub}", self.url.trim_end_matches('/')),
             backend: self.backend,
-            sync_dir: self.sync_dir.clone(),
+            local_sync: self.local_sync.clone(),
         })
     }
 
@@ -214,6 +304,12 @@ impl Store {
             format!("{}/{key}", self.root)
         };
         Path::parse(&full).map_err(|e| Error::invalid(format!("object key {key:?}: {e}")))
+    }
+
+    fn written(&self, p: &Path) {
+        if let Some(ls) = &self.local_sync {
+            ls.written(p.as_ref());
+        }
     }
 
     fn relative(&self, p: &Path) -> String {
@@ -229,17 +325,32 @@ impl Store {
     }
 
     /// Makes every write that returned before this call durable. Object stores are
-    /// durable once a put returns; a local folder is flushed with one `syncfs`.
+    /// durable once a put returns; a local folder fsyncs what this store wrote since
+    /// the last sync: the files first, then the folders that name them.
     pub async fn sync(&self) -> Result<()> {
-        #[cfg(target_os = "linux")]
-        if let Some(dir) = self.sync_dir.clone() {
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let f = std::fs::File::open(&dir)?;
-                rustix::fs::syncfs(&f)?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| Error::internal(format!("sync task failed: {e}")))??;
+        if let Some(ls) = &self.local_sync {
+            let files = LocalSync::take(&ls.files);
+            let dirs = LocalSync::take(&ls.dirs);
+            fsync_all(files, false).await?;
+            fsync_all(dirs, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts making one written object durable now, ahead of the next [`Store::sync`]
+    /// (which then has only its folder entry left to flush). Background chunk writes
+    /// call this so the device works while the writer encodes the next chunk.
+    pub async fn sync_object(&self, key: &str) -> Result<()> {
+        if let Some(ls) = &self.local_sync {
+            let file = ls.dir.join(self.path(key)?.as_ref());
+            let removed = ls
+                .files
+                .lock()
+                .map(|mut f| f.remove(&file))
+                .unwrap_or(false);
+            if removed {
+                fsync_all(vec![file], false).await?;
+            }
         }
         Ok(())
     }
@@ -310,6 +421,7 @@ impl Store {
         self.inner
             .put(&p, PutPayload::from_bytes(data.into()))
             .await?;
+        self.written(&p);
         Ok(())
     }
 
@@ -317,6 +429,7 @@ impl Store {
     pub async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
         let p = self.path(key)?;
         self.inner.put(&p, PutPayload::from_iter(parts)).await?;
+        self.written(&p);
         Ok(())
     }
 
@@ -333,7 +446,10 @@ impl Store {
             .put_opts(&p, PutPayload::from_bytes(data.into()), opts)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.written(&p);
+                Ok(())
+            }
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Err(Error::Conflict {
                 path: format!("{}/{key}", self.url),
