@@ -142,7 +142,13 @@ impl Dataset {
 
     /// Takes (or renews) the lease of the current branch. A lease held by another live
     /// writer is waited for up to `lease_wait`, then reported as a retryable conflict.
+    ///
+    /// Every write calls this first, so a handle checked out at a past commit branches
+    /// off here (3.x's `auto_checkout`): a new branch `auto_<sha1>` from that commit.
     pub(crate) async fn ensure_lease(&mut self) -> Result<()> {
+        if self.detached {
+            self.auto_checkout().await?;
+        }
         let branch = self.branch.clone();
         let ttl = self.lease.ttl.as_secs_f64();
         if let Some((b, _, _, expires)) = &self.lease.held
@@ -352,15 +358,37 @@ impl Dataset {
     /// branches from its parent).
     pub async fn checkout(&mut self, target: &str, create: bool) -> Result<()> {
         if !create {
+            if !self.writable && !self.detached {
+                // A read-only handle moves as a read-only handle (time travel).
+                let r: crate::version::Ref = target.parse()?;
+                let (_, tree, tags) = log::load(&self.store).await?;
+                let at = r.resolve(&tree, &tags)?;
+                let mut other =
+                    Dataset::open_at(self.store.clone(), tree, at.node, at.branch, false).await?;
+                other.tags = tags;
+                *self = other;
+                return Ok(());
+            }
             self.flush().await?;
-            let (_, tree, _) = log::load(&self.store).await?;
-            let head = tree
+            let r: crate::version::Ref = target.parse()?;
+            let (_, tree, tags) = log::load(&self.store).await?;
+            let at = r.resolve(&tree, &tags)?;
+            // A branch name, or the id of a branch's head, checks out that head for
+            // writing; any other commit or a tag is read there until the first write,
+            // which branches off (3.x).
+            let head_of = tree
                 .branches
-                .get(target)
-                .ok_or_else(|| Error::not_found("branch", target))?;
-            let node: CommitId = head.parse()?;
-            let other =
-                Dataset::open_at(self.store.clone(), tree, node, target.to_owned(), true).await?;
+                .iter()
+                .find(|(_, h)| h.as_str() == at.node.as_str())
+                .map(|(b, _)| b.clone());
+            let (branch, writable) = match head_of {
+                Some(b) => (b, true),
+                None => (at.branch.clone(), false),
+            };
+            let mut other =
+                Dataset::open_at(self.store.clone(), tree, at.node, branch, writable).await?;
+            other.tags = tags;
+            other.detached = !writable;
             self.release_lease().await?;
             let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
             *self = other;
@@ -413,6 +441,24 @@ impl Dataset {
         self.release_lease().await?;
         self.become_head(next, name.to_string())?;
         self.ensure_lease().await
+    }
+
+    /// 3.x's `auto_checkout`: a write at a past commit goes to a new branch
+    /// `auto_<sha1 of time and randomness>` that starts at that commit.
+    async fn auto_checkout(&mut self) -> Result<()> {
+        use sha1::Digest;
+        let mut h = sha1::Sha1::new();
+        h.update(now().to_le_bytes());
+        h.update(rand::random::<u64>().to_le_bytes());
+        let name = format!("auto_{}", hex::encode(h.finalize()));
+        self.detached = false;
+        tracing::info!(branch = %name, from = %self.node, "write at a past commit: new branch");
+        Box::pin(self.checkout(&name, true)).await
+    }
+
+    /// Whether this handle sits at a past commit (a write would branch off).
+    pub fn is_detached(&self) -> bool {
+        self.detached
     }
 
     /// Names commit `commit` (default: the last commit) as `name`. Tags never move.

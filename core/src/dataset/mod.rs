@@ -155,6 +155,9 @@ pub struct Dataset {
     lease: commit::Lease,
     /// Sequence number of the head's newest flush record.
     flush_seq: Option<u64>,
+    /// Checked out at a past commit of a writable handle: the first write branches off
+    /// (3.x's `auto_checkout`) instead of failing.
+    detached: bool,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -232,6 +235,7 @@ impl Dataset {
             tags: BTreeMap::new(),
             lease: commit::Lease::new(opts.lease_ttl, opts.lease_wait),
             flush_seq: None,
+            detached: false,
         })
     }
 
@@ -326,6 +330,7 @@ impl Dataset {
             tags: BTreeMap::new(),
             lease: commit::Lease::new(None, None),
             flush_seq,
+            detached: false,
         })
     }
 
@@ -427,6 +432,11 @@ impl Dataset {
 
     pub fn branches(&self) -> Vec<String> {
         self.tree.branches.keys().cloned().collect()
+    }
+
+    /// The head node id of branch `name`, as of this handle's view of the tree.
+    pub fn branch_head(&self, name: &str) -> Option<String> {
+        self.tree.branches.get(name).cloned()
     }
 
     pub fn is_writable(&self) -> bool {
@@ -550,7 +560,7 @@ impl Dataset {
     }
 
     fn check_writable(&self) -> Result<()> {
-        if !self.writable {
+        if !self.writable && !self.detached {
             return Err(Error::invalid(format!(
                 "dataset {} is open read-only at {} (not a writable branch head)",
                 self.store.url(),

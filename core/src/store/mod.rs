@@ -63,6 +63,8 @@ pub struct Store {
     /// For a local store whose durability comes from [`Store::sync`]: the files and
     /// folders written since the last sync. Shared by every clone and child.
     local_sync: Option<Arc<LocalSync>>,
+    /// The folder of a local store (object keys are files below it).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 /// Dirty-file tracking of a local store. Only what this process wrote is flushed, one
@@ -191,6 +193,7 @@ impl Store {
                 url: url.to_owned(),
                 backend: Backend::Memory,
                 local_sync: None,
+                local_dir: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -216,6 +219,7 @@ impl Store {
                 url: url.to_owned(),
                 backend: Backend::S3,
                 local_sync: None,
+                local_dir: None,
             });
         }
         if let Some((scheme, _)) = url.split_once("://")
@@ -243,6 +247,7 @@ impl Store {
             .map_err(|e| Error::invalid(format!("cannot open dataset directory {path:?}: {e}")))?
             .with_fsync(false);
         let batched = !none;
+        let local_dir = Some(dir.to_path_buf());
         Ok(Store {
             inner: Arc::new(local),
             root: String::new(),
@@ -255,6 +260,7 @@ impl Store {
                     dirs: Mutex::default(),
                 })
             }),
+            local_dir,
         })
     }
 
@@ -294,6 +300,7 @@ impl Store {
             url: format!("{}/{sub}", self.url.trim_end_matches('/')),
             backend: self.backend,
             local_sync: self.local_sync.clone(),
+            local_dir: self.local_dir.clone(),
         })
     }
 
@@ -498,8 +505,36 @@ impl Store {
             .buffer_unordered(16)
             .try_collect::<Vec<()>>()
             .await?;
+        // Object stores have no folders; a local disk keeps empty ones, which would look
+        // like leftovers (3.x lists `versions/` folders), so they go too.
+        if let Some(dir) = &self.local_dir {
+            let full = self
+                .path(prefix.trim_end_matches('/'))
+                .map(|p| dir.join(p.as_ref()));
+            if let Ok(full) = full
+                && !prefix.trim_matches('/').is_empty()
+            {
+                tokio::task::spawn_blocking(move || remove_empty_dirs(&full))
+                    .await
+                    .map_err(|e| Error::internal(format!("folder cleanup task failed: {e}")))?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Removes `dir` and the folders below it that are empty, bottom-up. A folder that is
+/// not empty (a concurrent write landed in it) or already gone is left alone.
+fn remove_empty_dirs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_dirs(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 #[cfg(test)]

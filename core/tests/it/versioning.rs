@@ -394,3 +394,94 @@ async fn delete_branch_follows_the_3x_rules() {
         );
     }
 }
+
+/// `checkout` takes a commit id or a tag too: the handle reads that commit, and its
+/// first write branches off to `auto_<sha1>` (3.x's auto_checkout), leaving every
+/// existing branch as it was. A branch head's id checks that branch out.
+#[tokio::test]
+async fn checkout_commit_or_tag_then_write_branches_off() {
+    for url in [
+        format!("memory://vc-detached-{:016x}", rand::random::<u64>()),
+        tempfile::tempdir()
+            .unwrap()
+            .keep()
+            .join("ds")
+            .to_string_lossy()
+            .into_owned(),
+    ] {
+        let st = StoreOptions::default();
+        let (c1, c2, _c3) = history(&url, &st).await;
+        let mut ds = Dataset::open(&url, opts(&st)).await.unwrap();
+        ds.tag("v2", Some(&c2)).await.unwrap();
+
+        ds.checkout(&c1, false).await.unwrap();
+        assert!(ds.is_detached());
+        assert_eq!(ds.commit_id().as_deref(), Some(c1.as_str()));
+        assert_eq!(values(&ds, "x").await, [1, 2, 3]);
+
+        ds.checkout("v2", false).await.unwrap();
+        assert!(ds.is_detached());
+        assert_eq!(values(&ds, "x").await, [1, 2, 3, 4]);
+        let before: Vec<String> = ds.branches();
+
+        ds.append("x", int(99)).await.unwrap();
+        assert!(!ds.is_detached());
+        let auto = ds.branch().to_owned();
+        assert!(
+            auto.starts_with("auto_") && auto.len() == "auto_".len() + 40,
+            "{auto}"
+        );
+        assert!(!before.contains(&auto));
+        assert_eq!(values(&ds, "x").await, [1, 2, 3, 4, 99]);
+        let c4 = ds.commit("on the auto branch").await.unwrap();
+        ds.close().await.unwrap();
+
+        let ds = Dataset::open(&url, opts(&st)).await.unwrap();
+        assert!(ds.branches().contains(&auto));
+        let at = |r: &str| {
+            let url = format!("{url}@{r}");
+            async move {
+                let d = Dataset::open_url(
+                    &url,
+                    OpenOptions {
+                        read_only: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                values(&d, "x").await
+            }
+        };
+        assert_eq!(at("main").await, [1, 2, 3, 4, 5], "main is untouched");
+        assert_eq!(at("alt").await, [1, 2, 3, 4, 10], "alt is untouched");
+        assert_eq!(at(&c2).await, [1, 2, 3, 4], "the commit is immutable");
+        assert_eq!(at(&c4).await, [1, 2, 3, 4, 99]);
+        let log: Vec<String> = ds.log().iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert!(
+            !log.contains(&c4),
+            "main's log does not include the auto branch"
+        );
+
+        // The id of a branch head checks that branch out, writable.
+        let mut ds = Dataset::open(&url, opts(&st)).await.unwrap();
+        let alt_head = ds.branch_head("alt").unwrap();
+        ds.checkout(&alt_head, false).await.unwrap();
+        assert!(!ds.is_detached());
+        assert_eq!(ds.branch(), "alt");
+        ds.append("x", int(11)).await.unwrap();
+        ds.close().await.unwrap();
+        assert_eq!(at("alt").await, [1, 2, 3, 4, 10, 11]);
+
+        // Unknown names are a NotFound naming the ref.
+        let mut ds = Dataset::open(&url, opts(&st)).await.unwrap();
+        let e = ds.checkout("no-such-ref", false).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        assert!(e.to_string().contains("no-such-ref"), "{e}");
+        assert_eq!(
+            values(&ds, "x").await,
+            [1, 2, 3, 4, 5],
+            "the handle did not move"
+        );
+    }
+}

@@ -5,6 +5,10 @@
 //! Prints the new branch and its base commit (`--json`:
 //! `{"branch", "from", "base", "head", "auto_commit"}`).
 //!
+//! `deeplake branch PATH NAME --delete` deletes branch `NAME` with 3.x's rules (not
+//! `main`; not a branch another branch grew from or a tag names) and its head's and
+//! commits' folders.
+//!
 //! `deeplake branch PATH` lists the branches with their head and the commit each head
 //! is on (`--json`: branch name -> head id).
 
@@ -24,8 +28,11 @@ pub struct BranchArgs {
     /// Branch to create; without it, the branches are listed.
     pub name: Option<String>,
     /// Branch, commit id or tag to start from (default: the head of main).
-    #[arg(long, value_name = "REF", requires = "name")]
+    #[arg(long, value_name = "REF", requires = "name", conflicts_with = "delete")]
     pub from: Option<String>,
+    /// Delete branch NAME instead of creating it.
+    #[arg(long, requires = "name")]
+    pub delete: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -36,6 +43,7 @@ pub struct BranchArgs {
 pub async fn run(a: &BranchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     match &a.name {
         None => list(a, out).await,
+        Some(name) if a.delete => delete(a, name, out).await,
         Some(name) => create(a, name, out).await,
     }
 }
@@ -124,5 +132,25 @@ async fn create(a: &BranchArgs, name: &str, out: &mut dyn Write) -> anyhow::Resu
         )?;
     }
     writeln!(out, "created branch {name} from {base_text} (head {head})")?;
+    Ok(())
+}
+
+async fn delete(a: &BranchArgs, name: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    // The handle sits on main (the core refuses to delete the branch a handle is on,
+    // and refuses main itself with its own message).
+    let mut ds = Dataset::open(&a.path, a.storage.open_options()?).await?;
+    let head = ds.branch_head(name);
+    let result = ds.delete_branch(name).await;
+    close_after(ds, result).await?;
+    if a.json {
+        let v = json!({"deleted": name, "head": head});
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        writeln!(
+            out,
+            "deleted branch {name} (head {})",
+            head.as_deref().unwrap_or("-")
+        )?;
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and dispatch.
 
 pub mod branch;
+pub mod checkout;
 pub mod commit;
 pub mod demo;
 pub mod diff;
@@ -8,6 +9,7 @@ pub mod dump;
 pub mod import;
 pub mod info;
 pub mod log;
+pub mod reset;
 pub mod tag;
 
 use std::io::Write;
@@ -70,10 +72,15 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Commit the head of a branch.
     Commit(commit::CommitArgs),
-    /// Create a branch (3.x rules: a changed head is committed first), or list them.
+    /// Create a branch (3.x rules: a changed head is committed first), delete one
+    /// (--delete), or list them.
     Branch(branch::BranchArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
+    /// Show what a branch, commit id or tag names, or create a branch (--create).
+    Checkout(checkout::CheckoutArgs),
+    /// Drop the uncommitted changes of a branch head.
+    Reset(reset::ResetArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -89,6 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Commit(a) => commit::run(&a, &mut out).await?,
         Command::Branch(a) => branch::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
+        Command::Checkout(a) => checkout::run(&a, &mut out).await?,
+        Command::Reset(a) => reset::run(&a, &mut out).await?,
     }
     out.flush()?;
     Ok(())

@@ -20,6 +20,8 @@ async fn cli(args: &[&str]) -> anyhow::Result<String> {
         Command::Commit(a) => cli::commit::run(&a, &mut out).await?,
         Command::Branch(a) => cli::branch::run(&a, &mut out).await?,
         Command::Tag(a) => cli::tag::run(&a, &mut out).await?,
+        Command::Checkout(a) => cli::checkout::run(&a, &mut out).await?,
+        Command::Reset(a) => cli::reset::run(&a, &mut out).await?,
         other => cli::run(Cli { command: other }).await?,
     }
     Ok(String::from_utf8(out)?)
@@ -319,4 +321,70 @@ fn the_binary_commits_branches_and_tags_across_processes() {
         stderr.starts_with("error: ") && stderr.contains("already exists"),
         "{stderr}"
     );
+}
+
+/// `checkout` shows what a ref names; `--create` makes a branch; `reset` drops a head's
+/// changes; `branch --delete` removes a branch with 3.x's rules.
+#[tokio::test]
+async fn checkout_reset_and_delete_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo(&dir, "ds").await;
+    let c1 = cli(&["commit", &path, "-m", "first"]).await.unwrap();
+    let c1 = c1.trim().to_owned();
+    cli(&["tag", &path, "v1", &c1]).await.unwrap();
+
+    let v = json(&["checkout", &path, "main", "--json"]).await;
+    assert_eq!(v["kind"], "branch");
+    assert_eq!(v["head"], true);
+    assert_eq!(v["commit"], c1.as_str());
+    assert_eq!(v["tensors"]["captions"], 20);
+    let v = json(&["checkout", &path, "v1", "--json"]).await;
+    assert_eq!(v["kind"], "tag");
+    assert_eq!(v["node"], c1.as_str());
+    assert_eq!(v["head"], false);
+    let text = cli(&["checkout", &path, &c1]).await.unwrap();
+    assert!(text.contains("is a commit"), "{text}");
+    assert!(text.contains("read-only"), "{text}");
+    let e = err(&["checkout", &path, "nope"]).await;
+    assert!(e.contains("nope"), "{e}");
+
+    // --create is branch creation with 3.x's rules.
+    let v = json(&["checkout", &path, "exp", "--create", "--json"]).await;
+    assert_eq!(v["branch"], "exp");
+    assert_eq!(v["base"], c1.as_str());
+
+    // reset drops uncommitted rows of the head.
+    change(&path, "exp").await;
+    let before = json(&["checkout", &path, "exp", "--json"]).await;
+    assert_eq!(before["tensors"]["captions"], 21);
+    let v = json(&["reset", &path, "--branch", "exp", "--json"]).await;
+    assert_eq!(v["commit"], c1.as_str());
+    assert_ne!(v["head"], v["dropped_head"]);
+    let after = json(&["checkout", &path, "exp", "--json"]).await;
+    assert_eq!(after["tensors"]["captions"], 20);
+    assert_eq!(after["node"], v["head"]);
+    assert!(
+        !std::path::Path::new(&path)
+            .join("versions")
+            .join(v["dropped_head"].as_str().unwrap())
+            .exists(),
+        "the dropped head's folder is deleted"
+    );
+
+    // delete: main is refused, a branch a tag names is refused, a plain one goes.
+    let e = err(&["branch", &path, "main", "--delete"]).await;
+    assert!(e.contains("main"), "{e}");
+    change(&path, "exp").await;
+    let c2 = cli(&["commit", &path, "-m", "on exp", "--branch", "exp"])
+        .await
+        .unwrap();
+    cli(&["tag", &path, "on-exp", c2.trim()]).await.unwrap();
+    let e = err(&["branch", &path, "exp", "--delete"]).await;
+    assert!(e.contains("tag on-exp"), "{e}");
+    cli(&["branch", &path, "tmp"]).await.unwrap();
+    let v = json(&["branch", &path, "tmp", "--delete", "--json"]).await;
+    assert_eq!(v["deleted"], "tmp");
+    let branches = json(&["branch", &path, "--json"]).await;
+    assert!(branches.get("tmp").is_none(), "{branches}");
+    assert!(branches.get("exp").is_some(), "{branches}");
 }
