@@ -297,20 +297,45 @@ impl Dataset {
         branch: String,
         writable: bool,
     ) -> Result<Dataset> {
-        let (meta, info, ds_diff, tensors, flush_seq) = match record::latest(&store, &node).await? {
-            Some(rec) => {
-                if writable && record::lagging(&store, &node, rec.seq).await? {
-                    record::apply(&store, &node, &rec).await?;
-                }
-                let seq = rec.seq;
-                let (m, i, d, t) = Dataset::state_from_record(&store, &node, rec)?;
-                (m, i, d, t, Some(seq))
+        let mut latest = record::latest(&store, &node).await?;
+        if latest.is_none() {
+            let files = Dataset::state_from_files(&store, &node).await;
+            // A head's 3.x files change only after its first flush record exists. One
+            // that landed while we read them means they may be a mix of old and new
+            // (even look corrupt): the record is the consistent state then.
+            latest = record::latest(&store, &node).await?;
+            if latest.is_none() {
+                let (m, i, d, t) = files?;
+                return Dataset::assemble(store, tree, node, branch, writable, (m, i, d, t, None));
             }
-            None => {
-                let (m, i, d, t) = Dataset::state_from_files(&store, &node).await?;
-                (m, i, d, t, None)
-            }
+        }
+        let Some(rec) = latest else {
+            return Err(Error::internal("a flush record vanished while opening"));
         };
+        if writable && record::lagging(&store, &node, rec.seq).await? {
+            record::apply(&store, &node, &rec).await?;
+        }
+        let seq = rec.seq;
+        let (m, i, d, t) = Dataset::state_from_record(&store, &node, rec)?;
+        Dataset::assemble(store, tree, node, branch, writable, (m, i, d, t, Some(seq)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn assemble(
+        store: Store,
+        tree: VersionControlInfo,
+        node: CommitId,
+        branch: String,
+        writable: bool,
+        state: (
+            DatasetMeta,
+            Map<String, Value>,
+            Option<DatasetDiff>,
+            BTreeMap<String, TensorState>,
+            Option<u64>,
+        ),
+    ) -> Result<Dataset> {
+        let (meta, info, ds_diff, tensors, flush_seq) = state;
         let locator = ChunkLocator::new(&tree, &node)?;
         Ok(Dataset {
             store,

@@ -104,6 +104,12 @@ impl Dataset {
         crate::version::log(&self.tree, self.node.as_str())
     }
 
+    /// Every node of the commit tree as this handle loaded it: the commits and the heads
+    /// of all branches.
+    pub fn all_commits(&self) -> Vec<CommitRecord> {
+        crate::version::history::all(&self.tree)
+    }
+
     /// Resolves `r` against this dataset's tree and tags, as [`Dataset::open_ref`] does.
     pub fn resolve_ref(&self, r: &Ref) -> Result<ResolvedRef> {
         r.resolve(&self.tree, &self.tags)

@@ -28,19 +28,29 @@ impl CommitRecord {
 pub fn log(tree: &VersionControlInfo, from: &str) -> Vec<CommitRecord> {
     tree.ancestry(from)
         .into_iter()
-        .filter_map(|id| {
-            let n = tree.commits.get(&id)?;
-            Some(CommitRecord {
-                branch: n.branch.clone(),
-                message: n.commit_message.clone(),
-                time: n.commit_time,
-                author: n.commit_user_name.clone(),
-                parent: n.parent.clone(),
-                is_head: n.is_head(),
-                id,
-            })
-        })
+        .filter_map(|id| record(tree, id))
         .collect()
+}
+
+/// Every node of the tree (commits and heads of all branches), by id.
+pub fn all(tree: &VersionControlInfo) -> Vec<CommitRecord> {
+    tree.commits
+        .keys()
+        .filter_map(|id| record(tree, id.clone()))
+        .collect()
+}
+
+fn record(tree: &VersionControlInfo, id: String) -> Option<CommitRecord> {
+    let n = tree.commits.get(&id)?;
+    Some(CommitRecord {
+        branch: n.branch.clone(),
+        message: n.commit_message.clone(),
+        time: n.commit_time,
+        author: n.commit_user_name.clone(),
+        parent: n.parent.clone(),
+        is_head: n.is_head(),
+        id,
+    })
 }
 
 /// A stored commit time as 3.x shows it: `str(datetime.fromtimestamp(t))[:-7]` in a
