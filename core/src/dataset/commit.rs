@@ -350,7 +350,31 @@ impl Dataset {
         self.tree = rec.tree;
         self.tags = rec.tags;
         self.become_head(next, branch)?;
+        // The commit has landed; a missing checkpoint only makes reads walk further, so
+        // failing to write one must not report the commit as failed.
+        if let Err(e) = self.write_chunk_maps(&head).await {
+            tracing::warn!(commit = %head, error = %e, "chunk-map checkpoint not written");
+        }
         Ok(head.to_string())
+    }
+
+    /// Writes the chunk-location checkpoint of every tensor at `commit`, if its depth
+    /// calls for one (`version::CHUNK_MAP_EVERY`). Only after the commit is frozen: a
+    /// head's `chunk_set`s still change.
+    async fn write_chunk_maps(&self, commit: &CommitId) -> Result<()> {
+        let loc = ChunkLocator::new(&self.tree, commit)?;
+        if !loc.is_checkpoint() {
+            return Ok(());
+        }
+        let (store, loc) = (&self.store, &loc);
+        futures::future::try_join_all(self.tensors.values().map(|t| async move {
+            let set = loc.chunk_map(store, &t.key).await?;
+            store
+                .put(&paths::chunk_map(commit, &t.key), set.encode())
+                .await
+        }))
+        .await?;
+        Ok(())
     }
 
     /// Switches to branch `target`; with `create`, makes it first, from the current

@@ -1697,14 +1697,23 @@ async fn append_to_tensor(
     if prepared.is_empty() {
         return Ok(());
     }
-    // Continue filling the last chunk if the head owns it and it is not a tile.
+    // Continue filling the last chunk unless it is a tile. One of an ancestor commit is
+    // copied into the head first if it has room (3.x's copy-on-write): otherwise every
+    // commit of a few rows would start a chunk of its own, and a long history would
+    // leave thousands of tiny chunks for every reader to fetch.
     if let Some(&(last_id, _)) = t.chunk_ids.rows.last() {
         let row = t.chunk_ids.rows.len() - 1;
-        if !t.builders.contains_key(&last_id)
-            && t.in_head.contains(&last_id)
-            && !is_tile_chunk(t, row)
-        {
-            ensure_builder(store, locator, t, row).await?;
+        if !t.builders.contains_key(&last_id) && !is_tile_chunk(t, row) {
+            let room = t.in_head.contains(&last_id) || {
+                let k = locator.locate(store, &t.key, ChunkId(last_id)).await?;
+                store
+                    .size(&k)
+                    .await?
+                    .is_some_and(|s| s < (t.max_chunk_size() / 2) as u64)
+            };
+            if room {
+                ensure_builder(store, locator, t, row).await?;
+            }
         }
     }
     let rank = check_ranks(t, &prepared)?;

@@ -39,6 +39,13 @@ pub fn lease(branch: &str, seq: u64) -> String {
     format!("_rs/lease/{branch}/{seq:020}.json")
 }
 
+/// Where a commit's checkpoint of chunk locations for one tensor lives (ours; 3.x
+/// never reads `_rs/`): every chunk visible from the commit with the commit and key it
+/// is stored under, so readers below it stop walking `chunk_set`s there.
+pub fn chunk_map(c: &CommitId, key: &TensorName) -> String {
+    format!("_rs/chunk_map/{c}/{key}")
+}
+
 pub fn flush_log_prefix(c: &CommitId) -> String {
     format!("{}_rs_flush", commit_prefix(c))
 }

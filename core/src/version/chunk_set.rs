@@ -63,6 +63,10 @@ impl ChunkSet {
         self.entries.get(name)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ChunkLocation)> {
+        self.entries.iter()
+    }
+
     pub fn insert(&mut self, name: String, loc: ChunkLocation) {
         self.entries.insert(name, loc);
     }

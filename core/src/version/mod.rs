@@ -26,6 +26,17 @@ pub use history::{CommitRecord, log};
 pub use refs::{Ref, RefKind, ResolvedRef, Tags, split_ref, tags};
 
 type SetCache = HashMap<(CommitId, TensorName), std::sync::Arc<ChunkSet>>;
+/// Per tensor key: chunk name -> (commit, key) it is stored under, for every chunk the
+/// ancestry's `chunk_set`s name (first node wins, as in the walk).
+type Resolved = HashMap<TensorName, std::sync::Arc<HashMap<String, (CommitId, TensorName)>>>;
+
+/// How many `chunk_set` files are fetched at once when a tensor's chain is resolved.
+const SET_FETCHES: usize = 32;
+
+/// Commits whose depth (distance from the root) is a multiple of this get a
+/// checkpoint of every chunk location ([`paths::chunk_map`]): a reader walks at most
+/// this many `chunk_set`s before one, and a commit pays for a full map only this rarely.
+pub const CHUNK_MAP_EVERY: usize = 64;
 
 /// Loads the commit tree. A dataset without `version_control_info.json` (older
 /// writers) is treated as a root-only tree.
@@ -37,12 +48,33 @@ pub async fn load_tree(store: &Store) -> Result<VersionControlInfo> {
     }
 }
 
+/// Adds the entries of `set` (read at node `c`) that nearer nodes did not decide.
+fn fold(
+    map: &mut HashMap<String, (CommitId, TensorName)>,
+    c: &CommitId,
+    key: &TensorName,
+    set: &ChunkSet,
+) {
+    for (name, loc) in set.iter() {
+        if map.contains_key(name) {
+            continue;
+        }
+        let at = match loc {
+            ChunkLocation::Here => (c.clone(), key.clone()),
+            ChunkLocation::Commit(other) => (other.clone(), key.clone()),
+            ChunkLocation::CommitKey(other, k) => (other.clone(), k.clone()),
+        };
+        map.insert(name.clone(), at);
+    }
+}
+
 /// Finds where chunks of a tensor live, caching the `chunk_set` files it reads.
 #[derive(Debug)]
 pub struct ChunkLocator {
     /// First-parent chain from the node being read to the root, node first.
     ancestry: Vec<CommitId>,
     sets: Mutex<SetCache>,
+    resolved: Mutex<Resolved>,
 }
 
 impl ChunkLocator {
@@ -55,6 +87,7 @@ impl ChunkLocator {
         Ok(ChunkLocator {
             ancestry,
             sets: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
         })
     }
 
@@ -91,26 +124,114 @@ impl ChunkLocator {
     /// Forgets a cached set (after the writer changed it).
     pub fn invalidate(&self, commit: &CommitId, key: &TensorName) -> Result<()> {
         self.lock()?.remove(&(commit.clone(), key.clone()));
+        self.resolved
+            .lock()
+            .map_err(|_| Error::internal("chunk-location cache poisoned"))?
+            .remove(key);
         Ok(())
     }
 
+    /// The checkpoint of tensor `key` at the node: every chunk location it sees, as a
+    /// `chunk_set` whose entries all name their commit and key.
+    pub async fn chunk_map(&self, store: &Store, key: &TensorName) -> Result<ChunkSet> {
+        let map = self.resolve(store, key).await?;
+        let mut set = ChunkSet::default();
+        for (name, (c, k)) in map.iter() {
+            set.insert(name.clone(), ChunkLocation::CommitKey(c.clone(), k.clone()));
+        }
+        Ok(set)
+    }
+
+    /// Whether the node is deep enough in the tree to carry a chunk-map checkpoint.
+    pub fn is_checkpoint(&self) -> bool {
+        let depth = self.ancestry.len().saturating_sub(1);
+        depth > 0 && depth % CHUNK_MAP_EVERY == 0
+    }
+
     /// The object key of chunk `id` of tensor `key`, as seen from the node.
+    ///
+    /// The first lookup for a tensor fetches the `chunk_set` of every node on the chain
+    /// at once (a few dozen in flight) and folds them into one map, so reading at the
+    /// head of a long chain costs one round of parallel small reads per tensor, not one
+    /// sequential read per commit per chunk.
     pub async fn locate(&self, store: &Store, key: &TensorName, id: ChunkId) -> Result<String> {
-        let name = id.name();
-        for c in &self.ancestry {
-            if c.is_root() {
+        let map = self.resolve(store, key).await?;
+        Ok(match map.get(&id.name()) {
+            Some((commit, k)) => paths::chunk(commit, k, id),
+            None => paths::chunk(&CommitId::root(), key, id),
+        })
+    }
+
+    async fn resolve(
+        &self,
+        store: &Store,
+        key: &TensorName,
+    ) -> Result<std::sync::Arc<HashMap<String, (CommitId, TensorName)>>> {
+        let cached = self
+            .resolved
+            .lock()
+            .map_err(|_| Error::internal("chunk-location cache poisoned"))?
+            .get(key)
+            .cloned();
+        if let Some(m) = cached {
+            return Ok(m);
+        }
+        let chain: Vec<CommitId> = self
+            .ancestry
+            .iter()
+            .take_while(|c| !c.is_root())
+            .cloned()
+            .collect();
+        let depth_of = |i: usize| self.ancestry.len() - 1 - i;
+        let mut map: HashMap<String, (CommitId, TensorName)> = HashMap::new();
+        let mut start = 0;
+        while start < chain.len() {
+            // Up to and including the next checkpoint candidate below the node read.
+            let end = (start..chain.len())
+                .find(|&i| i > 0 && depth_of(i) % CHUNK_MAP_EVERY == 0)
+                .map_or(chain.len(), |i| i + 1);
+            let group = &chain[start..end];
+            let last = group.len() - 1;
+            let candidate = last + start > 0 && depth_of(last + start) % CHUNK_MAP_EVERY == 0;
+            let checkpoint = if candidate {
+                let p = paths::chunk_map(&group[last], key);
+                match store.get_opt(&p).await? {
+                    Some(b) => Some(
+                        ChunkSet::parse(&b).map_err(|c| c.at(format!("{}/{p}", store.url())))?,
+                    ),
+                    None => None,
+                }
+            } else {
+                None
+            };
+            let walk = if checkpoint.is_some() {
+                &group[..last]
+            } else {
+                group
+            };
+            let mut sets = Vec::with_capacity(walk.len());
+            for part in walk.chunks(SET_FETCHES) {
+                sets.extend(
+                    futures::future::try_join_all(
+                        part.iter().map(|c| self.chunk_set(store, c, key)),
+                    )
+                    .await?,
+                );
+            }
+            for (c, set) in walk.iter().zip(&sets) {
+                fold(&mut map, c, key, set);
+            }
+            if let Some(cp) = checkpoint {
+                fold(&mut map, &group[last], key, &cp);
                 break;
             }
-            let set = self.chunk_set(store, c, key).await?;
-            if let Some(loc) = set.get(&name) {
-                let (commit, k) = match loc {
-                    ChunkLocation::Here => (c.clone(), key.clone()),
-                    ChunkLocation::Commit(other) => (other.clone(), key.clone()),
-                    ChunkLocation::CommitKey(other, k) => (other.clone(), k.clone()),
-                };
-                return Ok(paths::chunk(&commit, &k, id));
-            }
+            start = end;
         }
-        Ok(paths::chunk(&CommitId::root(), key, id))
+        let map = std::sync::Arc::new(map);
+        self.resolved
+            .lock()
+            .map_err(|_| Error::internal("chunk-location cache poisoned"))?
+            .insert(key.clone(), map.clone());
+        Ok(map)
     }
 }

@@ -485,3 +485,85 @@ async fn checkout_commit_or_tag_then_write_branches_off() {
         );
     }
 }
+
+/// A long chain: every 64th commit carries a checkpoint of chunk locations, reads at
+/// the head and at old commits find every chunk (through checkpoints, and without them
+/// when they are missing), and a corrupt checkpoint is a `Corrupt` error naming it.
+#[tokio::test]
+async fn long_chains_read_through_chunk_map_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("ds").to_string_lossy().into_owned();
+    let st = StoreOptions::default();
+    let mut ds = Dataset::create(&url, opts(&st)).await.unwrap();
+    let mut o = TensorOptions::new("generic").dtype(Dtype::I64);
+    o.max_chunk_size = Some(1024);
+    ds.create_tensor("x", o).await.unwrap();
+    let mut commits = Vec::new();
+    for k in 0..140i64 {
+        // 100 rows of 8 bytes per commit: chunks of ~1 KB spread over many commits.
+        ds.extend("x", (0..100).map(|i| int(k * 100 + i)).collect())
+            .await
+            .unwrap();
+        commits.push(ds.commit(&format!("c{k}")).await.unwrap());
+    }
+    ds.close().await.unwrap();
+    let maps = dir.path().join("ds/_rs/chunk_map");
+    let written: Vec<String> = std::fs::read_dir(&maps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        written.len(),
+        2,
+        "checkpoints at depths 64 and 128: {written:?}"
+    );
+    assert!(
+        written.contains(&commits[64]) && written.contains(&commits[128]),
+        "the root is depth 0, so commits 64 and 128 carry them"
+    );
+
+    let check = |r: String, rows: i64| {
+        let url = format!("{url}@{r}");
+        async move {
+            let d = Dataset::open_url(
+                &url,
+                OpenOptions {
+                    read_only: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let v = values(&d, "x").await;
+            assert_eq!(v, (0..rows).collect::<Vec<_>>(), "{url}");
+        }
+    };
+    check("main".into(), 14_000).await;
+    check(commits[128].clone(), 12_900).await;
+    check(commits[100].clone(), 10_100).await;
+    check(commits[10].clone(), 1_100).await;
+
+    // Without the newer checkpoint, the walk goes on to the older one, same values.
+    std::fs::remove_dir_all(maps.join(&commits[128])).unwrap();
+    check("main".into(), 14_000).await;
+    // Without any, the whole chain is walked.
+    std::fs::remove_dir_all(maps.join(&commits[64])).unwrap();
+    check("main".into(), 14_000).await;
+
+    // A corrupt checkpoint is reported, naming it.
+    let f = maps.join(&commits[64]).join("x");
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::fs::write(&f, b"zz:not-a-commit").unwrap();
+    let d = Dataset::open(
+        &url,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = d.read_range("x", 0..1).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("chunk_map"), "{e}");
+}
