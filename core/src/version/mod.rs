@@ -145,7 +145,7 @@ impl ChunkLocator {
     /// Whether the node is deep enough in the tree to carry a chunk-map checkpoint.
     pub fn is_checkpoint(&self) -> bool {
         let depth = self.ancestry.len().saturating_sub(1);
-        depth > 0 && depth % CHUNK_MAP_EVERY == 0
+        depth > 0 && depth.is_multiple_of(CHUNK_MAP_EVERY)
     }
 
     /// The object key of chunk `id` of tensor `key`, as seen from the node.
@@ -188,11 +188,12 @@ impl ChunkLocator {
         while start < chain.len() {
             // Up to and including the next checkpoint candidate below the node read.
             let end = (start..chain.len())
-                .find(|&i| i > 0 && depth_of(i) % CHUNK_MAP_EVERY == 0)
+                .find(|&i| i > 0 && depth_of(i).is_multiple_of(CHUNK_MAP_EVERY))
                 .map_or(chain.len(), |i| i + 1);
             let group = &chain[start..end];
             let last = group.len() - 1;
-            let candidate = last + start > 0 && depth_of(last + start) % CHUNK_MAP_EVERY == 0;
+            let candidate =
+                last + start > 0 && depth_of(last + start).is_multiple_of(CHUNK_MAP_EVERY);
             let checkpoint = if candidate {
                 let p = paths::chunk_map(&group[last], key);
                 match store.get_opt(&p).await? {
