@@ -5,6 +5,7 @@ pub mod commit;
 pub mod demo;
 pub mod diff;
 pub mod dump;
+pub mod gc;
 pub mod import;
 pub mod info;
 pub mod log;
@@ -74,6 +75,8 @@ pub enum Command {
     Branch(branch::BranchArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
+    /// List the storage that no branch, tag or saved view reaches; delete it with --delete.
+    Gc(gc::GcArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -89,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Commit(a) => commit::run(&a, &mut out).await?,
         Command::Branch(a) => branch::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
+        Command::Gc(a) => gc::run(&a, &mut out).await?,
     }
     out.flush()?;
     Ok(())
