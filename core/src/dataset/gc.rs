@@ -395,32 +395,7 @@ impl Live {
                 .map(String::as_str)
                 .filter(|c| parents.contains_key(c)),
         );
-        // First-parent chains; each node is walked once.
-        let mut order: Vec<CommitId> = Vec::new();
-        let mut seen: HashSet<&str> = HashSet::new();
-        for s in starts {
-            let mut cur = Some(s);
-            while let Some(c) = cur {
-                if !seen.insert(c) {
-                    break;
-                }
-                order.push(c.parse().map_err(|_| {
-                    Error::corrupt(
-                        format!("{}/{}", store.url(), paths::VERSION_CONTROL_INFO),
-                        format!("bad commit id {c:?}"),
-                    )
-                })?);
-                cur = match parents.get(c) {
-                    Some(p) => *p,
-                    None => {
-                        return Err(Error::corrupt(
-                            format!("{}/{}", store.url(), paths::VERSION_CONTROL_INFO),
-                            format!("commit {c} is not in the tree"),
-                        ));
-                    }
-                };
-            }
-        }
+        let order = chains(store, &parents, starts)?;
         let states: Vec<CommitStates> = futures::stream::iter(order.iter().cloned())
             .map(|c| load_states(store, c, grace, now))
             .buffer_unordered(CONCURRENCY)
@@ -479,6 +454,33 @@ impl Live {
         live.links = link_targets(store, link_chunks).await?;
         Ok(live)
     }
+}
+
+/// The commits on the first-parent chains from `starts` to the root, each once.
+fn chains(
+    store: &Store,
+    parents: &HashMap<&str, Option<&str>>,
+    starts: Vec<&str>,
+) -> Result<Vec<CommitId>> {
+    let bad = |reason: String| {
+        Error::corrupt(
+            format!("{}/{}", store.url(), paths::VERSION_CONTROL_INFO),
+            reason,
+        )
+    };
+    let mut order: Vec<CommitId> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for s in starts {
+        let mut cur = Some(s);
+        // `seen` also ends a cycle in a corrupt tree.
+        while let Some(c) = cur.filter(|c| seen.insert(c)) {
+            order.push(c.parse().map_err(|_| bad(format!("bad commit id {c:?}")))?);
+            cur = *parents
+                .get(c)
+                .ok_or_else(|| bad(format!("commit {c} is not in the tree")))?;
+        }
+    }
+    Ok(order)
 }
 
 /// Where the readers of a state at `chain[0]` look for chunk `id` of tensor `key`: the

@@ -552,3 +552,120 @@ print(json.dumps(out))
 async fn store_text(store: &Store, key: &str) -> String {
     String::from_utf8_lossy(&store.get(key).await.unwrap()).into_owned()
 }
+
+/// Copies every object under `from` to the same relative key under `to`.
+async fn copy_folder(store: &Store, from: &str, to: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (k, _) in store.list(from).await.unwrap() {
+        let dst = format!("{to}{}", &k[from.len()..]);
+        store.put(&dst, store.get(&k).await.unwrap()).await.unwrap();
+        out.insert(dst);
+    }
+    out
+}
+
+/// `apply` scans again: a commit whose tree record landed after the plan keeps its
+/// folder, and an object written again since the plan is young again. A commit only a
+/// saved view names stays, and the views' own objects are never listed.
+#[tokio::test]
+async fn apply_rechecks_each_key_and_views_keep_their_source() {
+    use deeplake_core::format::vcinfo::CommitNode;
+    let url = format!("memory://gc-recheck-{:016x}", rand::random::<u64>());
+    let st = StoreOptions::default();
+    let mut ds = Dataset::create(&url, opts(&st)).await.unwrap();
+    ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    ds.extend("x", vec![int(1), int(2)]).await.unwrap();
+    let c1 = ds.commit("c1").await.unwrap();
+    let head = ds.node_id().to_string();
+    ds.close().await.unwrap();
+    let store = Store::open(&url, &st).unwrap();
+
+    // A new head's files, written before its tree record (as a commit or checkout
+    // does), and a commit that is in the tree but on no branch.
+    let late = CommitId::generate();
+    let late_keys = copy_folder(
+        &store,
+        &format!("versions/{head}/"),
+        &format!("versions/{late}/"),
+    )
+    .await;
+    let viewed = CommitId::generate();
+    let viewed_keys = copy_folder(
+        &store,
+        &format!("versions/{head}/"),
+        &format!("versions/{viewed}/"),
+    )
+    .await;
+    let (c, v) = (c1.clone(), viewed.to_string());
+    log::update(&store, "test", move |tree, _| {
+        let mut n = CommitNode::head("gone", Some(c.clone()));
+        n.commit_time = Some(1.0);
+        tree.commits.insert(v.clone(), n);
+        Ok(vec![])
+    })
+    .await
+    .unwrap();
+    let stray = format!("x/chunks/{:x}", rand::random::<u64>());
+    store
+        .put(&stray, Bytes::from_static(b"stray"))
+        .await
+        .unwrap();
+    let view_files = [".queries/v1/dataset_meta.json", ".queries/v1/x/chunks/abc"];
+    for k in view_files {
+        store.put(k, Bytes::from_static(b"{}")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let second = GcOptions {
+        grace: Duration::from_secs(1),
+    };
+    let p = gc::plan(&store, &second).await.unwrap();
+    let listed: BTreeSet<String> = p.items.iter().map(|i| i.key.clone()).collect();
+    let mut want: BTreeSet<String> = late_keys.union(&viewed_keys).cloned().collect();
+    want.insert(stray.clone());
+    assert_eq!(listed, want);
+
+    // A view whose source is the commit on no branch keeps it.
+    let queries = serde_json::json!([{"id": "v1", "source-dataset-version": viewed.to_string()}]);
+    store
+        .put("queries.json", serde_json::to_vec(&queries).unwrap())
+        .await
+        .unwrap();
+    let p2 = gc::plan(&store, &second).await.unwrap();
+    let listed2: BTreeSet<String> = p2.items.iter().map(|i| i.key.clone()).collect();
+    assert_eq!(listed2, &want - &viewed_keys);
+
+    // The late head's record lands, and the stray chunk is written again.
+    let (c, l) = (c1.clone(), late.to_string());
+    log::update(&store, "branch", move |tree, _| {
+        tree.commits
+            .insert(l.clone(), CommitNode::head("late", Some(c.clone())));
+        tree.branches.insert("late".to_owned(), l.clone());
+        Ok(vec![l.clone()])
+    })
+    .await
+    .unwrap();
+    store
+        .put(&stray, Bytes::from_static(b"again"))
+        .await
+        .unwrap();
+    let r = gc::apply(&store, &p).await.unwrap();
+    let kept: BTreeMap<String, gc::GcKept> =
+        r.kept.iter().map(|(i, w)| (i.key.clone(), *w)).collect();
+    for k in late_keys.iter().chain(&viewed_keys) {
+        assert_eq!(kept.get(k), Some(&gc::GcKept::Changed), "{k}");
+    }
+    assert_eq!(kept.get(&stray), Some(&gc::GcKept::Young));
+    assert!(r.deleted.is_empty(), "{:?}", r.deleted);
+    let all = keys(&store).await;
+    assert!(want.is_subset(&all));
+    for k in view_files {
+        assert!(all.contains(k));
+    }
+    let on_late = Dataset::open_ref(&url, &Ref::Branch("late".into()), opts(&st))
+        .await
+        .unwrap();
+    assert_eq!(on_late.tensor_len("x").unwrap(), 2);
+}
