@@ -185,6 +185,51 @@ impl GcReport {
     }
 }
 
+/// Objects as a listing shows them: the objects of one dead commit folder as one group
+/// named by the folder (`versions/<c>/`), every other object as a group of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcGroup {
+    pub key: String,
+    pub reason: GcReason,
+    pub objects: usize,
+    pub bytes: u64,
+}
+
+/// Groups `items` for display: dead commit folders first, then single objects, each
+/// sorted by key.
+pub fn groups(items: &[GcItem]) -> Vec<GcGroup> {
+    let mut folders: BTreeMap<String, GcGroup> = BTreeMap::new();
+    let mut single = Vec::new();
+    for i in items {
+        let folder = match (i.reason, paths::place(&i.key)) {
+            (GcReason::UnreachableCommit, KeyPlace::Commit { commit, .. }) => {
+                paths::commit_folder(&commit)
+            }
+            _ => None,
+        };
+        match folder {
+            Some(f) => {
+                let g = folders.entry(f.clone()).or_insert(GcGroup {
+                    key: format!("{f}/"),
+                    reason: i.reason,
+                    objects: 0,
+                    bytes: 0,
+                });
+                g.objects += 1;
+                g.bytes += i.bytes;
+            }
+            None => single.push(GcGroup {
+                key: i.key.clone(),
+                reason: i.reason,
+                objects: 1,
+                bytes: i.bytes,
+            }),
+        }
+    }
+    single.sort_by(|a, b| a.key.cmp(&b.key));
+    folders.into_values().chain(single).collect()
+}
+
 fn totals(items: &[GcItem]) -> BTreeMap<GcReason, (usize, u64)> {
     let mut out: BTreeMap<GcReason, (usize, u64)> = BTreeMap::new();
     for i in items {
@@ -740,6 +785,33 @@ mod tests {
             GcReason::UnreferencedChunk.to_string(),
             "unreferenced_chunk"
         );
+    }
+
+    #[test]
+    fn dead_folders_group_into_one_line() {
+        let c = CommitId::generate();
+        let item = |key: String, reason| GcItem {
+            key,
+            bytes: 10,
+            reason,
+        };
+        let t: TensorName = "x".parse().unwrap();
+        let items = vec![
+            item(paths::dataset_meta(&c), GcReason::UnreachableCommit),
+            item(
+                paths::chunk(&c, &t, ChunkId(1)),
+                GcReason::UnreachableCommit,
+            ),
+            item(
+                paths::chunk(&CommitId::root(), &t, ChunkId(2)),
+                GcReason::UnreferencedChunk,
+            ),
+        ];
+        let g = groups(&items);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].key, format!("versions/{c}/"));
+        assert_eq!((g[0].objects, g[0].bytes), (2, 20));
+        assert_eq!((g[1].key.as_str(), g[1].objects), ("x/chunks/2", 1));
     }
 
     #[tokio::test]

@@ -125,42 +125,6 @@ fn totals_json(totals: &BTreeMap<GcReason, (usize, u64)>) -> Value {
         .into()
 }
 
-/// The lines of the text listing: the objects of a dead commit folder as one line,
-/// every other object on its own.
-fn listing(items: &[GcItem]) -> Vec<(String, String, u64)> {
-    let mut folders: BTreeMap<String, (usize, u64)> = BTreeMap::new();
-    let mut lines = Vec::new();
-    for i in items {
-        let folder = match (i.reason, i.key.strip_prefix("versions/")) {
-            (GcReason::UnreachableCommit, Some(rest)) => rest
-                .split_once('/')
-                .map(|(id, _)| format!("versions/{id}/")),
-            _ => None,
-        };
-        match folder {
-            Some(f) => {
-                let e = folders.entry(f).or_default();
-                e.0 += 1;
-                e.1 += i.bytes;
-            }
-            None => lines.push((i.key.clone(), reason_text(i.reason).to_owned(), i.bytes)),
-        }
-    }
-    let mut out: Vec<(String, String, u64)> = folders
-        .into_iter()
-        .map(|(f, (n, b))| {
-            let what = format!(
-                "{} ({})",
-                reason_text(GcReason::UnreachableCommit),
-                count(n)
-            );
-            (f, what, b)
-        })
-        .collect();
-    out.extend(lines);
-    out
-}
-
 pub async fn run(a: &GcArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let opts = a.storage.open_options()?;
     let store = match Store::open(&a.path, &opts.storage) {
@@ -209,11 +173,17 @@ pub async fn run(a: &GcArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if items.is_empty() {
         writeln!(out, "nothing to delete")?;
     } else {
-        let lines = listing(&items);
-        let width = lines.iter().map(|l| l.0.len()).max().unwrap_or(0);
+        let groups = gc::groups(&items);
+        let width = groups.iter().map(|g| g.key.len()).max().unwrap_or(0);
         writeln!(out, "{verb}:")?;
-        for (key, what, b) in &lines {
-            writeln!(out, "  {key:<width$}  {:>9}  {what}", size(*b))?;
+        for g in &groups {
+            let what = match g.reason {
+                GcReason::UnreachableCommit => {
+                    format!("{} ({})", reason_text(g.reason), count(g.objects))
+                }
+                r => reason_text(r).to_owned(),
+            };
+            writeln!(out, "  {:<width$}  {:>9}  {what}", g.key, size(g.bytes))?;
         }
         writeln!(out, "{verb} {}, {}", count(items.len()), size(bytes))?;
         for (r, (n, b)) in &totals {

@@ -315,7 +315,8 @@ async fn gc_lists_by_default_and_deletes_with_delete() {
     change(&path, "main").await;
     // A head folder whose tree record never landed (a writer that died mid-commit).
     let store = deeplake_core::Store::open(&path, &Default::default()).unwrap();
-    let dead = format!("versions/{}/dataset_meta.json", "ab".repeat(20));
+    let dead_id: deeplake_core::ids::CommitId = "ab".repeat(20).parse().unwrap();
+    let dead = deeplake_core::store::paths::dataset_meta(&dead_id);
     store
         .put(&dead, bytes::Bytes::from_static(b"{}"))
         .await
@@ -361,7 +362,7 @@ async fn gc_lists_by_default_and_deletes_with_delete() {
     let text = cli(&["gc", &path, "--grace", "0s"]).await.unwrap();
     assert!(text.contains("would delete:"), "{text}");
     assert!(
-        text.contains(&format!("versions/{}/", "ab".repeat(20))),
+        text.contains(&format!("versions/{dead_id}/ ")),
         "a dead folder is one line: {text}"
     );
     assert!(text.contains("dry run: run again with --delete"), "{text}");
