@@ -13,6 +13,7 @@
 
 mod commit;
 mod encode;
+pub mod gc;
 mod read;
 mod record;
 mod tensor;

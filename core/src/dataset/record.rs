@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::tensor::TensorFiles;
 use crate::error::{Error, Result};
 use crate::ids::CommitId;
-use crate::store::{Store, paths};
+use crate::store::{ObjectEntry, Store, paths};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FlushRecord {
@@ -37,7 +37,7 @@ struct Applied {
 }
 
 fn applied_key(node: &CommitId) -> String {
-    format!("{}/applied.json", paths::flush_log_prefix(node))
+    paths::flush_applied(node)
 }
 
 /// The newest flush record of `node`, if it has any.
@@ -46,6 +46,23 @@ pub async fn latest(store: &Store, node: &CommitId) -> Result<Option<FlushRecord
     let Some(seq) = keys.iter().filter_map(|(k, _)| paths::record_seq(k)).max() else {
         return Ok(None);
     };
+    read(store, node, seq).await.map(Some)
+}
+
+/// The flush records of `node` on storage, oldest first, with when each was created.
+pub async fn list(store: &Store, node: &CommitId) -> Result<Vec<(u64, ObjectEntry)>> {
+    let mut out: Vec<(u64, ObjectEntry)> = store
+        .list_entries(&paths::flush_log_prefix(node))
+        .await?
+        .into_iter()
+        .filter_map(|e| paths::record_seq(&e.key).map(|s| (s, e)))
+        .collect();
+    out.sort_by_key(|(s, _)| *s);
+    Ok(out)
+}
+
+/// Flush record `seq` of `node`.
+pub async fn read(store: &Store, node: &CommitId, seq: u64) -> Result<FlushRecord> {
     let key = paths::flush_log(node, seq);
     let b = store.get(&key).await?;
     let r: FlushRecord = serde_json::from_slice(&b)
@@ -56,7 +73,7 @@ pub async fn latest(store: &Store, node: &CommitId) -> Result<Option<FlushRecord
             format!("record says seq {}", r.seq),
         ));
     }
-    Ok(Some(r))
+    Ok(r)
 }
 
 /// Makes `record` the visible state of head `node`.

@@ -38,6 +38,22 @@ pub enum Backend {
     S3,
 }
 
+/// One object as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectEntry {
+    /// Key relative to the store's root.
+    pub key: String,
+    pub size: u64,
+    /// When the object was last written, as the backend reports it.
+    pub modified: std::time::SystemTime,
+}
+
+fn entry_modified(m: &object_store::ObjectMeta) -> std::time::SystemTime {
+    // Times before 1970 do not occur on real backends; clamp rather than fail.
+    let ms = u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0);
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
 /// Options for opening a store: backend settings as key/value pairs (for S3 any
 /// `object_store` S3 config key, e.g. `endpoint`, `region`, `access_key_id`,
 /// `secret_access_key`, `allow_http`), layered over the `AWS_*` environment.
@@ -410,9 +426,18 @@ impl Store {
 
     /// Object size, `None` if absent.
     pub async fn size(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.stat(key).await?.map(|e| e.size))
+    }
+
+    /// Size and modification time of an object, `None` if absent.
+    pub async fn stat(&self, key: &str) -> Result<Option<ObjectEntry>> {
         let p = self.path(key)?;
         match self.inner.head(&p).await {
-            Ok(m) => Ok(Some(m.size)),
+            Ok(m) => Ok(Some(ObjectEntry {
+                key: key.to_owned(),
+                size: m.size,
+                modified: entry_modified(&m),
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -479,6 +504,16 @@ impl Store {
     /// Lists every object under `prefix` (a key prefix ending at a folder boundary, or
     /// `""` for all), as `(key relative to the root, size)`, sorted by key.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .list_entries(prefix)
+            .await?
+            .into_iter()
+            .map(|e| (e.key, e.size))
+            .collect())
+    }
+
+    /// Like [`Store::list`], with each object's modification time.
+    pub async fn list_entries(&self, prefix: &str) -> Result<Vec<ObjectEntry>> {
         let prefix = prefix.trim_end_matches('/');
         let p = if prefix.is_empty() && self.root.is_empty() {
             None
@@ -487,14 +522,79 @@ impl Store {
         } else {
             Some(self.path(prefix)?)
         };
-        let mut out: Vec<(String, u64)> = self
+        let mut out: Vec<ObjectEntry> = self
             .inner
             .list(p.as_ref())
-            .map_ok(|m| (self.relative(&m.location), m.size))
+            .map_ok(|m| ObjectEntry {
+                key: self.relative(&m.location),
+                size: m.size,
+                modified: entry_modified(&m),
+            })
             .try_collect()
             .await?;
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// The key of the object that `target` (a link as a linked tensor stores it: a
+    /// URL, an absolute path, or a path relative to the dataset root) names inside this
+    /// store's root, or `None` when it points elsewhere. A relative path counts as
+    /// relative to the root; on local disk it is also tried against the working folder.
+    pub fn key_of_link(&self, target: &str) -> Option<String> {
+        let base = self.url.trim_end_matches('/');
+        if let Some(rest) = target.strip_prefix(base).and_then(|r| r.strip_prefix('/')) {
+            return normalize_key(rest);
+        }
+        if self.backend != Backend::Local {
+            return match target.split_once("://") {
+                None if !target.starts_with('/') => normalize_key(target),
+                _ => None,
+            };
+        }
+        let dir = base.strip_prefix("file://").unwrap_or(base);
+        let path = match target.split_once("://") {
+            Some(("file", p)) => p,
+            Some(_) => return None,
+            None => target,
+        };
+        let relative = !path.starts_with('/');
+        let root = std::path::absolute(dir).ok()?;
+        let candidates = [
+            std::path::absolute(path).ok(),
+            // The same paths with symbolic links resolved (`/tmp` may be one).
+            std::fs::canonicalize(path).ok(),
+        ];
+        let roots = [Some(root.clone()), std::fs::canonicalize(&root).ok()];
+        for c in candidates.iter().flatten() {
+            for r in roots.iter().flatten() {
+                if let Some(k) = c
+                    .strip_prefix(r)
+                    .ok()
+                    .and_then(|rel| rel.to_str())
+                    .and_then(normalize_key)
+                {
+                    return Some(k);
+                }
+            }
+        }
+        if relative {
+            return normalize_key(path);
+        }
+        None
+    }
+
+    /// Removes the empty folders left under `prefix` after its objects were deleted
+    /// (local disk keeps folders; object stores have none).
+    pub async fn remove_empty_folders(&self, prefix: &str) -> Result<()> {
+        if self.backend != Backend::Local {
+            return Ok(());
+        }
+        let dir = self.url.strip_prefix("file://").unwrap_or(&self.url);
+        let top = std::path::Path::new(dir).join(self.path(prefix)?.as_ref());
+        tokio::task::spawn_blocking(move || remove_empty_dirs(&top))
+            .await
+            .map_err(|e| Error::internal(format!("folder cleanup failed: {e}")))?;
+        Ok(())
     }
 
     /// Deletes every object under `prefix`.
@@ -523,18 +623,36 @@ impl Store {
     }
 }
 
-/// Removes `dir` and the folders below it that are empty, bottom-up. A folder that is
-/// not empty (a concurrent write landed in it) or already gone is left alone.
-fn remove_empty_dirs(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_empty_dirs(&e.path());
+/// A relative key with `.` and empty segments dropped and `..` applied; `None` if it
+/// climbs above the root or names nothing.
+fn normalize_key(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
         }
     }
-    let _ = std::fs::remove_dir(dir);
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Removes `dir` and the folders below it that hold no files, deepest first. A folder
+/// that gained a file meanwhile stays (`remove_dir` only removes empty ones).
+fn remove_empty_dirs(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut empty = true;
+    for e in entries.flatten() {
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !(is_dir && remove_empty_dirs(&e.path())) {
+            empty = false;
+        }
+    }
+    empty && std::fs::remove_dir(dir).is_ok()
 }
 
 #[cfg(test)]
@@ -572,6 +690,39 @@ mod tests {
         assert!(s2.exists("lock").await.unwrap());
         s.delete_prefix("a").await.unwrap();
         assert!(!s2.exists("a/b.json").await.unwrap());
+    }
+
+    #[test]
+    fn links_inside_the_root_map_to_keys() {
+        let o = StoreOptions::default();
+        let m = Store::open("memory://links-unit/ds", &o).unwrap();
+        assert_eq!(
+            m.key_of_link("memory://links-unit/ds/media/a.png"),
+            Some("media/a.png".to_owned())
+        );
+        assert_eq!(
+            m.key_of_link("media/./x/../a.png"),
+            Some("media/a.png".into())
+        );
+        assert_eq!(m.key_of_link("../other/a.png"), None);
+        assert_eq!(m.key_of_link("memory://links-unit/dsx/a.png"), None);
+        assert_eq!(m.key_of_link("s3://b/a.png"), None);
+        assert_eq!(m.key_of_link("/abs/a.png"), None);
+        let dir = std::env::temp_dir().join(format!("links-unit-{:x}", rand::random::<u64>()));
+        let url = dir.join("ds").to_string_lossy().into_owned();
+        let l = Store::create(&url, &o).unwrap();
+        assert_eq!(
+            l.key_of_link(&format!("{url}/media/a.png")),
+            Some("media/a.png".into())
+        );
+        assert_eq!(
+            l.key_of_link(&format!("file://{url}/media/a.png")),
+            Some("media/a.png".into())
+        );
+        assert_eq!(l.key_of_link("media/a.png"), Some("media/a.png".into()));
+        assert_eq!(l.key_of_link(&format!("{}/a.png", dir.display())), None);
+        assert_eq!(l.key_of_link("https://host/a.png"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

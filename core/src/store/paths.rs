@@ -17,6 +17,11 @@ pub const VERSION_CONTROL_INFO: &str = "version_control_info.json";
 pub const VERSION_CONTROL_LOCK: &str = "version_control_info.lock";
 pub const LINKED_CREDS: &str = "linked_creds.json";
 pub const QUERIES: &str = "queries.json";
+pub const QUERIES_LOCK: &str = "queries.lock";
+/// Saved views, each a complete dataset: `.queries/<view id>/...`.
+pub const QUERIES_FOLDER: &str = ".queries";
+/// Everything of ours that is not per commit (the tree log, leases).
+pub const RS_FOLDER: &str = "_rs";
 
 /// Our own records live under `_rs/` (3.x ignores folders it does not know).
 ///
@@ -24,6 +29,7 @@ pub const QUERIES: &str = "queries.json";
 /// _rs/log/<seq:020>.json                     the commit-tree log (immutable records)
 /// _rs/lease/<branch>/<seq:020>.json          writer leases of a branch head
 /// <commit prefix>_rs_flush/<seq:020>.json    flush records of a head (immutable)
+/// <commit prefix>_rs_flush/applied.json      which record the 3.x files show
 /// ```
 pub const TREE_LOG_PREFIX: &str = "_rs/log";
 
@@ -52,6 +58,11 @@ pub fn flush_log_prefix(c: &CommitId) -> String {
 
 pub fn flush_log(c: &CommitId, seq: u64) -> String {
     format!("{}_rs_flush/{seq:020}.json", commit_prefix(c))
+}
+
+/// Which flush record the 3.x files of `c` show.
+pub fn flush_applied(c: &CommitId) -> String {
+    format!("{}_rs_flush/applied.json", commit_prefix(c))
 }
 
 /// The sequence number in a record key written by [`tree_log`], [`lease`] or
@@ -129,6 +140,75 @@ pub fn pad_index(c: &CommitId, key: &TensorName) -> String {
     format!("{}{key}/pad_index/unsharded", commit_prefix(c))
 }
 
+/// Where a key sits in the layout: the inverse of the builders above, for tools that
+/// walk a listing (garbage collection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyPlace<'a> {
+    /// Our records that are not per commit (`_rs/...`).
+    Records,
+    /// Saved views: `.queries/...`, `queries.json`, `queries.lock`.
+    Views,
+    /// A key inside commit `commit`'s prefix; `rest` is relative to that prefix.
+    Commit { commit: CommitId, rest: &'a str },
+    /// Under `versions/` but not inside a commit folder.
+    Unknown,
+}
+
+pub fn place(key: &str) -> KeyPlace<'_> {
+    let first = key.split('/').next().unwrap_or_default();
+    if first == RS_FOLDER {
+        return KeyPlace::Records;
+    }
+    if first == QUERIES_FOLDER || key == QUERIES || key == QUERIES_LOCK {
+        return KeyPlace::Views;
+    }
+    if let Some(inner) = key.strip_prefix("versions/") {
+        return match inner.split_once('/') {
+            Some((id, rest)) if !rest.is_empty() => match id.parse::<CommitId>() {
+                // The root commit has no folder: a `versions/<root>/` is not ours.
+                Ok(c) if !c.is_root() => KeyPlace::Commit { commit: c, rest },
+                _ => KeyPlace::Unknown,
+            },
+            _ => KeyPlace::Unknown,
+        };
+    }
+    KeyPlace::Commit {
+        commit: CommitId::root(),
+        rest: key,
+    }
+}
+
+/// What a key relative to a commit prefix is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitFile<'a> {
+    /// `_rs_flush/<seq>.json`.
+    FlushRecord(u64),
+    /// `<tensor key>/chunks/<name>`.
+    Chunk { tensor: &'a str, name: &'a str },
+    /// Metadata, locks, or anything else.
+    Other,
+}
+
+pub fn commit_file(rest: &str) -> CommitFile<'_> {
+    if let Some(rec) = rest.strip_prefix("_rs_flush/") {
+        return match record_seq(rec) {
+            Some(seq) if !rec.contains('/') => CommitFile::FlushRecord(seq),
+            _ => CommitFile::Other,
+        };
+    }
+    let mut it = rest.rsplitn(3, '/');
+    match (it.next(), it.next(), it.next()) {
+        (Some(name), Some("chunks"), Some(tensor))
+            if !tensor.is_empty()
+                && (1..=16).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            CommitFile::Chunk { tensor, name }
+        }
+        _ => CommitFile::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +231,54 @@ mod tests {
         assert_eq!(record_seq(&flush_log(&c, 12)), Some(12));
         assert_eq!(record_seq("_rs/log/junk.json"), None);
         assert_eq!(flush_log(&root, 0), "_rs_flush/00000000000000000000.json");
+    }
+
+    #[test]
+    fn keys_parse_back_to_their_place() {
+        let root = CommitId::root();
+        let c: CommitId = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+        let t: TensorName = "group/images".parse().unwrap();
+        let k = chunk(&c, &t, ChunkId(0xabc));
+        let KeyPlace::Commit { commit, rest } = place(&k) else {
+            panic!("{k}")
+        };
+        assert_eq!(commit, c);
+        assert_eq!(
+            commit_file(rest),
+            CommitFile::Chunk {
+                tensor: "group/images",
+                name: "abc"
+            }
+        );
+        let k = chunk(&root, &t, ChunkId(7));
+        assert_eq!(
+            place(&k),
+            KeyPlace::Commit {
+                commit: root.clone(),
+                rest: "group/images/chunks/7"
+            }
+        );
+        let k = flush_log(&c, 3);
+        let KeyPlace::Commit { rest, .. } = place(&k) else {
+            panic!()
+        };
+        assert_eq!(commit_file(rest), CommitFile::FlushRecord(3));
+        let k = flush_applied(&c);
+        let KeyPlace::Commit { rest, .. } = place(&k) else {
+            panic!()
+        };
+        assert_eq!(commit_file(rest), CommitFile::Other);
+        assert_eq!(commit_file("images/tensor_meta.json"), CommitFile::Other);
+        assert_eq!(commit_file("images/chunks/notahexname"), CommitFile::Other);
+        assert_eq!(commit_file("chunks/abc"), CommitFile::Other);
+        assert_eq!(place(&tree_log(1)), KeyPlace::Records);
+        assert_eq!(place(&lease("main", 1)), KeyPlace::Records);
+        assert_eq!(place(".queries/v/dataset_meta.json"), KeyPlace::Views);
+        assert_eq!(place(QUERIES), KeyPlace::Views);
+        assert_eq!(place("versions/nothex/x"), KeyPlace::Unknown);
+        assert_eq!(
+            place(&format!("versions/{}/x", crate::ids::FIRST_COMMIT_ID)),
+            KeyPlace::Unknown
+        );
     }
 }

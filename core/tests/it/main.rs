@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod corrupt;
+mod gc;
 mod handoff;
 mod slicing;
 mod storage;

@@ -6,6 +6,7 @@ pub mod commit;
 pub mod demo;
 pub mod diff;
 pub mod dump;
+pub mod gc;
 pub mod import;
 pub mod info;
 pub mod log;
@@ -81,6 +82,8 @@ pub enum Command {
     Checkout(checkout::CheckoutArgs),
     /// Drop the uncommitted changes of a branch head.
     Reset(reset::ResetArgs),
+    /// List the storage that no branch, tag or saved view reaches; delete it with --delete.
+    Gc(gc::GcArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(a) => tag::run(&a, &mut out).await?,
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,
+        Command::Gc(a) => gc::run(&a, &mut out).await?,
     }
     out.flush()?;
     Ok(())

@@ -1,4 +1,4 @@
-//! `deeplake commit`, `branch` and `tag`, driven through the real argument parser on a
+//! `deeplake commit`, `branch`, `tag` and `gc`, driven through the real argument parser on a
 //! small demo dataset; the tree they leave is checked with `deeplake log --json`, `dump
 //! PATH@ref` and the core API.
 
@@ -22,6 +22,7 @@ async fn cli(args: &[&str]) -> anyhow::Result<String> {
         Command::Tag(a) => cli::tag::run(&a, &mut out).await?,
         Command::Checkout(a) => cli::checkout::run(&a, &mut out).await?,
         Command::Reset(a) => cli::reset::run(&a, &mut out).await?,
+        Command::Gc(a) => cli::gc::run(&a, &mut out).await?,
         other => cli::run(Cli { command: other }).await?,
     }
     Ok(String::from_utf8(out)?)
@@ -280,6 +281,119 @@ async fn errors_are_clear() {
     cli(&["commit", &path, "-m", "x"]).await.unwrap();
     let branches = json(&["branch", &path, "--json"]).await;
     assert!(branches.get("other").is_none(), "{branches}");
+}
+
+/// The keys of every object of the dataset at `path`.
+async fn objects(path: &str) -> Vec<String> {
+    let store = deeplake_core::Store::open(path, &Default::default()).unwrap();
+    store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.0)
+        .collect()
+}
+
+fn item_keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| str_of(i, "key").to_owned())
+        .collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_lists_by_default_and_deletes_with_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo(&dir, "ds").await;
+    cli(&["commit", &path, "-m", "first rows"]).await.unwrap();
+    // Two writes to the head: the second rewrites the caption chunk of the first,
+    // leaving the old chunk and the old flush record behind.
+    change(&path, "main").await;
+    change(&path, "main").await;
+    // A head folder whose tree record never landed (a writer that died mid-commit).
+    let store = deeplake_core::Store::open(&path, &Default::default()).unwrap();
+    let dead_id: deeplake_core::ids::CommitId = "ab".repeat(20).parse().unwrap();
+    let dead = deeplake_core::store::paths::dataset_meta(&dead_id);
+    store
+        .put(&dead, bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let before = objects(&path).await;
+
+    // Everything is fresh: the default grace period of an hour keeps it.
+    let out = cli(&["gc", &path]).await.unwrap();
+    assert!(out.contains("nothing to delete"), "{out}");
+    assert!(
+        out.contains("left alone, younger than the grace period (3600s)"),
+        "{out}"
+    );
+    let v = json(&["gc", &path, "--json"]).await;
+    assert_eq!(
+        (v["objects"].as_u64(), v["deleted"].as_bool()),
+        (Some(0), Some(false))
+    );
+    assert!(v["young"]["objects"].as_u64().unwrap() > 0, "{v}");
+
+    // A dry run lists, deletes nothing.
+    let dry = json(&["gc", &path, "--grace", "0s", "--json"]).await;
+    let listed = item_keys(&dry);
+    assert!(listed.contains(&dead), "{dry}");
+    for reason in [
+        "unreachable_commit",
+        "unreferenced_chunk",
+        "superseded_flush_record",
+    ] {
+        assert!(
+            dry["by_reason"][reason]["objects"].as_u64().unwrap() > 0,
+            "{dry}"
+        );
+    }
+    assert_eq!(dry["objects"].as_u64().unwrap() as usize, listed.len());
+    let bytes: u64 = dry["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dry["bytes"].as_u64(), Some(bytes));
+    let text = cli(&["gc", &path, "--grace", "0s"]).await.unwrap();
+    assert!(text.contains("would delete:"), "{text}");
+    assert!(
+        text.contains(&format!("versions/{dead_id}/ ")),
+        "a dead folder is one line: {text}"
+    );
+    assert!(text.contains("dry run: run again with --delete"), "{text}");
+    assert_eq!(objects(&path).await, before);
+
+    // --delete deletes exactly that; every version still reads.
+    let done = json(&["gc", &path, "--grace", "0s", "--delete", "--json"]).await;
+    assert_eq!(done["deleted"], true);
+    assert_eq!(item_keys(&done), listed);
+    assert_eq!(done["kept"], serde_json::json!([]));
+    let after = objects(&path).await;
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|k| !listed.contains(k))
+        .cloned()
+        .collect();
+    assert_eq!(after, expected);
+    assert_eq!(rows(&path).await, 22);
+    assert_eq!(rows(&format!("{path}@{FIRST_COMMIT_ID}")).await, 20);
+    let out = cli(&["gc", &path, "--grace", "0s", "--delete"])
+        .await
+        .unwrap();
+    assert!(out.contains("nothing to delete"), "{out}");
+
+    let e = err(&["gc", &path, "--grace", "1x"]).await;
+    assert!(e.contains("not a duration"), "{e}");
+    let missing = dir.path().join("nothing").to_string_lossy().into_owned();
+    let e = err(&["gc", &missing]).await;
+    assert!(e.contains("dataset not found"), "{e}");
 }
 
 async fn change_held(ds: &mut Dataset) {
