@@ -4,6 +4,7 @@
 
 mod corrupt;
 mod handoff;
+mod merge;
 mod slicing;
 mod storage;
 mod versioning;
