@@ -5,10 +5,10 @@
 //! resolve the source; a branch head with changes is committed on its branch first
 //!   ("Auto commit before merging into <branch>", as 3.x does)
 //! source an ancestor, or merged before?      -> nothing to merge, nothing written
-//! our head has changes?                      -> committed first (see below)
 //! plan (reads only): pair the tensors; per pair, the source rows to append, the rows
 //!   whose source value replaces ours, the rows both sides changed
 //! conflicts under policy none                -> Conflict error listing them; nothing written
+//! our head has changes?                      -> committed first (see below)
 //! apply: renames, rows (stored bytes and companion rows copied as stored, so merged
 //!   rows keep the source's sample ids), new tensors, removed tensors
 //! commit "Merge <source commit> into <branch>", merge_parent = the source commit
@@ -219,10 +219,6 @@ impl Dataset {
         if ancestor == target || merged_into(&self.tree, self.node.as_str(), &target) {
             return Ok(outcome);
         }
-        if self.has_changes() {
-            let msg = format!("Auto commit before merging {source} into {}", self.branch);
-            outcome.own_auto_commit = Some(self.commit(&msg).await?);
-        }
         let src = self.open_node(&target).await?;
         let base = self.open_node(&ancestor).await?;
         let plan = self
@@ -240,6 +236,11 @@ impl Dataset {
                 message: conflict_message(source, &self.branch, &ancestor, &conflicts),
                 retryable: false,
             });
+        }
+        // Rows and keys are the same after a commit, so the plan still holds.
+        if self.has_changes() {
+            let msg = format!("Auto commit before merging {source} into {}", self.branch);
+            outcome.own_auto_commit = Some(self.commit(&msg).await?);
         }
         if let Err(e) = self.apply_merge(&src, &plan, &opts, &mut outcome).await {
             // The head had no changes of its own: dropping what was written undoes it.

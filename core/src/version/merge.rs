@@ -23,6 +23,7 @@
 //!
 //! | we... | result |
 //! |---|---|
+//! | last updated it in the commit the source last updated it in (merged before) | nothing to do |
 //! | did not update it, or last updated it in a commit the source also has | take theirs |
 //! | deleted it | re-append it (3.x rule) |
 //! | updated it in a commit the source lacks, and the source's latest update is one we also have | keep ours |
@@ -150,6 +151,8 @@ pub fn plan_rows(
         let first_shared = theirs_at.iter().position(|c| shared.contains(c));
         match (ours_at.first(), first_shared) {
             (None, _) => plan.update.push((o, t)),
+            // Both sides' latest change is the same commit: we have it already.
+            (Some(latest), _) if theirs_at.first() == Some(latest) => {}
             (Some(latest), Some(i)) if theirs_at[i] == *latest => plan.update.push((o, t)),
             // Our latest update is newer than everything the source did to the row.
             (Some(_), Some(0)) => {}
@@ -398,15 +401,25 @@ mod tests {
 
     #[test]
     fn shared_commits_decide_who_is_newer() {
-        let ours = [1, 2, 3];
-        let theirs = [1, 2, 3];
         let none = HashSet::new();
         // 1: our latest update came from the source's m1 (an earlier merge): theirs.
         // 2: we updated after merging m1; they did not since: ours.
         // 3: we both have m1, they updated since, and so did we: conflict.
-        let mine = changes(&[(1, &["m1"]), (2, &["o2", "m1"]), (3, &["o3", "m1"])]);
-        let there = changes(&[(1, &["t2", "m1"]), (2, &["m1"]), (3, &["t3", "m1"])]);
-        let p = plan_rows(&ours, &theirs, &none, &mine, &there);
+        // 4: both sides last changed it in m1: nothing to do (even where an earlier
+        //    merge kept our value: m1 counts as merged).
+        let mine = changes(&[
+            (1, &["m1"]),
+            (2, &["o2", "m1"]),
+            (3, &["o3", "m1"]),
+            (4, &["m1", "o4"]),
+        ]);
+        let there = changes(&[
+            (1, &["t2", "m1"]),
+            (2, &["m1"]),
+            (3, &["t3", "m1"]),
+            (4, &["m1"]),
+        ]);
+        let p = plan_rows(&[1, 2, 3, 4], &[1, 2, 3, 4], &none, &mine, &there);
         assert_eq!(p.update, [(0, 0)]);
         assert_eq!(p.conflicts.len(), 1);
         assert_eq!(p.conflicts[0].sample_id, 3);

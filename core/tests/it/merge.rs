@@ -123,6 +123,8 @@ async fn conflicts_without_a_policy_are_listed_and_nothing_is_written() {
     let (urls, _dir) = urls();
     for url in urls {
         let mut ds = conflicting(&url).await;
+        // An uncommitted change stays uncommitted: a refused merge writes nothing.
+        ds.update("x", 0, int(-7)).await.unwrap();
         let head = ds.node_id().to_string();
         let branches = ds.branches();
         let ids_before = ids(&ds, "x").await;
@@ -146,12 +148,12 @@ async fn conflicts_without_a_policy_are_listed_and_nothing_is_written() {
         assert!(!message.contains("tensor t:"), "{message}");
         // Nothing changed: same head, same values, no new commit.
         assert_eq!(ds.node_id().to_string(), head);
-        assert_eq!(ints(&ds, "x").await, [0, 1, 20, 3]);
+        assert_eq!(ints(&ds, "x").await, [-7, 1, 20, 3]);
         assert_eq!(ds.branches(), branches);
         ds.close().await.unwrap();
         let ds = open(&url, "main").await;
         assert_eq!(ds.node_id().to_string(), head);
-        assert!(!ds.has_changes());
+        assert!(ds.has_changes());
         assert_eq!(ds.log()[1].message.as_deref(), Some("on main"));
         assert!("mine".parse::<MergePolicy>().is_err());
     }
