@@ -8,6 +8,7 @@ pub mod dump;
 pub mod import;
 pub mod info;
 pub mod log;
+pub mod merge;
 pub mod tag;
 
 use std::io::Write;
@@ -72,6 +73,8 @@ pub enum Command {
     Commit(commit::CommitArgs),
     /// Create a branch (3.x rules: a changed head is committed first), or list them.
     Branch(branch::BranchArgs),
+    /// Merge a branch, commit or tag into a branch head (3.x rules), then commit.
+    Merge(merge::MergeArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
 }
@@ -88,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Diff(a) => diff::run(&a, &mut out).await?,
         Command::Commit(a) => commit::run(&a, &mut out).await?,
         Command::Branch(a) => branch::run(&a, &mut out).await?,
+        Command::Merge(a) => merge::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
     }
     out.flush()?;
