@@ -579,3 +579,70 @@ async fn mismatched_tensors_are_refused() {
         ds.close().await.unwrap();
     }
 }
+
+fn pixels(seed: u8, h: usize, w: usize, c: usize) -> Sample {
+    let data: Vec<u8> = (0..h * w * c)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect();
+    Sample::Array(NdArray::new(Dtype::U8, vec![h, w, c], data).unwrap())
+}
+
+#[tokio::test]
+async fn stored_bytes_and_tiles_are_copied_as_they_are() {
+    let (urls, _dir) = urls();
+    for url in urls {
+        let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+        ds.create_tensor("img", TensorOptions::new("image").sample_compression("png"))
+            .await
+            .unwrap();
+        let mut big = TensorOptions::new("generic").dtype(Dtype::U8);
+        big.tiling_threshold = Some(1000);
+        big.max_chunk_size = Some(4000);
+        ds.create_tensor("big", big).await.unwrap();
+        ds.append_row(vec![
+            ("img".into(), pixels(1, 4, 5, 3)),
+            ("big".into(), pixels(2, 2, 2, 1)),
+        ])
+        .await
+        .unwrap();
+        ds.commit("base").await.unwrap();
+        ds.checkout("alt", true).await.unwrap();
+        ds.update("img", 0, pixels(3, 6, 7, 3)).await.unwrap();
+        ds.update("big", 0, pixels(4, 60, 60, 1)).await.unwrap();
+        ds.append_row(vec![
+            ("img".into(), pixels(5, 9, 3, 3)),
+            ("big".into(), pixels(6, 50, 45, 1)),
+        ])
+        .await
+        .unwrap();
+        ds.commit("alt").await.unwrap();
+        ds.checkout("main", false).await.unwrap();
+        let out = ds.merge("alt", MergePolicy::None).await.unwrap();
+        assert_eq!(out.tensors["big"].rows_updated, 1);
+        ds.close().await.unwrap();
+        let (main, alt) = (open(&url, "main").await, open(&url, "alt").await);
+        for t in ["img", "big"] {
+            assert_eq!(main.tensor_len(t).unwrap(), 2);
+            for i in 0..2 {
+                assert_eq!(
+                    main.read(t, i).await.unwrap(),
+                    alt.read(t, i).await.unwrap(),
+                    "{t}[{i}]"
+                );
+                assert_eq!(
+                    main.read_stored(t, i).await.unwrap(),
+                    alt.read_stored(t, i).await.unwrap(),
+                    "{t}[{i}] stored"
+                );
+                assert_eq!(
+                    main.shape(t, i).await.unwrap(),
+                    alt.shape(t, i).await.unwrap()
+                );
+            }
+        }
+        assert_eq!(
+            main.summary("big").unwrap().max_shape,
+            alt.summary("big").unwrap().max_shape
+        );
+    }
+}
