@@ -28,6 +28,9 @@ TENSOR_KEYS = {
 }
 SAMPLE_KINDS = {"array", "text", "json", "list", "label", "labels", "file", "link", "polygons", "sequence"}
 STEP_KINDS = {"append", "update", "pop", "rename", "delete", "info"}
+# Steps of histories (history_cases.json): a tensor made midway, and version control.
+HISTORY_STEP_KINDS = {"create", "commit", "checkout", "merge"}
+MERGE_POLICIES = {"none", "ours", "theirs"}
 
 # File extension -> the compression name deeplake records for that format.
 FILE_FORMATS = {
@@ -74,10 +77,11 @@ def load_cases(path):
         if "known_differences" in case:
             raise CaseError(f"{name}: known_differences is not supported: every difference fails")
         for step in case.get("steps", []):
-            if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in STEP_KINDS:
+            if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in STEP_KINDS | HISTORY_STEP_KINDS:
                 raise CaseError(f"{name}: bad step {step}")
             for sample in step_samples(step):
                 check_sample(name, sample)
+            check_step(name, step)
     return cases
 
 
@@ -86,6 +90,23 @@ def find_case(cases, name):
         if case["name"] == name:
             return case
     raise CaseError(f"no case named {name}")
+
+
+def check_step(case_name, step):
+    """The bodies of the steps that create tensors or work on versions."""
+    kind, body = next(iter(step.items()))
+    if kind == "create":
+        unknown = set(body) - TENSOR_KEYS
+        if unknown or "name" not in body or "htype" not in body:
+            raise CaseError(f"{case_name}: bad tensor spec {body} (unknown keys {sorted(unknown)})")
+    elif kind == "commit" and not isinstance(body.get("message"), str):
+        raise CaseError(f"{case_name}: commit needs a message: {step}")
+    elif kind == "checkout" and not isinstance(body.get("branch"), str):
+        raise CaseError(f"{case_name}: checkout needs a branch: {step}")
+    elif kind == "merge" and (
+        not isinstance(body.get("source"), str) or body.get("policy", "none") not in MERGE_POLICIES
+    ):
+        raise CaseError(f"{case_name}: merge needs a source and a policy of {sorted(MERGE_POLICIES)}: {step}")
 
 
 def step_samples(step):
@@ -197,6 +218,11 @@ def writer_encoded_cells(case):
         elif kind == "delete":
             del specs[body["tensor"]]
             del rows[body["tensor"]]
+        elif kind == "create":
+            specs[body["name"]] = body
+            rows[body["name"]] = []
+        elif kind in ("commit", "checkout", "merge"):
+            raise CaseError(f"{case['name']}: writer_encoded_cells models one branch; {kind} is not supported")
 
     out = set()
     for name, values in rows.items():

@@ -2,6 +2,10 @@
 """Builds a dataset with history using deeplake 3.9.52 and writes what 3.9.52 reads of it.
 
     python dl3_history.py --out DIR
+    python dl3_history.py --read PATH --out FILE
+
+The second form builds nothing: it writes FILE with what 3.9.52 reads of the dataset at
+PATH, whoever wrote it: `nodes`, `branches`, `log` and `dumps` as below, for every node.
 
 Writes DIR/history (the dataset) and DIR/history.json (the reference):
 
@@ -278,6 +282,31 @@ def resolve(ds, address):
     return ds.version_state["branch_commit_map"][address]
 
 
+def read_reference(path):
+    """The tree, each branch's log and the dump at every node and branch, as 3.9.52 reads them."""
+    ds = deeplake.load(path, read_only=True, verbose=False)
+    nodes = ds.version_state["commit_node_map"]
+    branches = dict(ds.version_state["branch_commit_map"])
+    out = {
+        "branches": branches,
+        "nodes": {
+            cid: {
+                "branch": n.branch,
+                "parent": n.parent.commit_id if n.parent else None,
+                "message": n.commit_message,
+                "is_head": n.is_head_node,
+            }
+            for cid, n in nodes.items()
+        },
+        "log": {b: log_of(ds, b) for b in branches},
+        "dumps": {},
+    }
+    for ref in list(nodes) + list(branches):
+        ds.checkout(ref)
+        out["dumps"][ref] = dump_checked_out(ds)
+    return out
+
+
 def reference(path, commits):
     ds = deeplake.load(path, read_only=True, verbose=False)
     nodes = ds.version_state["commit_node_map"]
@@ -322,7 +351,13 @@ def reference(path, commits):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--read", metavar="PATH", help="only read the dataset at PATH; --out names the JSON file")
     args = ap.parse_args(argv)
+    if args.read:
+        ref = read_reference(args.read)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(ref, f, sort_keys=True, ensure_ascii=False)
+        return 0
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "history")
     commits = build(path)

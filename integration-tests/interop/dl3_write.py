@@ -74,6 +74,19 @@ def run_step(ds, step, fixtures):
     elif kind == "info":
         target = ds[body["tensor"]] if body.get("tensor") else ds
         target.info.update(body["set"])
+    elif kind == "create":
+        create_tensor(ds, body)
+    elif kind == "commit":
+        ds.commit(body["message"])
+    elif kind == "checkout":
+        ds.checkout(body["branch"], create=body.get("create", False))
+    elif kind == "merge":
+        policy = body.get("policy", "none")
+        ds.merge(
+            body["source"],
+            conflict_resolution=None if policy == "none" else policy,
+            delete_removed_tensors=body.get("delete_removed_tensors", False),
+        )
     else:
         raise cases_mod.CaseError(f"unknown step {kind}")
 

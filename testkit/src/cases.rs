@@ -1,8 +1,10 @@
 //! Builds a dataset from one interop case: tensors, then steps (append, update, pop,
-//! rename, delete, info), with samples given as JSON.
+//! rename, delete, info, create; commit, checkout and merge for histories), with samples
+//! given as JSON.
 
 use std::path::Path;
 
+use deeplake_core::dataset::MergeOptions;
 use deeplake_core::format::compression::Compression;
 use deeplake_core::{Dataset, Dtype, Error, NdArray, OpenOptions, Sample, TensorOptions};
 use serde::Deserialize;
@@ -233,6 +235,39 @@ fn get_str<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a str, Error> {
         .ok_or_else(|| invalid(format!("{k:?} must be a string")))
 }
 
+/// Creates the tensor of a spec, with its options as 3.x's `create_tensor` takes them.
+async fn create_tensor(ds: &mut Dataset, t: &TensorSpec) -> Result<(), Error> {
+    let mut o = TensorOptions::new(&t.htype);
+    if let Some(d) = &t.dtype {
+        o.dtype = Some(d.parse()?);
+    }
+    o.sample_compression = t.sample_compression.clone();
+    o.chunk_compression = t.chunk_compression.clone();
+    o.max_chunk_size = t.max_chunk_size;
+    o.tiling_threshold = t.tiling_threshold;
+    o.class_names = t.class_names.clone();
+    for (k, v) in [
+        ("coords", &t.coords),
+        ("keypoints", &t.keypoints),
+        ("connections", &t.connections),
+    ] {
+        if let Some(v) = v {
+            o.info.insert(k.to_owned(), v.clone());
+        }
+    }
+    if let Some(b) = t.create_shape_tensor {
+        o.create_shape_tensor = b;
+    }
+    if let Some(b) = t.create_id_tensor {
+        o.create_id_tensor = b;
+    }
+    if let Some(b) = t.create_sample_info_tensor {
+        o.create_sample_info_tensor = b;
+    }
+    ds.create_tensor(&t.name, o).await?;
+    Ok(())
+}
+
 /// Builds `case` at `url` (replacing anything there).
 pub async fn build(case: &Case, fixtures: &Path, url: &str) -> Result<(), Error> {
     let mut ds = Dataset::create(
@@ -244,34 +279,7 @@ pub async fn build(case: &Case, fixtures: &Path, url: &str) -> Result<(), Error>
     )
     .await?;
     for t in &case.tensors {
-        let mut o = TensorOptions::new(&t.htype);
-        if let Some(d) = &t.dtype {
-            o.dtype = Some(d.parse()?);
-        }
-        o.sample_compression = t.sample_compression.clone();
-        o.chunk_compression = t.chunk_compression.clone();
-        o.max_chunk_size = t.max_chunk_size;
-        o.tiling_threshold = t.tiling_threshold;
-        o.class_names = t.class_names.clone();
-        for (k, v) in [
-            ("coords", &t.coords),
-            ("keypoints", &t.keypoints),
-            ("connections", &t.connections),
-        ] {
-            if let Some(v) = v {
-                o.info.insert(k.to_owned(), v.clone());
-            }
-        }
-        if let Some(b) = t.create_shape_tensor {
-            o.create_shape_tensor = b;
-        }
-        if let Some(b) = t.create_id_tensor {
-            o.create_id_tensor = b;
-        }
-        if let Some(b) = t.create_sample_info_tensor {
-            o.create_sample_info_tensor = b;
-        }
-        ds.create_tensor(&t.name, o).await?;
+        create_tensor(&mut ds, t).await?;
     }
     for step in &case.steps {
         let Value::Object(s) = step else {
@@ -319,6 +327,29 @@ pub async fn build(case: &Case, fixtures: &Path, url: &str) -> Result<(), Error>
                         None => ds.set_info(k.clone(), v.clone()).await?,
                     }
                 }
+            }
+            "create" => {
+                let spec: TensorSpec = serde_json::from_value(body.clone())
+                    .map_err(|e| invalid(format!("bad tensor spec {body}: {e}")))?;
+                create_tensor(&mut ds, &spec).await?;
+            }
+            "commit" => {
+                ds.commit(get_str(b, "message")?).await?;
+            }
+            "checkout" => {
+                let create = b.get("create").and_then(Value::as_bool).unwrap_or(false);
+                ds.checkout(get_str(b, "branch")?, create).await?;
+            }
+            "merge" => {
+                let policy = b.get("policy").and_then(Value::as_str).unwrap_or("none");
+                let opts = MergeOptions {
+                    policy: policy.parse()?,
+                    delete_removed_tensors: b
+                        .get("delete_removed_tensors")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                };
+                ds.merge_with(get_str(b, "source")?, opts).await?;
             }
             other => return Err(invalid(format!("unknown step {other:?}"))),
         }

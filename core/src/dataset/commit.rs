@@ -312,6 +312,15 @@ impl Dataset {
     /// Commits the head: its changes become commit `H` (the id the head already had),
     /// and a new empty head follows it on the branch. Returns `H`.
     pub async fn commit(&mut self, message: &str) -> Result<String> {
+        self.commit_node(message, None).await
+    }
+
+    /// [`Dataset::commit`], recording `merge_parent` on the commit (merges do).
+    pub(super) async fn commit_node(
+        &mut self,
+        message: &str,
+        merge_parent: Option<String>,
+    ) -> Result<String> {
         self.check_writable()?;
         self.ensure_lease().await?;
         self.flush().await?;
@@ -340,6 +349,7 @@ impl Dataset {
             node.commit_message = Some(m.clone());
             node.commit_time = Some(now());
             node.commit_user_name = Some("public".to_owned());
+            node.merge_parent = merge_parent.clone();
             node.children.push(n.clone());
             tree.commits
                 .insert(n.clone(), CommitNode::head(&b, Some(h.clone())));
@@ -596,7 +606,7 @@ impl Dataset {
 
     /// Deletes branch `name` and the commits made on it (3.x's `delete_branch`): not
     /// `main`, not the branch this handle is on, and not a branch whose commits other
-    /// branches grew from or that a tag names.
+    /// branches grew from, merged, or that a tag names.
     pub async fn delete_branch(&mut self, name: &str) -> Result<()> {
         if name == "main" {
             return Err(Error::invalid("the main branch cannot be deleted"));
@@ -628,6 +638,15 @@ impl Dataset {
                     return Err(Error::invalid(format!(
                         "cannot delete branch {b}: branch {} grew from its commit {id}",
                         tree.commits[c].branch
+                    )));
+                }
+                if let Some((m, _)) = tree
+                    .commits
+                    .iter()
+                    .find(|(_, n)| n.branch != b && n.merge_parent.as_ref() == Some(id))
+                {
+                    return Err(Error::invalid(format!(
+                        "cannot delete branch {b}: commit {m} merged its commit {id}"
                     )));
                 }
                 if let Some((t, _)) = tags.iter().find(|(_, c)| *c == id) {

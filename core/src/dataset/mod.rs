@@ -14,6 +14,7 @@
 mod commit;
 mod encode;
 pub mod gc;
+mod merge;
 mod read;
 mod record;
 mod tensor;
@@ -26,6 +27,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 pub use encode::{EncodeCtx, Prepared, StoredItem};
+pub use merge::{MergeOptions, MergeOutcome, TensorMerge};
 pub use read::ReadOptions;
 use tensor::{CompanionRole, TensorState};
 
@@ -804,6 +806,15 @@ impl Dataset {
             self.meta.hidden_tensors.push(ck.to_string());
             self.tensors.insert(ck.to_string(), st);
         }
+        self.add_groups_of(name);
+        self.meta_dirty = true;
+        // Like every other change, the new tensor becomes visible at the next flush
+        // (one flush record for a whole schema, not one per tensor).
+        Ok(())
+    }
+
+    /// Lists the groups a tensor name lies in (`a/b/t` -> `a`, `a/b`) in the dataset meta.
+    fn add_groups_of(&mut self, name: &str) {
         if let Some((group, _)) = name.rsplit_once('/') {
             let mut g = String::new();
             for part in group.split('/') {
@@ -816,10 +827,6 @@ impl Dataset {
                 }
             }
         }
-        self.meta_dirty = true;
-        // Like every other change, the new tensor becomes visible at the next flush
-        // (one flush record for a whole schema, not one per tensor).
-        Ok(())
     }
 
     /// Renames a visible tensor. Keys (folders) stay; only names change, as in 3.x.
@@ -1075,8 +1082,17 @@ impl Dataset {
     }
 
     async fn append_prepared(&mut self, key: &str, prepared: Vec<Prepared>) -> Result<()> {
-        let store = self.store.clone();
-        let node = self.node.clone();
+        let comp_rows = self.companion_rows(key, &prepared)?;
+        self.append_with_companions(key, prepared, comp_rows).await
+    }
+
+    /// The rows each companion of tensor `key` gets for the prepared samples: a fresh
+    /// sample id, the shape, the info record.
+    fn companion_rows(
+        &self,
+        key: &str,
+        prepared: &[Prepared],
+    ) -> Result<Vec<(String, Vec<Prepared>)>> {
         // Companion rows, produced from the prepared samples before they are consumed.
         let companions: Vec<(String, CompanionRole, bool)> = {
             let t = self
@@ -1098,7 +1114,7 @@ impl Dataset {
         let mut comp_rows: Vec<(String, Vec<Prepared>)> = Vec::new();
         for (ck, role, flatten) in &companions {
             let mut rows = Vec::new();
-            for p in &prepared {
+            for p in prepared {
                 match (p, role) {
                     (_, CompanionRole::Id) => rows.push(Prepared::Item(id_item()?)),
                     (Prepared::Item(it), CompanionRole::Shape) => {
@@ -1132,6 +1148,19 @@ impl Dataset {
             }
             comp_rows.push((ck.clone(), rows));
         }
+        Ok(comp_rows)
+    }
+
+    /// Appends prepared samples to tensor `key` and the given rows to its companions
+    /// (companion key -> rows, as [`Dataset::companion_rows`] makes them).
+    async fn append_with_companions(
+        &mut self,
+        key: &str,
+        prepared: Vec<Prepared>,
+        comp_rows: Vec<(String, Vec<Prepared>)>,
+    ) -> Result<()> {
+        let store = self.store.clone();
+        let node = self.node.clone();
         {
             let t = self
                 .tensors

@@ -688,6 +688,72 @@ pub(super) async fn read_stored(
         .collect()
 }
 
+/// Rows `rows` (ascending) of tensor `t` as stored, ready to be appended or put in
+/// place elsewhere: bytes and shapes verbatim, tiled items as their tiles. The shape
+/// kept for the `_shape` companion is the stored one; callers that copy companions
+/// copy the real one.
+pub(super) async fn read_prepared(
+    ds: &Dataset,
+    t: &TensorState,
+    rows: &[u64],
+) -> Result<Vec<super::encode::Prepared>> {
+    use super::encode::{Prepared, StoredItem, Tiles};
+    let n = t.num_samples();
+    if let Some(r) = rows.iter().find(|r| **r >= n) {
+        return Err(Error::invalid(format!(
+            "row {r} is out of range for tensor {} of length {n}",
+            t.key
+        )));
+    }
+    let groups: Vec<Range<u64>> = match &t.seq {
+        None => rows.iter().map(|&r| r..r + 1).collect(),
+        Some(s) => rows
+            .iter()
+            .map(|&r| {
+                s.items(r)
+                    .map(|(a, b)| a..b)
+                    .ok_or_else(|| Error::internal(format!("sequence {r} missing")))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let items: Vec<u64> = groups.iter().flat_map(|g| g.clone()).collect();
+    let fetched = fetch_items(ds, t, &items, &ReadOptions::default()).await?;
+    let mut it = fetched.into_iter().map(|f| match f {
+        Fetched::Plain { shape, bytes } => StoredItem {
+            logical_shape: shape.iter().map(|&d| u64::from(d)).collect(),
+            shape,
+            bytes,
+            tiles: None,
+            info: None,
+        },
+        Fetched::Tiled {
+            sample_shape,
+            tile_shape,
+            tiles,
+        } => StoredItem {
+            shape: sample_shape.iter().map(|&d| d as u32).collect(),
+            logical_shape: sample_shape.clone(),
+            bytes: Bytes::new(),
+            tiles: Some(Tiles {
+                sample_shape,
+                tile_shape,
+                tiles: tiles.into_iter().map(|(s, b)| (s, b.to_vec())).collect(),
+            }),
+            info: None,
+        },
+    });
+    groups
+        .iter()
+        .map(|g| match t.seq {
+            None => it.next().map(Prepared::Item),
+            Some(_) => Some(Prepared::Sequence(
+                it.by_ref().take((g.end - g.start) as usize).collect(),
+            )),
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::internal("fewer items fetched than asked"))
+}
+
 pub(super) async fn sample_shape(ds: &Dataset, t: &TensorState, index: u64) -> Result<Vec<u64>> {
     if index >= t.num_samples() {
         return Err(Error::invalid(format!(

@@ -37,13 +37,13 @@ const COMPARE_CONCURRENCY: usize = 16;
 const OPEN_CONCURRENCY: usize = 8;
 
 /// A dataset at some node: the one the diff was asked on, or one opened for it.
-enum At<'a> {
+pub(super) enum At<'a> {
     This(&'a Dataset),
     Other(Box<Dataset>),
 }
 
 impl At<'_> {
-    fn get(&self) -> &Dataset {
+    pub(super) fn get(&self) -> &Dataset {
         match self {
             At::This(d) => d,
             At::Other(d) => d,
@@ -235,7 +235,7 @@ impl Dataset {
     }
 
     /// This dataset if it is at `node`, else the dataset opened read-only there.
-    async fn at(&self, node: &str) -> Result<At<'_>> {
+    pub(super) async fn at(&self, node: &str) -> Result<At<'_>> {
         if node == self.node.as_str() {
             return Ok(At::This(self));
         }
@@ -354,7 +354,7 @@ impl Dataset {
 
 /// The sample ids of tensor `key` at `ds` (all rows, or the given row ranges), from its
 /// `_<t>_id` companion; `None` if the tensor is absent or has no id companion.
-async fn id_column(
+pub(super) async fn id_column(
     ds: &Dataset,
     key: &str,
     rows: Option<&[Range<u64>]>,
@@ -409,7 +409,7 @@ fn sample_id(s: &Sample) -> Option<u64> {
 }
 
 /// The candidate ids whose stored value at `x` differs from the one at `base`.
-async fn changed_rows(
+pub(super) async fn changed_rows(
     x: &Dataset,
     base: &Dataset,
     key: &str,

@@ -1,6 +1,10 @@
 //! `version_control_info.json` (the commit tree and branch heads), `commit_info.json`
 //! (one node record) and the lock-file record. Unknown keys are kept on round trip,
-//! because 3.x ignores fields it does not know and we add some (`merge_parent`).
+//! because 3.x ignores fields it does not know and we add some.
+//!
+//! `merge_parent` is ours: the commit a merge commit merged in. 3.x keeps it in memory
+//! only; we persist it in the node record (written only when set), so later merges and
+//! our log see it, while 3.x reads the node as an ordinary commit.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +30,9 @@ pub struct CommitNode {
     pub is_checkpoint: bool,
     #[serde(default)]
     pub total_samples_processed: u64,
+    /// The second parent of a merge commit (the source commit it merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_parent: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -41,6 +48,7 @@ impl CommitNode {
             commit_user_name: None,
             is_checkpoint: false,
             total_samples_processed: 0,
+            merge_parent: None,
             extra: Map::new(),
         }
     }
@@ -151,5 +159,38 @@ impl LockRecord {
             expiry: f64::from_le_bytes(e),
             tag: bytes[14..].to_vec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_parent_round_trips_and_is_left_out_when_unset() {
+        let mut t = VersionControlInfo::new_root();
+        let root = crate::ids::FIRST_COMMIT_ID.to_owned();
+        let mut merge = CommitNode::head("main", Some(root.clone()));
+        merge.commit_time = Some(1.0);
+        merge.merge_parent = Some(root.clone());
+        t.commits.insert("m".repeat(40), merge);
+        let bytes = t.encode();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(text.matches("merge_parent").count(), 1, "{text}");
+        let back = VersionControlInfo::decode(&bytes).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(
+            back.commits["m".repeat(40).as_str()]
+                .merge_parent
+                .as_deref(),
+            Some(root.as_str())
+        );
+        // A 3.x record has no such key, and keys we do not know survive a round trip.
+        let x: CommitNode =
+            serde_json::from_str(r#"{"branch":"main","parent":null,"later_field":7}"#).unwrap();
+        assert_eq!(x.merge_parent, None);
+        let v = serde_json::to_value(&x).unwrap();
+        assert_eq!(v["later_field"], 7);
+        assert!(v.get("merge_parent").is_none());
     }
 }

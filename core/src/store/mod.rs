@@ -79,8 +79,6 @@ pub struct Store {
     /// For a local store whose durability comes from [`Store::sync`]: the files and
     /// folders written since the last sync. Shared by every clone and child.
     local_sync: Option<Arc<LocalSync>>,
-    /// The folder of a local store (object keys are files below it).
-    local_dir: Option<std::path::PathBuf>,
 }
 
 /// Dirty-file tracking of a local store. Only what this process wrote is flushed, one
@@ -209,7 +207,6 @@ impl Store {
                 url: url.to_owned(),
                 backend: Backend::Memory,
                 local_sync: None,
-                local_dir: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -235,7 +232,6 @@ impl Store {
                 url: url.to_owned(),
                 backend: Backend::S3,
                 local_sync: None,
-                local_dir: None,
             });
         }
         if let Some((scheme, _)) = url.split_once("://")
@@ -263,7 +259,6 @@ impl Store {
             .map_err(|e| Error::invalid(format!("cannot open dataset directory {path:?}: {e}")))?
             .with_fsync(false);
         let batched = !none;
-        let local_dir = Some(dir.to_path_buf());
         Ok(Store {
             inner: Arc::new(local),
             root: String::new(),
@@ -276,7 +271,6 @@ impl Store {
                     dirs: Mutex::default(),
                 })
             }),
-            local_dir,
         })
     }
 
@@ -316,7 +310,6 @@ impl Store {
             url: format!("{}/{sub}", self.url.trim_end_matches('/')),
             backend: self.backend,
             local_sync: self.local_sync.clone(),
-            local_dir: self.local_dir.clone(),
         })
     }
 
@@ -607,17 +600,9 @@ impl Store {
             .await?;
         // Object stores have no folders; a local disk keeps empty ones, which would look
         // like leftovers (3.x lists `versions/` folders), so they go too.
-        if let Some(dir) = &self.local_dir {
-            let full = self
-                .path(prefix.trim_end_matches('/'))
-                .map(|p| dir.join(p.as_ref()));
-            if let Ok(full) = full
-                && !prefix.trim_matches('/').is_empty()
-            {
-                tokio::task::spawn_blocking(move || remove_empty_dirs(&full))
-                    .await
-                    .map_err(|e| Error::internal(format!("folder cleanup task failed: {e}")))?;
-            }
+        if !prefix.trim_matches('/').is_empty() {
+            self.remove_empty_folders(prefix.trim_end_matches('/'))
+                .await?;
         }
         Ok(())
     }

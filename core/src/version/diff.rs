@@ -122,6 +122,8 @@ pub struct DatasetChange {
     /// Old name -> new name.
     pub renamed: BTreeMap<String, String>,
     pub deleted: Vec<String>,
+    /// For a merge commit we made: the commit it merged in. Not part of 3.x's dict.
+    pub merge_parent: Option<String>,
 }
 
 impl DatasetChange {
@@ -138,6 +140,7 @@ impl DatasetChange {
             info_updated: diff.info_updated,
             renamed: diff.renamed,
             deleted: diff.deleted,
+            merge_parent: node.and_then(|n| n.merge_parent.clone()),
         }
     }
 

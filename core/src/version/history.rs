@@ -13,6 +13,8 @@ pub struct CommitRecord {
     pub time: Option<f64>,
     pub author: Option<String>,
     pub parent: Option<String>,
+    /// For a merge commit we made: the commit it merged in.
+    pub merge_parent: Option<String>,
     pub is_head: bool,
 }
 
@@ -48,6 +50,7 @@ fn record(tree: &VersionControlInfo, id: String) -> Option<CommitRecord> {
         time: n.commit_time,
         author: n.commit_user_name.clone(),
         parent: n.parent.clone(),
+        merge_parent: n.merge_parent.clone(),
         is_head: n.is_head(),
         id,
     })

@@ -1,6 +1,7 @@
 //! Version control, as far as reading and writing a branch head needs it: the commit
-//! tree (`version_control_info.json`), which node is being read or written, and where a
-//! chunk lives (the `chunk_set` walk toward the root).
+//! tree (`version_control_info.json`), which node is being read or written, where a
+//! chunk lives (the `chunk_set` walk toward the root), and the pure algebra of diffs
+//! and merges.
 //!
 //! Chunk lookup for tensor key `K` at commit `C` (3.x rule): walk `C, parent(C), ...`
 //! (first parents only); at each non-root node read `chunk_set` of `K`; the first node
@@ -11,6 +12,7 @@ pub mod chunk_set;
 pub mod diff;
 pub mod history;
 pub mod log;
+pub mod merge;
 pub mod refs;
 
 use std::collections::HashMap;
@@ -23,6 +25,7 @@ use crate::store::{Store, paths};
 
 pub use chunk_set::{ChunkLocation, ChunkSet};
 pub use history::{CommitRecord, log};
+pub use merge::{MergePolicy, RowConflict};
 pub use refs::{Ref, RefKind, ResolvedRef, Tags, split_ref, tags};
 
 type SetCache = HashMap<(CommitId, TensorName), std::sync::Arc<ChunkSet>>;

@@ -5,6 +5,7 @@
 mod corrupt;
 mod gc;
 mod handoff;
+mod merge;
 mod slicing;
 mod storage;
 mod versioning;

@@ -96,6 +96,9 @@ fn write_changes(out: &mut dyn Write, d: &VersionDiff, labels: &[String]) -> any
                     writeln!(out, "Author:  {}", ds.author.as_deref().unwrap_or("-"))?;
                     writeln!(out, "Date:    {date}")?;
                     writeln!(out, "Message: {}", ds.message.as_deref().unwrap_or(""))?;
+                    if let Some(m) = &ds.merge_parent {
+                        writeln!(out, "Merged:  {m}")?;
+                    }
                 }
             }
             let mut any = false;

@@ -1,7 +1,8 @@
 //! `deeplake log PATH[@ref]`: the commits from the node being read (the head of `main`
 //! unless a ref is given) back to the first commit, newest first. The head itself is
 //! listed first when it is one. `--json` prints an array of
-//! `{commit_id, branch, message, author, time, date, parent, is_head, tags}`.
+//! `{commit_id, branch, message, author, time, date, parent, merge_parent, is_head, tags}`
+//! (`merge_parent`: the commit a merge commit merged in, else null).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,6 +33,7 @@ pub fn record_json(r: &CommitRecord, tags: &[&str]) -> Value {
         "time": r.time,
         "date": r.date(),
         "parent": r.parent,
+        "merge_parent": r.merge_parent,
         "is_head": r.is_head,
         "tags": tags,
     })
@@ -73,6 +75,9 @@ pub async fn run(a: &LogArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             continue;
         }
         writeln!(out, "commit {} ({}{tag_text})", r.id, r.branch)?;
+        if let Some(m) = &r.merge_parent {
+            writeln!(out, "Merge:  {} {m}", r.parent.as_deref().unwrap_or("-"))?;
+        }
         writeln!(out, "Author: {}", r.author.as_deref().unwrap_or("-"))?;
         writeln!(out, "Date:   {}", r.date().as_deref().unwrap_or("-"))?;
         writeln!(out)?;

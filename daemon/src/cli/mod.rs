@@ -10,6 +10,7 @@ pub mod gc;
 pub mod import;
 pub mod info;
 pub mod log;
+pub mod merge;
 pub mod reset;
 pub mod tag;
 
@@ -76,6 +77,8 @@ pub enum Command {
     /// Create a branch (3.x rules: a changed head is committed first), delete one
     /// (--delete), or list them.
     Branch(branch::BranchArgs),
+    /// Merge a branch, commit or tag into a branch head (3.x rules), then commit.
+    Merge(merge::MergeArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
     /// Show what a branch, commit id or tag names, or create a branch (--create).
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Diff(a) => diff::run(&a, &mut out).await?,
         Command::Commit(a) => commit::run(&a, &mut out).await?,
         Command::Branch(a) => branch::run(&a, &mut out).await?,
+        Command::Merge(a) => merge::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,

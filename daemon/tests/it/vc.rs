@@ -1,6 +1,6 @@
-//! `deeplake commit`, `branch`, `tag` and `gc`, driven through the real argument parser on a
-//! small demo dataset; the tree they leave is checked with `deeplake log --json`, `dump
-//! PATH@ref` and the core API.
+//! `deeplake commit`, `branch`, `tag`, `checkout`, `reset`, `merge` and `gc`, driven
+//! through the real argument parser on a small demo dataset; the tree they leave is
+//! checked with `deeplake log --json`, `dump PATH@ref` and the core API.
 
 use clap::Parser;
 use deeplake_core::ids::FIRST_COMMIT_ID;
@@ -23,6 +23,7 @@ async fn cli(args: &[&str]) -> anyhow::Result<String> {
         Command::Checkout(a) => cli::checkout::run(&a, &mut out).await?,
         Command::Reset(a) => cli::reset::run(&a, &mut out).await?,
         Command::Gc(a) => cli::gc::run(&a, &mut out).await?,
+        Command::Merge(a) => cli::merge::run(&a, &mut out).await?,
         other => cli::run(Cli { command: other }).await?,
     }
     Ok(String::from_utf8(out)?)
@@ -501,4 +502,168 @@ async fn checkout_reset_and_delete_branch() {
     let branches = json(&["branch", &path, "--json"]).await;
     assert!(branches.get("tmp").is_none(), "{branches}");
     assert!(branches.get("exp").is_some(), "{branches}");
+}
+
+/// Sets caption `row` on the head of `branch` (or appends one when `row` is `None`).
+async fn caption(path: &str, branch: &str, row: Option<u64>, text: &str) {
+    let mut ds = Dataset::open(
+        path,
+        OpenOptions {
+            branch: Some(branch.parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let s = Sample::Text(text.to_owned());
+    match row {
+        Some(r) => ds.update("captions", r, s).await.unwrap(),
+        None => ds.append("captions", s).await.unwrap(),
+    }
+    ds.close().await.unwrap();
+}
+
+async fn captions(url: &str) -> Vec<String> {
+    let ds = Dataset::open_url(url, OpenOptions::default())
+        .await
+        .unwrap();
+    let n = ds.tensor_len("captions").unwrap();
+    ds.read_range("captions", 0..n)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| match s {
+            Sample::Text(t) => t,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_reports_what_it_merged_and_lists_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo(&dir, "ds").await;
+    cli(&["commit", &path, "-m", "first rows"]).await.unwrap();
+    cli(&["branch", &path, "dev"]).await.unwrap();
+    caption(&path, "dev", Some(0), "dev zero").await;
+    caption(&path, "dev", None, "dev new").await;
+    let dev_commit = cli(&["commit", &path, "-m", "on dev", "--branch", "dev"])
+        .await
+        .unwrap()
+        .trim()
+        .to_owned();
+    caption(&path, "main", Some(1), "main one").await;
+    cli(&["commit", &path, "-m", "on main"]).await.unwrap();
+
+    let out = cli(&["merge", &path, "dev"]).await.unwrap();
+    assert!(
+        out.contains(&format!("merged dev ({dev_commit}) into main")),
+        "{out}"
+    );
+    assert!(
+        out.contains("  captions: 1 row added, 1 row updated\n"),
+        "{out}"
+    );
+    let l = log(&path).await;
+    let merge = &l[1];
+    assert_eq!(
+        merge.1.as_deref(),
+        Some(format!("Merge {dev_commit} into main").as_str())
+    );
+    assert!(
+        out.ends_with(&format!("merge commit {}\n", merge.0)),
+        "{out}"
+    );
+    let records = json(&["log", &path, "--json"]).await;
+    assert_eq!(records[1]["merge_parent"], dev_commit.as_str());
+    assert_eq!(records[2]["merge_parent"], Value::Null);
+    let text = cli(&["log", &path]).await.unwrap();
+    assert!(text.contains(&format!(" {dev_commit}\n")), "{text}");
+    let c = captions(&path).await;
+    assert_eq!(
+        (&c[0][..], &c[1][..], c.len()),
+        ("dev zero", "main one", 21)
+    );
+    assert_eq!(c[20], "dev new");
+    let again = cli(&["merge", &path, "dev"]).await.unwrap();
+    assert!(again.starts_with("nothing to merge: dev"), "{again}");
+
+    // Both sides change caption 2: refused with the rows listed, then resolved.
+    caption(&path, "dev", Some(2), "dev two").await;
+    cli(&["commit", &path, "-m", "dev two", "--branch", "dev"])
+        .await
+        .unwrap();
+    caption(&path, "main", Some(2), "main two").await;
+    let e = err(&["merge", &path, "dev"]).await;
+    assert!(e.contains("tensor captions:"), "{e}");
+    assert!(e.contains("row 2 (source row 2, sample id "), "{e}");
+    assert!(e.contains("nothing was written"), "{e}");
+    assert_eq!(captions(&path).await[2], "main two");
+    let ours = cli(&["merge", &path, "dev", "--policy", "ours"])
+        .await
+        .unwrap();
+    assert!(
+        ours.contains("  captions: 1 conflict resolved, our values kept (rows 2)\n"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("committed the uncommitted changes of main as"),
+        "{ours}"
+    );
+    assert_eq!(captions(&path).await[2], "main two");
+    caption(&path, "dev", Some(4), "dev four").await;
+    caption(&path, "main", Some(4), "main four").await;
+    let j = json(&["merge", &path, "dev", "--policy", "theirs", "--json"]).await;
+    assert_eq!(j["merged"], true);
+    assert_eq!(j["source_auto_commit"], true);
+    assert_eq!(j["policy"], "theirs");
+    assert_eq!(j["tensors"]["captions"]["conflicts"][0]["row"], 4);
+    assert_eq!(j["tensors"]["captions"]["rows_updated"], 1);
+    let c = captions(&path).await;
+    assert_eq!((&c[2][..], &c[4][..]), ("main two", "dev four"));
+    // dev changes row 2 again: its change is newer than the one our last merge
+    // weighed against ours, so it is taken without a conflict.
+    caption(&path, "dev", Some(2), "dev two again").await;
+    let out = cli(&["merge", &path, "dev"]).await.unwrap();
+    assert!(out.contains("  captions: 1 row updated\n"), "{out}");
+    assert_eq!(captions(&path).await[2], "dev two again");
+    let e = err(&["merge", &path, "dev", "--policy", "mine"]).await;
+    assert!(e.contains("expected none, ours or theirs"), "{e}");
+}
+
+#[test]
+fn the_binary_exits_non_zero_on_merge_conflicts() {
+    let bin = env!("CARGO_BIN_EXE_deeplake");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds");
+    let path = path.to_str().unwrap();
+    let run = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
+    for args in [
+        &["demo", path, "--rows", "20", "--size", "16"][..],
+        &["commit", path, "-m", "first"],
+        &["branch", path, "dev"],
+    ] {
+        assert!(run(args).status.success(), "{args:?}");
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        caption(path, "dev", Some(3), "dev").await;
+        caption(path, "main", Some(3), "main").await;
+    });
+    let out = run(&["merge", path, "dev"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("tensor captions:\n    row 3 (source row 3"),
+        "{stderr}"
+    );
+    let out = run(&["merge", path, "dev", "--policy", "theirs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("merge commit "));
 }
