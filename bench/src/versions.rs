@@ -7,6 +7,7 @@
 //! the chain against late in it, and one-row commits on a small dataset against the
 //! same on the full one. Prints one JSON object; `bench/run_versions.sh` runs it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -38,7 +39,8 @@ struct Args {
     /// commits the way a long ingest history does.
     #[arg(long, default_value_t = 2 << 20)]
     chunk_size: u64,
-    /// Only read (and time) the datasets a previous run left in --out.
+    /// Only read (and time) the chain a previous run left in --out, stored bytes, one
+    /// epoch (for profiling the read path).
     #[arg(long)]
     read_only: bool,
 }
@@ -58,7 +60,6 @@ fn main() -> Result<()> {
     let report = rt.block_on(run(&args))?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &report)?;
-    use std::io::Write;
     writeln!(out)?;
     Ok(())
 }
@@ -205,7 +206,7 @@ async fn run(args: &Args) -> Result<Value> {
         ds.commit(&format!("rows {a}..{b}")).await?;
         commit_s.push(tc.elapsed().as_secs_f64());
         if (k + 1) % 100 == 0 {
-            tracing_free_log(&format!("chain: {} of {} commits", k + 1, args.commits));
+            progress(&format!("chain: {} of {} commits", k + 1, args.commits));
         }
     }
     let chain_build = t.elapsed().as_secs_f64();
@@ -267,7 +268,6 @@ async fn run(args: &Args) -> Result<Value> {
 }
 
 /// Progress on stderr (stdout carries the JSON report).
-fn tracing_free_log(msg: &str) {
-    use std::io::Write;
+fn progress(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }

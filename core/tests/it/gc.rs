@@ -11,11 +11,8 @@ use deeplake_core::dataset::gc::{self, GcOptions, GcReason};
 use deeplake_core::ids::CommitId;
 use deeplake_core::store::{Store, StoreOptions};
 use deeplake_core::version::{Ref, log};
-use deeplake_core::{Dataset, Dtype, Error, NdArray, OpenOptions, Sample, TensorOptions};
-
-fn int(v: i64) -> Sample {
-    Sample::Array(NdArray::from_slice(vec![1], &[v]).unwrap())
-}
+use deeplake_core::{Dataset, Dtype, Error, OpenOptions, Sample, TensorOptions};
+use testkit::samples::int;
 
 fn opts(storage: &StoreOptions) -> OpenOptions {
     OpenOptions {

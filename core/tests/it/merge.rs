@@ -5,26 +5,10 @@
 use deeplake_core::dataset::MergeOptions;
 use deeplake_core::version::MergePolicy;
 use deeplake_core::{Dataset, Dtype, Error, NdArray, OpenOptions, Sample, TensorOptions};
-
-fn int(v: i64) -> Sample {
-    Sample::Array(NdArray::from_slice(vec![1], &[v]).unwrap())
-}
+use testkit::samples::{int, ints};
 
 fn text(s: &str) -> Sample {
     Sample::Text(s.to_owned())
-}
-
-async fn ints(ds: &Dataset, t: &str) -> Vec<i64> {
-    let n = ds.tensor_len(t).unwrap();
-    ds.read_range(t, 0..n)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| match s {
-            Sample::Array(a) => a.to_f64_vec()[0] as i64,
-            other => panic!("{other:?}"),
-        })
-        .collect()
 }
 
 async fn texts(ds: &Dataset, t: &str) -> Vec<String> {

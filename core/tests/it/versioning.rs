@@ -4,24 +4,8 @@
 use std::time::Duration;
 
 use deeplake_core::store::StoreOptions;
-use deeplake_core::{Dataset, Dtype, Error, NdArray, OpenOptions, Sample, TensorOptions};
-
-fn int(v: i64) -> Sample {
-    Sample::Array(NdArray::from_slice(vec![1], &[v]).unwrap())
-}
-
-async fn values(ds: &Dataset, t: &str) -> Vec<i64> {
-    let n = ds.tensor_len(t).unwrap();
-    ds.read_range(t, 0..n)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| match s {
-            Sample::Array(a) => a.to_f64_vec()[0] as i64,
-            other => panic!("{other:?}"),
-        })
-        .collect()
-}
+use deeplake_core::{Dataset, Dtype, Error, OpenOptions, TensorOptions};
+use testkit::samples::{int, ints as values};
 
 fn opts(storage: &StoreOptions) -> OpenOptions {
     OpenOptions {

@@ -14,19 +14,6 @@ use serde_json::Value;
 const WORKERS: u32 = 8;
 const ROUNDS: u32 = 3;
 
-async fn values(ds: &Dataset) -> Vec<i64> {
-    let n = ds.tensor_len("x").unwrap();
-    ds.read_range("x", 0..n)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| match s {
-            Sample::Array(a) => a.to_f64_vec()[0] as i64,
-            other => panic!("{other:?}"),
-        })
-        .collect()
-}
-
 async fn at(url: &str, st: &StoreOptions, r: &str) -> Dataset {
     Dataset::open_url(
         &format!("{url}@{r}"),
@@ -109,7 +96,7 @@ async fn race(url: &str, st: &StoreOptions, envs: &[(String, String)]) {
                     .unwrap_or_else(|| panic!("commit {id} of worker {w} is not in the tree"));
                 assert_eq!(branch, op["branch"].as_str().unwrap(), "commit {id}");
                 let v = op["value"].as_i64().unwrap();
-                let snap = values(&at(url, st, id).await).await;
+                let snap = testkit::samples::ints(&at(url, st, id).await, "x").await;
                 assert_eq!(snap.last(), Some(&v), "commit {id} holds its value last");
                 if op["branch"] == "main" {
                     main_values.push(v);
@@ -139,7 +126,7 @@ async fn race(url: &str, st: &StoreOptions, envs: &[(String, String)]) {
 
     // main holds every main append exactly once, and its log has one commit per append
     // (plus the base), with no gaps.
-    let main = values(&ds).await;
+    let main = testkit::samples::ints(&ds, "x").await;
     assert_eq!(main[0], 0);
     let mut got = main[1..].to_vec();
     got.sort_unstable();
@@ -160,7 +147,7 @@ async fn race(url: &str, st: &StoreOptions, envs: &[(String, String)]) {
     // Each worker's branch: base value, then its own values in order.
     for w in 0..WORKERS {
         let b = at(url, st, &format!("w{w}")).await;
-        let v = values(&b).await;
+        let v = testkit::samples::ints(&b, "x").await;
         let own: Vec<i64> = (0..ROUNDS)
             .map(|k| i64::from(w) * 1000 + i64::from(k))
             .collect();
@@ -219,7 +206,7 @@ print(json.dumps(out))
     )
     .unwrap();
     for r in &refs {
-        let ours = values(&at(&url, &StoreOptions::default(), r).await).await;
+        let ours = testkit::samples::ints(&at(&url, &StoreOptions::default(), r).await, "x").await;
         assert_eq!(theirs[r], serde_json::json!(ours), "ref {r}");
     }
 }
