@@ -103,6 +103,11 @@ async fn run(args: &Args) -> Result<Value> {
     if let Some(times) = args.write_only {
         let mut runs = Vec::new();
         for _ in 0..times.max(1) {
+            // As in the measured run, the previous dataset is removed untimed.
+            if args.out.exists() {
+                std::fs::remove_dir_all(&args.out)
+                    .with_context(|| format!("removing {}", args.out.display()))?;
+            }
             let (s, cpu, parts) = write_phase(args, &url, &rows, &classes, !args.no_fsync).await?;
             runs.push(json!({ "seconds": s, "samples_per_s": n as f64 / s, "cpu_s": cpu, "breakdown": parts }));
         }

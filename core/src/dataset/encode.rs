@@ -83,6 +83,38 @@ fn item(shape: &[usize], bytes: impl Into<Bytes>) -> Result<StoredItem> {
     })
 }
 
+/// Budget of [`is_light`]: bytes of plain data that encoding copies in a few tens of
+/// microseconds.
+const LIGHT_BYTES: usize = 256 << 10;
+
+/// Whether encoding `samples` is cheap enough to run where the caller is: no codec, no
+/// JSON, a bounded number of plain bytes. Handing such a batch (a column of labels or
+/// boxes) to the CPU pool costs more in thread wake-ups than the encoding itself, and
+/// under load each hand-off waits for a core.
+pub fn is_light(ctx: &EncodeCtx, samples: &[Sample]) -> bool {
+    if ctx.sample_compression.is_some() || ctx.htype.is_sequence || samples.len() > 4096 {
+        return false;
+    }
+    let mut bytes = 0usize;
+    for s in samples {
+        bytes += match s {
+            Sample::Array(a) => a.data.len(),
+            Sample::Text(t) => t.len(),
+            Sample::Link { path, .. } => path.len(),
+            Sample::Empty => 0,
+            Sample::Encoded { .. }
+            | Sample::Json(_)
+            | Sample::List(_)
+            | Sample::Polygons(_)
+            | Sample::Sequence(_) => return false,
+        };
+        if bytes > LIGHT_BYTES {
+            return false;
+        }
+    }
+    true
+}
+
 /// Encodes one user sample for a tensor.
 pub fn encode(ctx: &EncodeCtx, sample: Sample) -> Result<Prepared> {
     if ctx.htype.is_sequence {

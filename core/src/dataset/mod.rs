@@ -934,14 +934,21 @@ impl Dataset {
         let samples = self.map_class_labels(&key, samples)?;
         self.infer_dtype(&key, &samples)?;
         let ctx = self.encode_ctx(&key)?;
-        let prepared = crate::runtime::spawn_cpu(move || {
-            use rayon::prelude::*;
+        let prepared = if encode::is_light(&ctx, &samples) {
             samples
-                .into_par_iter()
+                .into_iter()
                 .map(|s| encode::encode(&ctx, s))
                 .collect::<Result<Vec<_>>>()
-        })
-        .await
+        } else {
+            crate::runtime::spawn_cpu(move || {
+                use rayon::prelude::*;
+                samples
+                    .into_par_iter()
+                    .map(|s| encode::encode(&ctx, s))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await
+        }
         .map_err(|e| with_tensor(e, tensor))?;
         self.append_prepared(&key, prepared).await
     }
@@ -1815,7 +1822,7 @@ async fn append_to_tensor(
                 if fits {
                     if let Some((id, _)) = last {
                         if let Some(b) = t.builders.get_mut(&id) {
-                            b.try_push(&it.shape, &it.bytes)
+                            b.try_push_shared(&it.shape, it.bytes.clone())
                                 .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
                         }
                         t.dirty_chunks.insert(id);
@@ -1827,13 +1834,14 @@ async fn append_to_tensor(
                     if let Some((id, _)) = last {
                         closed.push(id);
                     }
-                    // Reserve the chunk's target size once: growing a multi-megabyte
-                    // buffer by doubling costs copies and page faults on the ingest path.
-                    let mut b = ChunkBuilder {
-                        data: writer::buffer(half.max(it.bytes.len())),
-                        ..Default::default()
-                    };
-                    b.try_push(&it.shape, &it.bytes)
+                    // Small samples are copied in: reserve the chunk's target size once,
+                    // as growing a multi-megabyte buffer by doubling costs copies and page
+                    // faults on the ingest path. Large ones stay shared, unbuffered.
+                    let mut b = ChunkBuilder::default();
+                    if it.bytes.len() < crate::format::chunk::SHARE_MIN {
+                        b.data = writer::buffer(half).into();
+                    }
+                    b.try_push_shared(&it.shape, it.bytes.clone())
                         .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
                     let id = t.add_chunk(b);
                     t.chunk_ids.rows.push((id, idx));
@@ -1950,7 +1958,7 @@ async fn place_alone(
             version: String::new(),
             shapes: b.shapes.clone(),
             byte_positions: b.byte_positions.clone(),
-            data: Bytes::from(b.data.clone()),
+            data: b.data.to_bytes(),
         };
         let n = b.num_samples();
         let internal =

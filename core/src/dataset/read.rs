@@ -207,7 +207,7 @@ fn held_chunk(t: &TensorState, id: u64, with_data: bool) -> Option<Chunk> {
         shapes: b.shapes.clone(),
         byte_positions: b.byte_positions.clone(),
         data: if with_data {
-            Bytes::from(b.data.clone())
+            b.data.to_bytes()
         } else {
             Bytes::new()
         },

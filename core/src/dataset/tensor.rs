@@ -5,13 +5,14 @@
 //! that is not there yet.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::dataset::writer;
 use crate::error::{Error, Result};
 use crate::format::chunk::ChunkBuilder;
-use crate::format::compression::{self, Compression};
+use crate::format::compression::Compression;
 use crate::format::diff::CommitDiff;
 use crate::format::dtype::Dtype;
 use crate::format::encoders::{
@@ -338,25 +339,29 @@ impl TensorState {
             .map(|id| self.write_id(id))
             .collect();
         self.dirty_chunks.clear();
-        let encoded: Vec<(u64, ChunkBuilder)> = dirty
+        // The builders are shared with the puts rather than copied (the last chunk can
+        // be 16 MB), and come back once the puts are done.
+        let shared: Vec<(u64, Arc<ChunkBuilder>)> = dirty
             .iter()
-            .filter_map(|id| self.builders.get(id).map(|b| (*id, b.clone())))
+            .filter_map(|id| self.builders.remove(id).map(|b| (*id, Arc::new(b))))
             .collect();
-        let cc = self.chunk_compression.clone();
-        let blobs = crate::runtime::spawn_cpu(move || {
-            use rayon::prelude::*;
-            Ok(encoded
-                .into_par_iter()
-                .map(|(id, b)| (id, encode_chunk(&b, cc.as_ref())))
-                .collect::<Vec<_>>())
-        })
-        .await?;
-        let key = self.key.clone();
-        futures::future::try_join_all(blobs.into_iter().map(|(id, bytes)| {
-            let k = paths::chunk(node, &key, ChunkId(id));
-            async move { store.put(&k, Bytes::from(bytes)).await }
-        }))
-        .await?;
+        let written = put_chunks(
+            store,
+            node,
+            &self.key,
+            &shared,
+            self.chunk_compression.clone(),
+        )
+        .await;
+        for (id, b) in shared {
+            let b = Arc::try_unwrap(b).unwrap_or_else(|b| (*b).clone());
+            self.builders.insert(id, b);
+        }
+        if let Err(e) = written {
+            // Nothing is lost: the same chunks are written again at the next flush.
+            self.dirty_chunks.extend(dirty);
+            return Err(e);
+        }
         for id in &dirty {
             // Written now: any later change to it goes under a fresh id.
             self.persisted.insert(*id);
@@ -389,12 +394,30 @@ impl TensorState {
     }
 }
 
-/// Serializes a chunk, compressing its data section with the tensor's chunk codec.
-pub fn encode_chunk(b: &ChunkBuilder, chunk_compression: Option<&Compression>) -> Vec<u8> {
-    match chunk_compression {
-        Some(Compression::Lz4) => b.encode_with_data(&compression::lz4_compress(&b.data)),
-        _ => b.encode_with_data(&b.data),
-    }
+/// Puts chunks of one tensor at `node`, in parallel; the data sections are compressed
+/// (or shared as they are) on the CPU pool.
+async fn put_chunks(
+    store: &Store,
+    node: &CommitId,
+    key: &TensorName,
+    chunks: &[(u64, Arc<ChunkBuilder>)],
+    cc: Option<Compression>,
+) -> Result<()> {
+    let work = chunks.to_vec();
+    let parts = crate::runtime::spawn_cpu(move || {
+        use rayon::prelude::*;
+        Ok(work
+            .into_par_iter()
+            .map(|(id, b)| (id, writer::chunk_parts(&b, cc.as_ref())))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    futures::future::try_join_all(parts.into_iter().map(|(id, parts)| {
+        let k = paths::chunk(node, key, ChunkId(id));
+        async move { store.put_parts(&k, parts).await }
+    }))
+    .await?;
+    Ok(())
 }
 
 /// The objects one tensor stores at one node besides its chunks, as bytes. Serialized

@@ -59,20 +59,9 @@ impl ChunkWriter {
         let inflight = inflight.clone();
         self.tasks.spawn(async move {
             let b = builder.clone();
-            let parts = crate::runtime::spawn_cpu(move || {
-                let header = Bytes::from(b.encode_header());
-                Ok(match chunk_compression {
-                    Some(Compression::Lz4) => {
-                        vec![
-                            header,
-                            Bytes::from(crate::format::compression::lz4_compress(&b.data)),
-                        ]
-                    }
-                    // The data section goes out as is, straight from the shared builder.
-                    _ => vec![header, Bytes::from_owner(DataOf(b))],
-                })
-            })
-            .await?;
+            let parts =
+                crate::runtime::spawn_cpu(move || Ok(chunk_parts(&b, chunk_compression.as_ref())))
+                    .await?;
             store.put_parts(&key, parts).await?;
             {
                 let mut map = lock(&inflight)?;
@@ -81,7 +70,7 @@ impl ChunkWriter {
                 }
             }
             if let Ok(b) = Arc::try_unwrap(builder) {
-                recycle(b.data);
+                recycle(b.data.into_owned_buffer());
             }
             // Durable now, while the next chunk fills, rather than all at the flush.
             store.sync_object(&key).await
@@ -139,12 +128,35 @@ fn recycle(mut data: Vec<u8>) {
     }
 }
 
-/// The data section of a shared builder, as the owner of a zero-copy `Bytes`.
+/// A chunk as the parts of one put: its header, then its data section, compressed with
+/// the tensor's chunk codec or else shared with the builder as it is, without a copy.
+pub fn chunk_parts(b: &Arc<ChunkBuilder>, chunk_compression: Option<&Compression>) -> Vec<Bytes> {
+    let header = Bytes::from(b.encode_header());
+    match chunk_compression {
+        Some(Compression::Lz4) => vec![
+            header,
+            Bytes::from(crate::format::compression::lz4_compress(
+                &b.data.contiguous(),
+            )),
+        ],
+        _ => {
+            let mut parts = Vec::with_capacity(b.data.shared().len() + 2);
+            parts.push(header);
+            parts.extend(b.data.shared().iter().cloned());
+            if !b.data.owned().is_empty() {
+                parts.push(Bytes::from_owner(DataOf(b.clone())));
+            }
+            parts
+        }
+    }
+}
+
+/// The owned tail of a shared builder's data section, as the owner of a zero-copy `Bytes`.
 struct DataOf(Arc<ChunkBuilder>);
 
 impl AsRef<[u8]> for DataOf {
     fn as_ref(&self) -> &[u8] {
-        &self.0.data
+        self.0.data.owned()
     }
 }
 

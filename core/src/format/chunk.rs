@@ -225,6 +225,130 @@ fn encode_parts(
     out
 }
 
+/// Samples at least this large are kept as shared segments rather than copied.
+pub const SHARE_MIN: usize = 4096;
+
+/// The uncompressed data section of a chunk being built: shared segments (typically a
+/// sample's file bytes, appended without a copy), then bytes the builder owns. A chunk
+/// written as is goes out segment by segment; edits first make it one owned buffer.
+#[derive(Clone, Debug, Default)]
+pub struct ChunkData {
+    shared: Vec<Bytes>,
+    open: Vec<u8>,
+    len: usize,
+}
+
+impl ChunkData {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a copy of `bytes`.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.open.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Appends `bytes`, sharing rather than copying them unless they are small.
+    pub fn push_shared(&mut self, bytes: Bytes) {
+        if bytes.len() < SHARE_MIN {
+            return self.extend_from_slice(&bytes);
+        }
+        if !self.open.is_empty() {
+            self.shared
+                .push(Bytes::from(std::mem::take(&mut self.open)));
+        }
+        self.len += bytes.len();
+        self.shared.push(bytes);
+    }
+
+    /// The whole section as one owned buffer, for edits.
+    pub fn make_contiguous(&mut self) -> &mut Vec<u8> {
+        if !self.shared.is_empty() {
+            let mut all = Vec::with_capacity(self.len);
+            for seg in &self.shared {
+                all.extend_from_slice(seg);
+            }
+            all.extend_from_slice(&self.open);
+            self.shared.clear();
+            self.open = all;
+        }
+        &mut self.open
+    }
+
+    /// The whole section as one slice, copied only when it is in several pieces.
+    pub fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match (self.shared.as_slice(), self.open.is_empty()) {
+            ([], _) => std::borrow::Cow::Borrowed(&self.open),
+            ([one], true) => std::borrow::Cow::Borrowed(one),
+            _ => std::borrow::Cow::Owned(self.segments().fold(
+                Vec::with_capacity(self.len),
+                |mut v, s| {
+                    v.extend_from_slice(s);
+                    v
+                },
+            )),
+        }
+    }
+
+    /// The whole section as `Bytes`, copied only when it is in several pieces.
+    pub fn to_bytes(&self) -> Bytes {
+        match (self.shared.as_slice(), self.open.is_empty()) {
+            ([one], true) => one.clone(),
+            _ => Bytes::from(self.contiguous().into_owned()),
+        }
+    }
+
+    /// The pieces in order: the shared segments, then the owned tail.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.shared
+            .iter()
+            .map(|b| &b[..])
+            .chain((!self.open.is_empty()).then_some(&self.open[..]))
+    }
+
+    /// The shared segments (the owned tail is [`ChunkData::owned`]).
+    pub fn shared(&self) -> &[Bytes] {
+        &self.shared
+    }
+
+    /// The owned tail, which follows the shared segments.
+    pub fn owned(&self) -> &[u8] {
+        &self.open
+    }
+
+    /// The owned buffer, to reuse its allocation.
+    pub fn into_owned_buffer(self) -> Vec<u8> {
+        self.open
+    }
+}
+
+impl From<Vec<u8>> for ChunkData {
+    fn from(open: Vec<u8>) -> Self {
+        ChunkData {
+            len: open.len(),
+            shared: Vec::new(),
+            open,
+        }
+    }
+}
+
+impl PartialEq for ChunkData {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.contiguous() == other.contiguous()
+    }
+}
+
+impl PartialEq<Vec<u8>> for ChunkData {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        self.len == other.len() && *self.contiguous() == other[..]
+    }
+}
+
 /// Builds a chunk sample by sample (the writer's side), keeping the run-length tables
 /// compact. `data` holds the uncompressed data section.
 ///
@@ -234,7 +358,7 @@ fn encode_parts(
 pub struct ChunkBuilder {
     pub shapes: Vec<Vec<u32>>,
     pub byte_positions: Vec<[u32; 3]>,
-    pub data: Vec<u8>,
+    pub data: ChunkData,
 }
 
 impl ChunkBuilder {
@@ -243,7 +367,7 @@ impl ChunkBuilder {
         ChunkBuilder {
             shapes,
             byte_positions,
-            data,
+            data: data.into(),
         }
     }
 
@@ -267,6 +391,21 @@ impl ChunkBuilder {
     /// all-zero shape of the same rank first, as 3.x does. On a tile builder (one sample,
     /// no byte positions) the tile's bytes become the first byte-position row.
     pub fn try_push(&mut self, shape: &[u32], bytes: &[u8]) -> Result<(), Corruption> {
+        self.push_with(shape, bytes.len(), |d| d.extend_from_slice(bytes))
+    }
+
+    /// [`ChunkBuilder::try_push`] that keeps a large sample's bytes shared instead of
+    /// copying them into the chunk.
+    pub fn try_push_shared(&mut self, shape: &[u32], bytes: Bytes) -> Result<(), Corruption> {
+        self.push_with(shape, bytes.len(), |d| d.push_shared(bytes))
+    }
+
+    fn push_with(
+        &mut self,
+        shape: &[u32],
+        n_bytes: usize,
+        put: impl FnOnce(&mut ChunkData),
+    ) -> Result<(), Corruption> {
         if let Some(row) = self.shapes.first() {
             check_rank(row, shape)?;
         }
@@ -281,7 +420,7 @@ impl ChunkBuilder {
                 "chunk builder: chunk already holds 2^32 samples",
             ));
         }
-        let (start, len) = match (u32::try_from(self.data.len()), u32::try_from(bytes.len())) {
+        let (start, len) = match (u32::try_from(self.data.len()), u32::try_from(n_bytes)) {
             (Ok(start), Ok(len)) if start.checked_add(len).is_some() => (start, len),
             _ => return Err(Corruption::new("chunk builder: chunk would exceed 4 GiB")),
         };
@@ -289,7 +428,7 @@ impl ChunkBuilder {
         self.ensure_byte_positions();
         let n_before = rle::num_samples(&self.byte_positions);
         rle::push(&mut self.byte_positions, [len, start, 0]);
-        self.data.extend_from_slice(bytes);
+        put(&mut self.data);
         if self.shapes.is_empty() && n_before > 0 {
             let mut zeros = vec![0; shape.len() + 1];
             zeros.set_last(to_u32(n_before as usize - 1));
@@ -315,7 +454,7 @@ impl ChunkBuilder {
             }
             // A tile: one sample that is the whole data section.
             self.shapes = vec![shape.iter().copied().chain([0]).collect()];
-            self.data = bytes.to_vec();
+            self.data = bytes.to_vec().into();
             return Ok(());
         }
         self.check_contiguous()?;
@@ -345,7 +484,10 @@ impl ChunkBuilder {
         }
         shift_starts(&mut self.byte_positions[row + 1..], old.len(), bytes.len());
         rle::merge_around(&mut self.byte_positions, row);
-        self.data.splice(old, bytes.iter().copied());
+        self.data
+            .make_contiguous()
+            .splice(old, bytes.iter().copied());
+        self.data.len = self.data.open.len();
 
         let row = rle::isolate(&mut self.shapes, local as u64).ok_or_else(|| shape_gap(local))?;
         if let Some(r) = self.shapes.get_mut(row) {
@@ -379,7 +521,8 @@ impl ChunkBuilder {
             .ok_or_else(|| no_byte_positions(local))?;
         shift_starts(&mut self.byte_positions[row..], old.len(), 0);
         rle::merge_around(&mut self.byte_positions, row.saturating_sub(1));
-        self.data.drain(old);
+        self.data.make_contiguous().drain(old);
+        self.data.len = self.data.open.len();
         if let Some(row) = rle::remove(&mut self.shapes, local as u64) {
             rle::merge_around(&mut self.shapes, row.saturating_sub(1));
         }
@@ -392,12 +535,12 @@ impl ChunkBuilder {
         ChunkBuilder {
             shapes: vec![row],
             byte_positions: Vec::new(),
-            data: bytes,
+            data: bytes.into(),
         }
     }
 
     /// Serializes with the given data section (the caller compresses `self.data` first
-    /// when the tensor has a chunk compression).
+    /// when the tensor has a chunk compression; else passes `self.data.contiguous()`).
     pub fn encode_with_data(&self, data: &[u8]) -> Vec<u8> {
         encode_parts(WRITER_VERSION, &self.shapes, &self.byte_positions, data)
     }
@@ -492,8 +635,8 @@ mod tests {
         b.push(&[2, 3], &[1, 2, 3, 4, 5, 6]);
         b.push(&[1, 3], &[7, 8, 9]);
         let mut joined = b.encode_header();
-        joined.extend_from_slice(&b.data);
-        assert_eq!(joined, b.encode_with_data(&b.data));
+        joined.extend_from_slice(&b.data.contiguous());
+        assert_eq!(joined, b.encode_with_data(&b.data.contiguous()));
     }
     use proptest::prelude::*;
 
@@ -614,11 +757,17 @@ mod tests {
         for v in [0u32, 1, 1] {
             labels.push(&[1], &v.to_le_bytes());
         }
-        assert_eq!(labels.encode_with_data(&labels.data), hex(LABELS));
+        assert_eq!(
+            labels.encode_with_data(&labels.data.contiguous()),
+            hex(LABELS)
+        );
 
         labels.replace(1, &[1], &0u32.to_le_bytes()).unwrap();
         labels.push(&[1], &1u32.to_le_bytes());
-        assert_eq!(labels.encode_with_data(&labels.data), hex(LABELS_UPDATED));
+        assert_eq!(
+            labels.encode_with_data(&labels.data.contiguous()),
+            hex(LABELS_UPDATED)
+        );
 
         let mut padded = ChunkBuilder::default();
         padded.push(&[1], &1i32.to_le_bytes());
@@ -626,16 +775,22 @@ mod tests {
             padded.push(&[0], &[]);
         }
         padded.push(&[1], &7i32.to_le_bytes());
-        assert_eq!(padded.encode_with_data(&padded.data), hex(PADDED));
+        assert_eq!(
+            padded.encode_with_data(&padded.data.contiguous()),
+            hex(PADDED)
+        );
 
         let mut popped = ChunkBuilder::default();
         popped.push(&[1], &[1]);
         popped.push(&[1], &[2]);
         popped.remove(0).unwrap();
-        assert_eq!(popped.encode_with_data(&popped.data), hex(POPPED));
+        assert_eq!(
+            popped.encode_with_data(&popped.data.contiguous()),
+            hex(POPPED)
+        );
 
         let tile = ChunkBuilder::tile(&[3, 4], vec![0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19]);
-        assert_eq!(tile.encode_with_data(&tile.data), hex(TILE));
+        assert_eq!(tile.encode_with_data(&tile.data.contiguous()), hex(TILE));
         assert_eq!(tile.nbytes(), hex(TILE).len());
     }
 
@@ -676,7 +831,7 @@ mod tests {
         let mut b = ChunkBuilder::tile(&[3, 4], vec![1; 12]);
         b.replace(0, &[2, 2], &[5; 4]).unwrap();
         assert_eq!(
-            (b.shapes.clone(), b.data.clone()),
+            (b.shapes.clone(), b.data.contiguous().to_vec()),
             (vec![vec![2, 2, 0]], vec![5; 4])
         );
         b.push(&[1, 1], &[9]);
@@ -706,7 +861,7 @@ mod tests {
     #[test]
     fn legacy_chunk_without_shapes() {
         let b = ChunkBuilder::from_parts(vec![], vec![[2, 0, 1], [3, 4, 2]], vec![7; 7]);
-        let enc = b.encode_with_data(&b.data);
+        let enc = b.encode_with_data(&b.data.contiguous());
         assert_eq!(&enc[7..15], &[0; 8]);
         let c = decode(&enc).unwrap();
         assert_eq!(c.num_samples(), 3);
@@ -744,7 +899,7 @@ mod tests {
         b.push(&[], &[1]);
         b.push(&[], &[2]);
         assert_eq!(b.shapes, vec![vec![1]]);
-        let c = decode(&b.encode_with_data(&b.data)).unwrap();
+        let c = decode(&b.encode_with_data(&b.data.contiguous())).unwrap();
         assert_eq!(c.shape(1).unwrap(), Vec::<u32>::new());
 
         // Rank mismatches are refused and leave the builder as it was.
@@ -797,7 +952,7 @@ mod tests {
 
         let backwards =
             ChunkBuilder::from_parts(vec![vec![1, 3], vec![2, 1]], vec![[1, 0, 3]], vec![0; 4]);
-        assert!(decode(&backwards.encode_with_data(&backwards.data)).is_err());
+        assert!(decode(&backwards.encode_with_data(&backwards.data.contiguous())).is_err());
         let backwards = ChunkBuilder::from_parts(vec![], vec![[1, 0, 3], [1, 4, 2]], vec![]);
         assert!(decode(&backwards.encode_with_data(&[])).is_err());
         assert!(decode(b"\x03a\xffb").is_err(), "non-ASCII version");
@@ -844,12 +999,13 @@ mod tests {
         let rank = b.shapes.first().map_or(1, |r| r.len().saturating_sub(1));
         let _ = b.replace(n / 2, &vec![1; rank], &[1, 2]);
         let _ = b.try_push(&vec![3; rank], &[4]);
-        let _ = b.encode_with_data(&b.data);
+        let _ = b.encode_with_data(&b.data.contiguous());
     }
 
     #[derive(Clone, Debug)]
     enum Op {
         Push(Vec<u32>, Vec<u8>),
+        PushShared(Vec<u32>, Vec<u8>),
         Replace(usize, Vec<u32>, Vec<u8>),
         Remove(usize),
     }
@@ -866,6 +1022,12 @@ mod tests {
         (0usize..4).prop_flat_map(|ndim| {
             let op = prop_oneof![
                 3 => sample(ndim).prop_map(|(s, b)| Op::Push(s, b)),
+                1 => (
+                    prop::collection::vec(0u32..3, ndim),
+                    prop_oneof![Just(1usize), Just(SHARE_MIN - 1), Just(SHARE_MIN), Just(SHARE_MIN + 7)],
+                    any::<u8>(),
+                )
+                    .prop_map(|(s, n, v)| Op::PushShared(s, vec![v; n])),
                 2 => (any::<usize>(), sample(ndim)).prop_map(|(i, (s, b))| Op::Replace(i, s, b)),
                 1 => any::<usize>().prop_map(Op::Remove),
             ];
@@ -876,8 +1038,12 @@ mod tests {
     /// Checks a builder against the naive model: same samples, canonical tables.
     fn check_against(b: &ChunkBuilder, model: &[(Vec<u32>, Vec<u8>)]) {
         assert_eq!(b.num_samples(), model.len());
-        let enc = b.encode_with_data(&b.data);
+        let enc = b.encode_with_data(&b.data.contiguous());
         assert_eq!(enc.len(), b.nbytes());
+        // What a writer sends: the header, then the data section piece by piece.
+        let mut parts = b.encode_header();
+        b.data.segments().for_each(|s| parts.extend_from_slice(s));
+        assert_eq!(parts, enc);
         let c = decode(&enc).unwrap();
         for (i, (shape, bytes)) in model.iter().enumerate() {
             assert_eq!(&c.shape(i).unwrap(), shape, "shape of {i}");
@@ -911,6 +1077,10 @@ mod tests {
                         b.push(&s, &bytes);
                         model.push((s, bytes));
                     }
+                    Op::PushShared(s, bytes) => {
+                        b.try_push_shared(&s, Bytes::from(bytes.clone())).unwrap();
+                        model.push((s, bytes));
+                    }
                     Op::Replace(i, s, bytes) => {
                         if model.is_empty() {
                             prop_assert!(b.replace(i, &s, &bytes).is_err());
@@ -941,11 +1111,11 @@ mod tests {
                 b.push(s, bytes);
             }
             check_against(&b, &samples);
-            let c = decode(&b.encode_with_data(&b.data)).unwrap();
+            let c = decode(&b.encode_with_data(&b.data.contiguous())).unwrap();
             prop_assert_eq!(&c.shapes, &b.shapes);
             prop_assert_eq!(&c.byte_positions, &b.byte_positions);
-            prop_assert_eq!(&c.data[..], &b.data[..]);
-            prop_assert_eq!(c.encode(), b.encode_with_data(&b.data));
+            prop_assert_eq!(&c.data[..], &b.data.contiguous()[..]);
+            prop_assert_eq!(c.encode(), b.encode_with_data(&b.data.contiguous()));
         }
 
         #[test]
