@@ -45,9 +45,46 @@ pub enum Error {
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
 
+    /// A query the user must fix: its syntax, an unknown tensor or function, a type
+    /// error. `pos` is the character offset in the query text where it went wrong.
+    #[error("query error ({}): {message}{}", kind.as_str(), pos.map(|p| format!(" at position {p}")).unwrap_or_default())]
+    Query {
+        kind: QueryErrorKind,
+        pos: Option<usize>,
+        message: String,
+    },
+
     /// An impossible state: a bug in this crate.
     #[error("internal error: {message}")]
     Internal { message: String },
+}
+
+/// What is wrong with a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryErrorKind {
+    Syntax,
+    UnknownColumn,
+    UnknownFunction,
+    TypeMismatch,
+    InvalidValue,
+    InvalidStatement,
+    Unsupported,
+    SourceNotFound,
+}
+
+impl QueryErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryErrorKind::Syntax => "syntax",
+            QueryErrorKind::UnknownColumn => "unknown_column",
+            QueryErrorKind::UnknownFunction => "unknown_function",
+            QueryErrorKind::TypeMismatch => "type_mismatch",
+            QueryErrorKind::InvalidValue => "invalid_value",
+            QueryErrorKind::InvalidStatement => "invalid_statement",
+            QueryErrorKind::Unsupported => "unsupported",
+            QueryErrorKind::SourceNotFound => "source_not_found",
+        }
+    }
 }
 
 impl Error {
@@ -77,6 +114,14 @@ impl Error {
         }
     }
 
+    pub fn query(kind: QueryErrorKind, pos: Option<usize>, message: impl fmt::Display) -> Self {
+        Error::Query {
+            kind,
+            pos,
+            message: message.to_string(),
+        }
+    }
+
     pub fn internal(message: impl fmt::Display) -> Self {
         Error::Internal {
             message: message.to_string(),
@@ -93,6 +138,7 @@ impl Error {
             Error::Corrupt { .. } => "corrupt",
             Error::Storage(_) => "storage",
             Error::Io(_) => "io",
+            Error::Query { .. } => "query",
             Error::Internal { .. } => "internal",
         }
     }

@@ -19,6 +19,7 @@ pub mod store;
 pub mod version;
 
 pub mod dataset;
+pub mod tql;
 
 pub use dataset::{Dataset, OpenOptions, TensorOptions};
 pub use error::{Error, Result};

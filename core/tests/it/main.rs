@@ -8,4 +8,5 @@ mod handoff;
 mod merge;
 mod slicing;
 mod storage;
+mod tql;
 mod versioning;

@@ -11,6 +11,7 @@ pub mod import;
 pub mod info;
 pub mod log;
 pub mod merge;
+pub mod query;
 pub mod reset;
 pub mod tag;
 
@@ -79,6 +80,8 @@ pub enum Command {
     Branch(branch::BranchArgs),
     /// Merge a branch, commit or tag into a branch head (3.x rules), then commit.
     Merge(merge::MergeArgs),
+    /// Run a TQL query and print the resulting rows (or the plan, for EXPLAIN).
+    Query(query::QueryArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
     /// Show what a branch, commit id or tag names, or create a branch (--create).
@@ -102,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Commit(a) => commit::run(&a, &mut out).await?,
         Command::Branch(a) => branch::run(&a, &mut out).await?,
         Command::Merge(a) => merge::run(&a, &mut out).await?,
+        Command::Query(a) => query::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,

@@ -1,0 +1,1099 @@
+//! Runs a parsed query over sources whose columns are already loaded. Synchronous CPU
+//! work, parallel over rows with rayon; the caller runs it on the CPU pool.
+//!
+//! Stages of a SELECT, in order: source (scan, subquery or set operation) -> WHERE ->
+//! EXPAND BY -> GROUP BY / HAVING -> UNGROUP BY -> ORDER BY (stable; a DESC key reverses
+//! ties too; a LIMIT makes it a top-k) -> OFFSET / LIMIT / TOP -> SAMPLE BY -> the
+//! select list, computed on the rows that remain.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use super::ast::*;
+use super::eval::{Bm25, Env, Row, eval, splitmix};
+use super::frame::{ColKind, Frame, Source, unknown};
+use super::value::{Val, order};
+use crate::error::{Error, QueryErrorKind, Result};
+
+/// A grouped select's input frame, member positions, keys and GROUP BY expressions.
+type Groups<'g, 's> = (&'g Frame<'s>, &'g [Vec<usize>], &'g [Vec<Val>], &'g [Expr]);
+
+pub struct Exec {
+    pub sources: Vec<Source>,
+    /// Source index of each FROM clause, keyed by `url@version` as written.
+    pub by_name: HashMap<String, usize>,
+    /// The dataset a query without FROM reads.
+    pub main: Option<usize>,
+    pub seed: u64,
+    pub bm25: HashMap<String, Bm25>,
+}
+
+pub fn source_key(url: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("{url}@{v}"),
+        None => url.to_owned(),
+    }
+}
+
+impl Exec {
+    pub fn query<'s>(&'s self, q: &Query) -> Result<Frame<'s>> {
+        match q {
+            Query::Select(s) => self.select(s),
+            Query::Explain(inner) => self.query(inner),
+            Query::Set {
+                op,
+                left,
+                right,
+                tail,
+            } => {
+                let l = self.query(left)?;
+                let r = self.query(right)?;
+                let combined = set_op(*op, l, r);
+                self.apply_tail(combined, tail, &[])
+            }
+        }
+    }
+
+    fn from<'s>(&'s self, f: Option<&FromClause>, pos: usize) -> Result<Frame<'s>> {
+        match f {
+            None => {
+                let m = self.main.ok_or_else(|| {
+                    Error::query(
+                        QueryErrorKind::SourceNotFound,
+                        Some(pos),
+                        "the query has no FROM and runs on no dataset",
+                    )
+                })?;
+                Ok(Frame::scan(&self.sources[m], None))
+            }
+            Some(FromClause::Source {
+                url,
+                version,
+                alias,
+                pos,
+            }) => {
+                let k = self
+                    .by_name
+                    .get(&source_key(url, version.as_deref()))
+                    .ok_or_else(|| {
+                        Error::query(
+                            QueryErrorKind::SourceNotFound,
+                            Some(*pos),
+                            format!("source {url:?} was not opened"),
+                        )
+                    })?;
+                Ok(Frame::scan(&self.sources[*k], alias.clone()))
+            }
+            Some(FromClause::Subquery { query, .. }) => self.query(query),
+            Some(FromClause::Join {
+                left,
+                right,
+                kind,
+                on,
+                using,
+            }) => self.join(left, right, *kind, on.as_ref(), using, pos),
+        }
+    }
+
+    fn join<'s>(
+        &'s self,
+        left: &FromClause,
+        right: &FromClause,
+        kind: JoinKind,
+        on: Option<&Expr>,
+        using: &[String],
+        pos: usize,
+    ) -> Result<Frame<'s>> {
+        let l = self.from(Some(left), pos)?;
+        let r = self.from(Some(right), pos)?;
+        if l.sources.len() != 1 || r.sources.len() != 1 || !l.virt.is_empty() || !r.virt.is_empty()
+        {
+            return Err(Error::query(
+                QueryErrorKind::Unsupported,
+                Some(pos),
+                "JOIN takes two dataset sources (not subqueries or set operations)",
+            ));
+        }
+        let alias = |f: &FromClause| match f {
+            FromClause::Source { alias, .. } => alias.clone(),
+            _ => None,
+        };
+        // Pairs are listed in the frame as alternating rows of each side, so a column
+        // qualified by a side's alias reads that side.
+        let pair = Frame {
+            sources: vec![l.sources[0], r.sources[0]],
+            rows: Vec::new(),
+            virt: Vec::new(),
+            groups: None,
+            star: true,
+            aliases: vec![alias(left), alias(right)],
+        };
+        let pred = on.map(|e| self.bind(e, &pair, &[])).transpose()?;
+        let mut out_rows = Vec::new();
+        let mut matched_right = HashSet::new();
+        for &(_, lr) in &l.rows {
+            let mut any = false;
+            for &(_, rr) in &r.rows {
+                let hit =
+                    if !using.is_empty() {
+                        using.iter().all(|c| {
+                        let a = l.sources[0].loaded(c).and_then(|v| v.get(lr as usize).cloned());
+                        let b = r.sources[0].loaded(c).and_then(|v| v.get(rr as usize).cloned());
+                        matches!((a, b), (Some(a), Some(b)) if !a.is_null() && a.key() == b.key())
+                    })
+                    } else if let Some(p) = &pred {
+                        let f = Frame {
+                            rows: vec![(0, lr), (1, rr)],
+                            ..pair.take(&[])
+                        };
+                        join_eval(p, &f, self)?
+                    } else {
+                        true
+                    };
+                if hit {
+                    any = true;
+                    matched_right.insert(rr);
+                    out_rows.push((0, lr));
+                    out_rows.push((1, rr));
+                }
+            }
+            if !any && matches!(kind, JoinKind::Left | JoinKind::Full) {
+                out_rows.push((0, lr));
+            }
+        }
+        if matches!(kind, JoinKind::Right | JoinKind::Full) {
+            for &(_, rr) in &r.rows {
+                if !matched_right.contains(&rr) {
+                    out_rows.push((1, rr));
+                }
+            }
+        }
+        Ok(Frame {
+            rows: out_rows,
+            ..pair
+        })
+    }
+
+    fn select<'s>(&'s self, s: &Select) -> Result<Frame<'s>> {
+        if !s.group_by.is_empty() && s.ungroup.is_some() {
+            return Err(Error::query(
+                QueryErrorKind::InvalidStatement,
+                Some(s.pos),
+                "GROUP BY and UNGROUP BY cannot be used in the same statement",
+            ));
+        }
+        let mut frame = self.from(s.from.as_ref(), s.pos)?;
+        let aliases: Vec<(String, Expr)> = s
+            .items
+            .iter()
+            .filter_map(|it| match it {
+                SelectItem::Expr {
+                    expr,
+                    alias: Some(a),
+                } => Some((a.clone(), expr.clone())),
+                _ => None,
+            })
+            .collect();
+        if let Some(w) = &s.filter {
+            let w = self.bind(w, &frame, &[])?;
+            let keep: Vec<usize> = {
+                let env = self.env(&frame, &[]);
+                let hits = (0..frame.len())
+                    .into_par_iter()
+                    .map(|p| {
+                        Ok(eval(
+                            &w,
+                            &env,
+                            Row::One {
+                                pos: p,
+                                number: p as i64,
+                            },
+                        )?
+                        .truthy())
+                    })
+                    .collect::<Result<Vec<bool>>>()?;
+                hits.iter()
+                    .enumerate()
+                    .filter(|(_, h)| **h)
+                    .map(|(p, _)| p)
+                    .collect()
+            };
+            let keep = match s.expand {
+                Some((before, after)) => {
+                    expand(&keep, frame.len(), before as usize, after as usize)
+                }
+                None => keep,
+            };
+            frame = frame.take(&keep);
+        }
+        let counting = s.group_by.is_empty()
+            && s.items.iter().any(|it| {
+                matches!(it, SelectItem::Expr { expr: Expr { kind: ExprKind::Func { name, .. }, .. }, .. } if name == "COUNT")
+            });
+        if !s.group_by.is_empty() || counting {
+            return self.grouped(s, frame, &aliases);
+        }
+        if let Some(u) = &s.ungroup {
+            frame = ungroup(frame, u, s.pos)?;
+        }
+        let mut tail = s.tail.clone();
+        if let Some(t) = s.top {
+            tail.limit = Some(tail.limit.map_or(t, |l| l.min(t)));
+        }
+        let frame = self.apply_tail(frame, &tail, &aliases)?;
+        self.project(frame, &s.items, None)
+    }
+
+    fn env<'e>(&'e self, frame: &'e Frame<'e>, _group_by: &'e [Expr]) -> Env<'e> {
+        Env {
+            frame,
+            seed: self.seed,
+            bm25: &self.bm25,
+        }
+    }
+
+    /// Computes the select list on `frame`'s rows (or on its groups).
+    fn project<'s>(
+        &'s self,
+        mut frame: Frame<'s>,
+        items: &[SelectItem],
+        groups: Option<Groups<'_, 's>>,
+    ) -> Result<Frame<'s>> {
+        let star = items.iter().any(|i| matches!(i, SelectItem::Star(_)));
+        let mut virt = Vec::new();
+        for (k, it) in items.iter().enumerate() {
+            let SelectItem::Expr { expr, alias } = it else {
+                continue;
+            };
+            let name = alias.clone().unwrap_or_else(|| match &expr.kind {
+                ExprKind::Column { name, .. } => name.clone(),
+                _ => format!("col{k}"),
+            });
+            let vals = match groups {
+                None => {
+                    let e = self.bind(expr, &frame, &[])?;
+                    let env = self.env(&frame, &[]);
+                    (0..frame.len())
+                        .into_par_iter()
+                        .map(|p| {
+                            eval(
+                                &e,
+                                &env,
+                                Row::One {
+                                    pos: p,
+                                    number: p as i64,
+                                },
+                            )
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                }
+                Some((input, members, keys, group_by)) => {
+                    let mut e = self.bind(expr, input, &[])?;
+                    let plain: Vec<Expr> = group_by.iter().map(Expr::without_positions).collect();
+                    e.replace_group_keys(&plain);
+                    let env = self.env(input, group_by);
+                    (0..members.len())
+                        .into_par_iter()
+                        .map(|g| {
+                            eval(
+                                &e,
+                                &env,
+                                Row::Group {
+                                    members: &members[g],
+                                    keys: &keys[g],
+                                    number: g as i64,
+                                },
+                            )
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                }
+            };
+            virt.push((name, vals));
+        }
+        // A subquery's computed columns stay visible unless the list drops them.
+        if star {
+            for (n, v) in std::mem::take(&mut frame.virt) {
+                if !virt.iter().any(|(m, _)| *m == n) {
+                    virt.insert(0, (n, v));
+                }
+            }
+        }
+        frame.virt = virt;
+        frame.star = star;
+        Ok(frame)
+    }
+
+    fn grouped<'s>(
+        &'s self,
+        s: &Select,
+        input: Frame<'s>,
+        aliases: &[(String, Expr)],
+    ) -> Result<Frame<'s>> {
+        let keys_exprs = s
+            .group_by
+            .iter()
+            .map(|e| self.bind(e, &input, &[]))
+            .collect::<Result<Vec<_>>>()?;
+        let env = self.env(&input, &[]);
+        let row_keys = (0..input.len())
+            .into_par_iter()
+            .map(|p| {
+                keys_exprs
+                    .iter()
+                    .map(|e| {
+                        let v = eval(
+                            e,
+                            &env,
+                            Row::One {
+                                pos: p,
+                                number: p as i64,
+                            },
+                        )?;
+                        scalar_key(v, e.pos, "GROUP")
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut keys: Vec<Vec<Val>> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (p, k) in row_keys.into_iter().enumerate() {
+            let id = k.iter().map(Val::key).collect::<Vec<_>>().join("\u{1}");
+            let g = *index.entry(id).or_insert_with(|| {
+                keys.push(k);
+                members.push(Vec::new());
+                members.len() - 1
+            });
+            members[g].push(p);
+        }
+        if s.group_by.is_empty() && members.is_empty() {
+            // COUNT over no rows is one row saying 0.
+            keys.push(Vec::new());
+            members.push(Vec::new());
+        }
+        if let Some(h) = &s.having {
+            let mut h = self.bind(h, &input, &[])?;
+            let plain: Vec<Expr> = keys_exprs.iter().map(Expr::without_positions).collect();
+            h.replace_group_keys(&plain);
+            let env = self.env(&input, &keys_exprs);
+            let keep = (0..members.len())
+                .map(|g| {
+                    Ok(eval(
+                        &h,
+                        &env,
+                        Row::Group {
+                            members: &members[g],
+                            keys: &keys[g],
+                            number: g as i64,
+                        },
+                    )?
+                    .truthy())
+                })
+                .collect::<Result<Vec<bool>>>()?;
+            let mut it = keep.iter();
+            members.retain(|_| *it.next().unwrap_or(&false));
+            let mut it = keep.iter();
+            keys.retain(|_| *it.next().unwrap_or(&false));
+        }
+        let mut out = Frame {
+            sources: input.sources.clone(),
+            rows: members
+                .iter()
+                .map(|m| m.first().map_or((0, 0), |&p| input.rows[p]))
+                .collect(),
+            virt: Vec::new(),
+            groups: Some(
+                members
+                    .iter()
+                    .map(|m| m.iter().map(|&p| input.rows[p]).collect())
+                    .collect(),
+            ),
+            star: true,
+            aliases: input.aliases.clone(),
+        };
+        out = self.project(out, &s.items, Some((&input, &members, &keys, &keys_exprs)))?;
+        // ORDER BY / LIMIT over groups see the computed columns by name.
+        let mut tail = s.tail.clone();
+        if let Some(t) = s.top {
+            tail.limit = Some(tail.limit.map_or(t, |l| l.min(t)));
+        }
+        let _ = aliases;
+        self.apply_tail(out, &tail, &[])
+    }
+
+    fn apply_tail<'s>(
+        &'s self,
+        mut frame: Frame<'s>,
+        tail: &Tail,
+        aliases: &[(String, Expr)],
+    ) -> Result<Frame<'s>> {
+        if !tail.order_by.is_empty() {
+            let keys = tail
+                .order_by
+                .iter()
+                .map(|k| {
+                    let e = substitute(&k.expr, aliases, &frame);
+                    Ok((self.bind(&e, &frame, &[])?, k.desc))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let env = self.env(&frame, &[]);
+            let vals = (0..frame.len())
+                .into_par_iter()
+                .map(|p| {
+                    keys.iter()
+                        .map(|(e, _)| {
+                            let v = eval(
+                                e,
+                                &env,
+                                Row::One {
+                                    pos: p,
+                                    number: p as i64,
+                                },
+                            )?;
+                            scalar_key(v, e.pos, "ORDER")
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let first_desc = keys[0].1;
+            let cmp = |a: &usize, b: &usize| -> Ordering {
+                for (k, (_, desc)) in keys.iter().enumerate() {
+                    let o = order(&vals[*a][k], &vals[*b][k]);
+                    let o = if *desc { o.reverse() } else { o };
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                // Ties: source order, reversed when the first key is descending (the
+                // reference engine's DESC is the exact reverse of its stable ASC).
+                if first_desc { b.cmp(a) } else { a.cmp(b) }
+            };
+            let mut idx: Vec<usize> = (0..frame.len()).collect();
+            let want = tail
+                .limit
+                .map(|l| l.saturating_add(tail.offset.unwrap_or(0)) as usize);
+            match want {
+                Some(k) if k < idx.len() => {
+                    if k > 0 {
+                        idx.select_nth_unstable_by(k - 1, cmp);
+                    }
+                    idx.truncate(k);
+                    idx.sort_by(cmp);
+                }
+                _ => idx.par_sort_by(cmp),
+            }
+            frame = frame.take(&idx);
+        }
+        let off = tail.offset.unwrap_or(0) as usize;
+        if off > 0 || tail.limit.is_some() {
+            let end = match tail.limit {
+                Some(l) => off.saturating_add(l as usize).min(frame.len()),
+                None => frame.len(),
+            };
+            let idx: Vec<usize> = (off.min(frame.len())..end).collect();
+            frame = frame.take(&idx);
+        }
+        if let Some(sample) = &tail.sample {
+            frame = self.sample(frame, sample)?;
+        }
+        Ok(frame)
+    }
+
+    fn sample<'s>(&'s self, frame: Frame<'s>, s: &SampleClause) -> Result<Frame<'s>> {
+        let w = self.bind(&s.weight, &frame, &[])?;
+        let env = self.env(&frame, &[]);
+        let weights = (0..frame.len())
+            .into_par_iter()
+            .map(|p| {
+                let v = eval(
+                    &w,
+                    &env,
+                    Row::One {
+                        pos: p,
+                        number: p as i64,
+                    },
+                )?;
+                let v = scalar_key(v, w.pos, "SAMPLE")?;
+                Ok(v.as_f64().unwrap_or(0.0).max(0.0))
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        let n = frame.len();
+        let want = match (s.limit, s.percent) {
+            (None, _) => n,
+            (Some(l), false) => l as usize,
+            (Some(p), true) => ((n as u128 * u128::from(p)) / 100) as usize,
+        };
+        let mut rng = s.seed.unwrap_or(self.seed);
+        let mut next = move || {
+            rng = splitmix(rng);
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let picked: Vec<usize> = if s.replace {
+            let total: f64 = weights.iter().sum();
+            if total <= 0.0 {
+                Vec::new()
+            } else {
+                let mut cum = Vec::with_capacity(n);
+                let mut acc = 0.0;
+                for w in &weights {
+                    acc += w;
+                    cum.push(acc);
+                }
+                (0..want)
+                    .map(|_| {
+                        let x = next() * total;
+                        cum.partition_point(|c| *c <= x).min(n - 1)
+                    })
+                    .filter(|&p| weights[p] > 0.0)
+                    .collect()
+            }
+        } else {
+            // Weighted sampling without replacement: the largest u^(1/w) keys win;
+            // zero-weight rows come only after every weighted row, in random order.
+            let mut keyed: Vec<(f64, f64, usize)> = weights
+                .iter()
+                .enumerate()
+                .map(|(p, &w)| {
+                    let u = next().max(f64::MIN_POSITIVE);
+                    if w > 0.0 {
+                        (1.0, u.powf(1.0 / w), p)
+                    } else {
+                        (0.0, u, p)
+                    }
+                })
+                .collect();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
+            keyed.into_iter().take(want.min(n)).map(|k| k.2).collect()
+        };
+        Ok(frame.take(&picked))
+    }
+
+    /// Checks names and functions against the frame, and maps class names compared
+    /// with class_label tensors to their indices.
+    pub fn bind(&self, e: &Expr, frame: &Frame, extra: &[String]) -> Result<Expr> {
+        let mut e = e.clone();
+        self.bind_in(&mut e, frame, extra)?;
+        Ok(e)
+    }
+
+    fn bind_in(&self, e: &mut Expr, frame: &Frame, extra: &[String]) -> Result<()> {
+        let pos = e.pos;
+        match &mut e.kind {
+            ExprKind::Column { name, .. } => {
+                if !frame.has_column(name) && !extra.contains(name) {
+                    return Err(unknown(name, Some(pos)));
+                }
+            }
+            ExprKind::Func { name, args } => {
+                if !super::eval::FUNCTIONS.contains(&name.as_str()) {
+                    return Err(Error::query(
+                        QueryErrorKind::UnknownFunction,
+                        Some(pos),
+                        format!("function {name} is not known"),
+                    ));
+                }
+                for a in args {
+                    match a {
+                        Arg::Expr(x) => self.bind_in(x, frame, extra)?,
+                        Arg::Weighted(c, w) => {
+                            self.bind_in(c, frame, extra)?;
+                            self.bind_in(w, frame, extra)?;
+                        }
+                    }
+                }
+            }
+            ExprKind::Binary { op, left, right } => {
+                self.bind_in(left, frame, extra)?;
+                self.bind_in(right, frame, extra)?;
+                if matches!(
+                    op,
+                    BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
+                ) {
+                    class_names(left, right, frame)?;
+                    class_names(right, left, frame)?;
+                    text_vs_number(left, right, frame, pos)?;
+                    text_vs_number(right, left, frame, pos)?;
+                }
+            }
+            ExprKind::InList { expr, list, .. } => {
+                self.bind_in(expr, frame, extra)?;
+                for x in list.iter_mut() {
+                    self.bind_in(x, frame, extra)?;
+                    class_names(expr, x, frame)?;
+                }
+            }
+            ExprKind::Neg(x) | ExprKind::Not(x) => self.bind_in(x, frame, extra)?,
+            ExprKind::Index { base, items } => {
+                self.bind_in(base, frame, extra)?;
+                for it in items {
+                    match it {
+                        IndexItem::At(x) => self.bind_in(x, frame, extra)?,
+                        IndexItem::Slice { start, stop, step } => {
+                            for x in [start, stop, step].into_iter().flatten() {
+                                self.bind_in(x, frame, extra)?;
+                            }
+                        }
+                    }
+                }
+            }
+            ExprKind::Array(items) => {
+                for x in items {
+                    self.bind_in(x, frame, extra)?;
+                }
+            }
+            ExprKind::Between {
+                expr, low, high, ..
+            } => {
+                self.bind_in(expr, frame, extra)?;
+                self.bind_in(low, frame, extra)?;
+                self.bind_in(high, frame, extra)?;
+                class_names(expr, low, frame)?;
+                class_names(expr, high, frame)?;
+            }
+            ExprKind::IsNull { expr, .. } => self.bind_in(expr, frame, extra)?,
+            ExprKind::Like { expr, pattern, .. } => {
+                self.bind_in(expr, frame, extra)?;
+                self.bind_in(pattern, frame, extra)?;
+            }
+            ExprKind::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    self.bind_in(o, frame, extra)?;
+                }
+                for (c, t) in whens {
+                    self.bind_in(c, frame, extra)?;
+                    self.bind_in(t, frame, extra)?;
+                }
+                if let Some(o) = otherwise {
+                    self.bind_in(o, frame, extra)?;
+                }
+            }
+            ExprKind::Lit(_) | ExprKind::Star | ExprKind::GroupKey(_) => {}
+        }
+        Ok(())
+    }
+}
+
+fn join_eval(p: &Expr, f: &Frame, ex: &Exec) -> Result<bool> {
+    // Qualified columns read their side; unqualified ones read the left side.
+    let env = ex.env(f, &[]);
+    Ok(eval(p, &env, Row::One { pos: 0, number: 0 })?.truthy())
+}
+
+fn col_kind<'f>(e: &Expr, frame: &'f Frame) -> Option<&'f ColKind> {
+    let ExprKind::Column { name, .. } = &e.kind else {
+        return None;
+    };
+    if frame.virt.iter().any(|(n, _)| n == name) {
+        return None;
+    }
+    frame
+        .sources
+        .iter()
+        .find_map(|s| s.schema.get(name).map(|c| &c.kind))
+}
+
+/// `label == 'dog'`: the literal becomes the class index; an unknown name is an error.
+fn class_names(col: &Expr, other: &mut Expr, frame: &Frame) -> Result<()> {
+    let Some(ColKind::ClassLabel { names }) = col_kind(col, frame) else {
+        return Ok(());
+    };
+    if let ExprKind::Lit(Lit::Str(s)) = &other.kind {
+        let name = match &col.kind {
+            ExprKind::Column { name, .. } => name.as_str(),
+            _ => "",
+        };
+        let i = names.iter().position(|n| n == s).ok_or_else(|| {
+            Error::query(
+                QueryErrorKind::InvalidValue,
+                Some(other.pos),
+                format!("{s:?} is not a class of tensor {name:?} (classes: {names:?})"),
+            )
+        })?;
+        other.kind = ExprKind::Lit(Lit::Int(i as i64));
+    }
+    Ok(())
+}
+
+fn text_vs_number(col: &Expr, other: &Expr, frame: &Frame, pos: usize) -> Result<()> {
+    if let Some(ColKind::Text) = col_kind(col, frame)
+        && matches!(
+            other.kind,
+            ExprKind::Lit(Lit::Int(_) | Lit::Float(_) | Lit::Bool(_))
+        )
+    {
+        return Err(Error::query(
+            QueryErrorKind::TypeMismatch,
+            Some(pos),
+            "can't compare text with a number",
+        ));
+    }
+    Ok(())
+}
+
+/// ORDER BY may name a select-list alias.
+fn substitute(e: &Expr, aliases: &[(String, Expr)], frame: &Frame) -> Expr {
+    if let ExprKind::Column {
+        qualifier: None,
+        name,
+    } = &e.kind
+        && !frame.has_column(name)
+        && let Some((_, x)) = aliases.iter().find(|(a, _)| a == name)
+    {
+        return x.clone();
+    }
+    e.clone()
+}
+
+fn scalar_key(v: Val, pos: usize, clause: &str) -> Result<Val> {
+    match v {
+        Val::Arr(a) if a.data.len() == 1 => Ok(a.scalar_at(0)),
+        Val::Arr(_) | Val::List(_) => Err(Error::query(
+            QueryErrorKind::TypeMismatch,
+            Some(pos),
+            format!("{clause} BY needs a scalar per row, not an array"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn expand(hits: &[usize], n: usize, before: usize, after: usize) -> Vec<usize> {
+    let mut keep = BTreeMap::new();
+    for &h in hits {
+        for p in h.saturating_sub(before)..=(h + after).min(n.saturating_sub(1)) {
+            keep.insert(p, ());
+        }
+    }
+    keep.into_keys().collect()
+}
+
+fn ungroup<'s>(frame: Frame<'s>, u: &Ungroup, pos: usize) -> Result<Frame<'s>> {
+    let Some(groups) = &frame.groups else {
+        return Err(Error::query(
+            QueryErrorKind::InvalidStatement,
+            Some(pos),
+            "UNGROUP BY needs a grouped source (a GROUP BY subquery)",
+        ));
+    };
+    if let Ungroup::By(_) = u {
+        return Err(Error::query(
+            QueryErrorKind::Unsupported,
+            Some(pos),
+            "UNGROUP BY takes SPLIT",
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut frame_number = Vec::new();
+    for g in groups {
+        for (k, r) in g.iter().enumerate() {
+            rows.push(*r);
+            frame_number.push(Val::Int(k as i64));
+        }
+    }
+    Ok(Frame {
+        sources: frame.sources.clone(),
+        rows,
+        virt: vec![("frame_number".to_owned(), frame_number)],
+        groups: None,
+        star: true,
+        aliases: frame.aliases.clone(),
+    })
+}
+
+/// UNION / INTERSECT / EXCEPT. Rows of one version combine as sets in source order;
+/// rows of different versions are different rows (UNION concatenates them).
+fn set_op<'s>(op: SetOp, l: Frame<'s>, r: Frame<'s>) -> Frame<'s> {
+    let same = l.sources.len() == 1 && r.sources.len() == 1 && l.sources[0].same_as(r.sources[0]);
+    if same {
+        let a: Vec<u64> = l.rows.iter().map(|x| x.1).collect();
+        let b: HashSet<u64> = r.rows.iter().map(|x| x.1).collect();
+        let mut rows: Vec<u64> = match op {
+            SetOp::Union => a.iter().copied().chain(b.iter().copied()).collect(),
+            SetOp::Intersect => a.iter().copied().filter(|x| b.contains(x)).collect(),
+            SetOp::Except => a.iter().copied().filter(|x| !b.contains(x)).collect(),
+        };
+        rows.sort_unstable();
+        rows.dedup();
+        return Frame {
+            sources: l.sources.clone(),
+            rows: rows.into_iter().map(|x| (0, x)).collect(),
+            virt: Vec::new(),
+            groups: None,
+            star: true,
+            aliases: l.aliases.clone(),
+        };
+    }
+    let key = |f: &Frame, (s, r): (u32, u64)| {
+        (
+            f.sources[s as usize].url.clone(),
+            f.sources[s as usize].node.clone(),
+            r,
+        )
+    };
+    match op {
+        SetOp::Union => {
+            let mut sources = l.sources.clone();
+            let mut aliases = l.aliases.clone();
+            let mut remap = Vec::new();
+            for (k, s) in r.sources.iter().enumerate() {
+                match sources.iter().position(|x| x.same_as(s)) {
+                    Some(i) => remap.push(i as u32),
+                    None => {
+                        sources.push(s);
+                        aliases.push(r.aliases[k].clone());
+                        remap.push((sources.len() - 1) as u32);
+                    }
+                }
+            }
+            let mut rows = l.rows.clone();
+            rows.extend(r.rows.iter().map(|&(s, x)| (remap[s as usize], x)));
+            Frame {
+                sources,
+                rows,
+                virt: Vec::new(),
+                groups: None,
+                star: true,
+                aliases,
+            }
+        }
+        SetOp::Intersect | SetOp::Except => {
+            let b: HashSet<_> = r.rows.iter().map(|&x| key(&r, x)).collect();
+            let keep: Vec<usize> = (0..l.len())
+                .filter(|&p| b.contains(&key(&l, l.rows[p])) == (op == SetOp::Intersect))
+                .collect();
+            let mut out = l.take(&keep);
+            out.virt.clear();
+            out
+        }
+    }
+}
+
+/// Calls `f` on every expression of a query, nested ones included.
+pub fn visit(q: &Query, f: &mut dyn FnMut(&Expr)) {
+    fn expr(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+        f(e);
+        match &e.kind {
+            ExprKind::Func { args, .. } => {
+                for a in args {
+                    match a {
+                        Arg::Expr(x) => expr(x, f),
+                        Arg::Weighted(c, w) => {
+                            expr(c, f);
+                            expr(w, f);
+                        }
+                    }
+                }
+            }
+            ExprKind::Binary { left, right, .. } => {
+                expr(left, f);
+                expr(right, f);
+            }
+            ExprKind::Neg(x) | ExprKind::Not(x) => expr(x, f),
+            ExprKind::Index { base, items } => {
+                expr(base, f);
+                for it in items {
+                    match it {
+                        IndexItem::At(x) => expr(x, f),
+                        IndexItem::Slice { start, stop, step } => {
+                            for x in [start, stop, step].into_iter().flatten() {
+                                expr(x, f);
+                            }
+                        }
+                    }
+                }
+            }
+            ExprKind::Array(v) => v.iter().for_each(|x| expr(x, f)),
+            ExprKind::InList { expr: x, list, .. } => {
+                expr(x, f);
+                list.iter().for_each(|y| expr(y, f));
+            }
+            ExprKind::Between {
+                expr: x, low, high, ..
+            } => {
+                expr(x, f);
+                expr(low, f);
+                expr(high, f);
+            }
+            ExprKind::IsNull { expr: x, .. } => expr(x, f),
+            ExprKind::Like {
+                expr: x, pattern, ..
+            } => {
+                expr(x, f);
+                expr(pattern, f);
+            }
+            ExprKind::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    expr(o, f);
+                }
+                for (c, t) in whens {
+                    expr(c, f);
+                    expr(t, f);
+                }
+                if let Some(o) = otherwise {
+                    expr(o, f);
+                }
+            }
+            ExprKind::Column { .. } | ExprKind::Lit(_) | ExprKind::Star | ExprKind::GroupKey(_) => {
+            }
+        }
+    }
+    fn tail(t: &Tail, f: &mut dyn FnMut(&Expr)) {
+        t.order_by.iter().for_each(|k| expr(&k.expr, f));
+        if let Some(s) = &t.sample {
+            expr(&s.weight, f);
+        }
+    }
+    fn from(fc: &FromClause, f: &mut dyn FnMut(&Expr)) {
+        match fc {
+            FromClause::Subquery { query, .. } => visit(query, f),
+            FromClause::Join {
+                left, right, on, ..
+            } => {
+                from(left, f);
+                from(right, f);
+                if let Some(o) = on {
+                    expr(o, f);
+                }
+            }
+            FromClause::Source { .. } => {}
+        }
+    }
+    match q {
+        Query::Select(s) => {
+            for it in &s.items {
+                if let SelectItem::Expr { expr: e, .. } = it {
+                    expr(e, f);
+                }
+            }
+            if let Some(fc) = &s.from {
+                from(fc, f);
+            }
+            for e in s.filter.iter().chain(&s.group_by).chain(&s.having) {
+                expr(e, f);
+            }
+            if let Some(Ungroup::By(e)) = &s.ungroup {
+                expr(e, f);
+            }
+            tail(&s.tail, f);
+        }
+        Query::Set {
+            left,
+            right,
+            tail: t,
+            ..
+        } => {
+            visit(left, f);
+            visit(right, f);
+            tail(t, f);
+        }
+        Query::Explain(q) => visit(q, f),
+    }
+}
+
+/// Names of columns a query mentions (the stored ones are loaded before running).
+pub fn columns_of(q: &Query) -> HashSet<String> {
+    let mut out = HashSet::new();
+    visit(q, &mut |e| {
+        if let ExprKind::Column { name, .. } = &e.kind {
+            out.insert(name.clone());
+        }
+    });
+    collect_using(q, &mut out);
+    out
+}
+
+fn collect_using(q: &Query, out: &mut HashSet<String>) {
+    fn from(f: &FromClause, out: &mut HashSet<String>) {
+        match f {
+            FromClause::Join {
+                left, right, using, ..
+            } => {
+                from(left, out);
+                from(right, out);
+                out.extend(using.iter().cloned());
+            }
+            FromClause::Subquery { query, .. } => collect_using(query, out),
+            FromClause::Source { .. } => {}
+        }
+    }
+    match q {
+        Query::Select(s) => {
+            if let Some(f) = &s.from {
+                from(f, out);
+            }
+        }
+        Query::Set { left, right, .. } => {
+            collect_using(left, out);
+            collect_using(right, out);
+        }
+        Query::Explain(q) => collect_using(q, out),
+    }
+}
+
+/// Text columns that BM25_SIMILARITY scores (their corpus statistics are needed).
+pub fn bm25_columns(q: &Query) -> Vec<String> {
+    let mut out = Vec::new();
+    visit(q, &mut |e| {
+        if let ExprKind::Func { name, args } = &e.kind
+            && name == "BM25_SIMILARITY"
+            && let Some(Arg::Expr(Expr {
+                kind: ExprKind::Column { name: c, .. },
+                ..
+            })) = args.first()
+            && !out.contains(c)
+        {
+            out.push(c.clone());
+        }
+    });
+    out
+}
+
+/// Every FROM source of a query, as (url, version, position).
+pub fn sources_of(q: &Query, out: &mut Vec<(String, Option<String>, usize)>) {
+    fn from(f: &FromClause, out: &mut Vec<(String, Option<String>, usize)>) {
+        match f {
+            FromClause::Source {
+                url, version, pos, ..
+            } => out.push((url.clone(), version.clone(), *pos)),
+            FromClause::Subquery { query, .. } => sources_of(query, out),
+            FromClause::Join { left, right, .. } => {
+                from(left, out);
+                from(right, out);
+            }
+        }
+    }
+    match q {
+        Query::Select(s) => {
+            if let Some(f) = &s.from {
+                from(f, out);
+            }
+        }
+        Query::Set { left, right, .. } => {
+            sources_of(left, out);
+            sources_of(right, out);
+        }
+        Query::Explain(q) => sources_of(q, out),
+    }
+}
+
+/// Whether a query reads the dataset it is run on (a SELECT without FROM somewhere).
+pub fn reads_main(q: &Query) -> bool {
+    match q {
+        Query::Select(s) => match &s.from {
+            None => true,
+            Some(FromClause::Subquery { query, .. }) => reads_main(query),
+            Some(_) => false,
+        },
+        Query::Set { left, right, .. } => reads_main(left) || reads_main(right),
+        Query::Explain(q) => reads_main(q),
+    }
+}

@@ -1,0 +1,318 @@
+//! The Tensor Query Language: parse, check against the schema, run over columns, and
+//! return a view (source, version, row indices, computed columns).
+//!
+//! ```text
+//! text --lexer/parser--> Query (AST with positions)
+//!      --open sources--> one Source per dataset version named (FROM "url@ref")
+//!      --load columns--> only the tensors the query mentions, decoded once
+//!      --exec (rayon)--> Frame --> QueryResult
+//! ```
+//! Every error is `Error::Query` with a kind and the character position; nothing in a
+//! query can panic or allocate without bound (the text and its nesting are bounded,
+//! slices are clamped to the data).
+
+pub mod ast;
+mod eval;
+mod exec;
+pub mod frame;
+pub mod lexer;
+pub mod parser;
+pub mod value;
+
+use std::collections::HashMap;
+
+pub use value::{Arr, Elem, Val};
+
+use crate::dataset::{Dataset, OpenOptions};
+use crate::error::{Error, QueryErrorKind, Result};
+use crate::store::StoreOptions;
+use crate::version::Ref;
+
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    /// Seed of RANDOM() and SAMPLE BY (a query may give its own with `SEED n`).
+    pub seed: u64,
+    /// Storage options for the datasets a query names in FROM.
+    pub storage: StoreOptions,
+}
+
+/// A dataset version rows of a result come from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultSource {
+    pub url: String,
+    /// The node read: a commit id, or the id of a branch head with uncommitted changes.
+    pub node: String,
+    /// The commit, when the node is one.
+    pub commit: Option<String>,
+}
+
+/// A query's result: a view over one or more dataset versions.
+#[derive(Clone, Debug, Default)]
+pub struct QueryResult {
+    pub sources: Vec<ResultSource>,
+    /// (source index, row) of each result row, in result order.
+    pub rows: Vec<(u32, u64)>,
+    /// Computed columns (select-list expressions), one value per result row.
+    pub columns: Vec<(String, Vec<Val>)>,
+    /// Whether the stored tensors pass through (`SELECT *`).
+    pub star: bool,
+    /// For GROUP BY results: each row's member rows.
+    pub groups: Option<Vec<Vec<(u32, u64)>>>,
+    /// For `EXPLAIN`: the plan, and no rows.
+    pub explain: Option<String>,
+}
+
+impl QueryResult {
+    pub fn column(&self, name: &str) -> Option<&[Val]> {
+        self.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Runs `text` on `ds` (a query without FROM reads `ds` as it is checked out).
+pub async fn query(ds: &Dataset, text: &str, opts: &QueryOptions) -> Result<QueryResult> {
+    run(Some(ds), text, opts).await
+}
+
+/// Runs a query whose sources are all named in FROM.
+pub async fn query_sources(text: &str, opts: &QueryOptions) -> Result<QueryResult> {
+    run(None, text, opts).await
+}
+
+async fn run(ds: Option<&Dataset>, text: &str, opts: &QueryOptions) -> Result<QueryResult> {
+    let q = parser::parse(text)?;
+    let mut sources = Vec::new();
+    let mut datasets: Vec<Option<Dataset>> = Vec::new();
+    let mut by_name = HashMap::new();
+    let mut main = None;
+    if exec::reads_main(&q) {
+        let d = ds.ok_or_else(|| {
+            Error::query(
+                QueryErrorKind::SourceNotFound,
+                Some(0),
+                "the query has no FROM and no dataset to run on",
+            )
+        })?;
+        sources.push(frame::Source::new(d)?);
+        datasets.push(None);
+        main = Some(0);
+    }
+    let mut named = Vec::new();
+    exec::sources_of(&q, &mut named);
+    for (url, version, pos) in named {
+        let key = exec::source_key(&url, version.as_deref());
+        if by_name.contains_key(&key) {
+            continue;
+        }
+        if let (Some(d), None) = (ds, &version)
+            && d.url() == url
+        {
+            if main.is_none() {
+                sources.push(frame::Source::new(d)?);
+                datasets.push(None);
+                main = Some(sources.len() - 1);
+            }
+            by_name.insert(key, main.unwrap_or(0));
+            continue;
+        }
+        let open = OpenOptions {
+            storage: opts.storage.clone(),
+            read_only: true,
+            ..Default::default()
+        };
+        let opened = match &version {
+            Some(v) => Dataset::open_ref(&url, &Ref::Name(v.clone()), open).await,
+            None => Dataset::open(&url, open).await,
+        };
+        let d = opened.map_err(|e| match e {
+            Error::NotFound { what, name } => Error::query(
+                QueryErrorKind::SourceNotFound,
+                Some(pos),
+                format!("source {key:?}: {what} {name} not found"),
+            ),
+            other => other,
+        })?;
+        sources.push(frame::Source::new(&d)?);
+        datasets.push(Some(d));
+        by_name.insert(key, sources.len() - 1);
+    }
+    if let ast::Query::Explain(inner) = &q {
+        return Ok(QueryResult {
+            explain: Some(explain(inner, &sources, main, &by_name)),
+            ..Default::default()
+        });
+    }
+    let wanted = exec::columns_of(&q);
+    for (k, src) in sources.iter().enumerate() {
+        let d = match (&datasets[k], ds) {
+            (Some(d), _) => d,
+            (None, Some(d)) => d,
+            (None, None) => return Err(Error::internal("a source lost its dataset")),
+        };
+        for c in &wanted {
+            if src.schema.contains_key(c) {
+                src.load(d, c).await?;
+            }
+        }
+    }
+    let mut bm25 = HashMap::new();
+    for c in exec::bm25_columns(&q) {
+        if let Some(col) = sources.iter().find_map(|s| s.loaded(&c)) {
+            let stats = crate::runtime::spawn_cpu(move || {
+                Ok(eval::Bm25::build(col.iter().filter_map(|v| match v {
+                    Val::Str(s) => Some(&**s),
+                    _ => None,
+                })))
+            })
+            .await?;
+            bm25.insert(c, stats);
+        }
+    }
+    let ex = exec::Exec {
+        sources,
+        by_name,
+        main,
+        seed: opts.seed,
+        bm25,
+    };
+    crate::runtime::spawn_cpu(move || {
+        let f = ex.query(&q)?;
+        let sources: Vec<ResultSource> = f
+            .sources
+            .iter()
+            .map(|s| ResultSource {
+                url: s.url.clone(),
+                node: s.node.clone(),
+                commit: s.commit.clone(),
+            })
+            .collect();
+        Ok(QueryResult {
+            sources,
+            rows: f.rows,
+            columns: f.virt,
+            star: f.star,
+            groups: f.groups,
+            explain: None,
+        })
+    })
+    .await
+}
+
+/// The plan of a query, with the rows and chunks each scan reads.
+fn explain(
+    q: &ast::Query,
+    sources: &[frame::Source],
+    main: Option<usize>,
+    by_name: &HashMap<String, usize>,
+) -> String {
+    let cols = exec::columns_of(q);
+    let mut out = String::new();
+    fn walk(
+        q: &ast::Query,
+        depth: usize,
+        out: &mut String,
+        scan: &dyn Fn(Option<&ast::FromClause>) -> String,
+    ) {
+        let pad = "  ".repeat(depth);
+        match q {
+            ast::Query::Explain(q) => walk(q, depth, out, scan),
+            ast::Query::Set {
+                op,
+                left,
+                right,
+                tail,
+            } => {
+                push_tail(tail, &pad, out);
+                out.push_str(&format!("{pad}{op:?}\n"));
+                walk(left, depth + 1, out, scan);
+                walk(right, depth + 1, out, scan);
+            }
+            ast::Query::Select(s) => {
+                if let Some(smp) = &s.tail.sample {
+                    out.push_str(&format!(
+                        "{pad}Sample (replace: {}, limit: {:?}{})\n",
+                        smp.replace,
+                        smp.limit,
+                        if smp.percent { " percent" } else { "" }
+                    ));
+                }
+                if s.tail.limit.is_some() || s.tail.offset.is_some() || s.top.is_some() {
+                    out.push_str(&format!(
+                        "{pad}Limit {:?} offset {}\n",
+                        s.tail.limit.or(s.top),
+                        s.tail.offset.unwrap_or(0)
+                    ));
+                }
+                if !s.tail.order_by.is_empty() {
+                    out.push_str(&format!(
+                        "{pad}Sort by {} key(s){}\n",
+                        s.tail.order_by.len(),
+                        if s.tail.limit.is_some() {
+                            " (top-k)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                if !s.group_by.is_empty() {
+                    out.push_str(&format!(
+                        "{pad}Group by {} key(s){}\n",
+                        s.group_by.len(),
+                        if s.having.is_some() { " having" } else { "" }
+                    ));
+                }
+                if s.filter.is_some() {
+                    out.push_str(&format!("{pad}Filter\n"));
+                }
+                match &s.from {
+                    Some(ast::FromClause::Subquery { query, .. }) => {
+                        out.push_str(&format!("{pad}Subquery\n"));
+                        walk(query, depth + 1, out, scan);
+                    }
+                    other => out.push_str(&format!("{pad}{}\n", scan(other.as_ref()))),
+                }
+            }
+        }
+    }
+    fn push_tail(t: &ast::Tail, pad: &str, out: &mut String) {
+        if t.limit.is_some() || t.offset.is_some() {
+            out.push_str(&format!(
+                "{pad}Limit {:?} offset {}\n",
+                t.limit,
+                t.offset.unwrap_or(0)
+            ));
+        }
+        if !t.order_by.is_empty() {
+            out.push_str(&format!("{pad}Sort by {} key(s)\n", t.order_by.len()));
+        }
+    }
+    let scan = |f: Option<&ast::FromClause>| -> String {
+        let idx = match f {
+            None => main,
+            Some(ast::FromClause::Source { url, version, .. }) => by_name
+                .get(&exec::source_key(url, version.as_deref()))
+                .copied(),
+            Some(_) => None,
+        };
+        match idx.and_then(|i| sources.get(i)) {
+            Some(s) => {
+                let mut read: Vec<&String> =
+                    cols.iter().filter(|c| s.schema.contains_key(*c)).collect();
+                read.sort();
+                let chunks: usize = read
+                    .iter()
+                    .map(|c| s.chunks.get(*c).copied().unwrap_or(0))
+                    .sum();
+                format!(
+                    "Scan {}@{} ({} rows; tensors {:?}; about {} chunks)",
+                    s.url, s.node, s.len, read, chunks
+                )
+            }
+            None => "Join".to_owned(),
+        }
+    };
+    walk(q, 0, &mut out, &scan);
+    out
+}
