@@ -17,6 +17,19 @@ use deeplake_core::format::polygon;
 /// a run-length row claiming four billion samples does not stall the fuzzer.
 const MAX_LOOKUPS: u64 = 1024;
 
+/// Parses `data` as a TQL query: any text gives a query or an error, never a panic, and
+/// an error names a position inside the text.
+pub fn parse_tql(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(deeplake_core::Error::Query { pos: Some(p), .. }) =
+        deeplake_core::tql::parser::parse(text)
+    {
+        assert!(p <= text.chars().count(), "error position {p} past the end");
+    }
+}
+
 /// Runs `data` through every decoder; panics only on a broken contract.
 pub fn decode_format(data: &[u8]) {
     chunk(data);
@@ -46,7 +59,7 @@ fn chunk(data: &[u8]) {
     let _ = b.clone().remove(n / 2);
     let _ = b.replace(n / 2, &vec![1; rank], &[1, 2, 3]);
     let _ = b.try_push(&vec![2; rank], &[4]);
-    let _ = (b.nbytes(), b.num_samples(), b.encode_with_data(&b.data));
+    let _ = (b.nbytes(), b.num_samples(), b.encode_with_data(&b.data.contiguous()));
 }
 
 fn chunk_ids(data: &[u8]) {
@@ -189,5 +202,20 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 5, "seed corpus has {seen} files");
+    }
+
+    #[test]
+    fn tql_seed_corpus_passes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/parse_tql");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            parse_tql(&bytes);
+            for cut in 0..bytes.len() {
+                parse_tql(&bytes[..cut]);
+            }
+            seen += 1;
+        }
+        assert!(seen >= 20, "seed corpus has {seen} files");
     }
 }

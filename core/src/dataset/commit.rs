@@ -305,6 +305,8 @@ impl Dataset {
         self.node = node;
         self.branch = branch;
         self.writable = true;
+        // A new branch from a past commit is itself the branching off: no auto branch.
+        self.detached = false;
         self.cache.clear();
         Ok(())
     }

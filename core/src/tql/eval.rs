@@ -373,13 +373,7 @@ fn arith(op: BinOp, l: &Val, r: &Val, pos: usize) -> Result<Val> {
             BinOp::Add => x.checked_add(y).map_or(Val::Float(a + b), Val::Int),
             BinOp::Sub => x.checked_sub(y).map_or(Val::Float(a - b), Val::Int),
             BinOp::Mul => x.checked_mul(y).map_or(Val::Float(a * b), Val::Int),
-            _ => {
-                if y == 0 {
-                    Val::Null
-                } else {
-                    Val::Int(x.rem_euclid(y))
-                }
-            }
+            _ => x.checked_rem_euclid(y).map_or(Val::Null, Val::Int),
         });
     }
     Ok(Val::Float(apply(op, a, b)))
@@ -667,7 +661,10 @@ pub fn slice_positions(n: usize, start: Option<i64>, stop: Option<i64>, step: i6
         let mut i = s;
         while i < e {
             out.push(i as usize);
-            i += step;
+            match i.checked_add(step) {
+                Some(x) => i = x,
+                None => break,
+            }
         }
     } else {
         let s = start.map_or(n - 1, |v| norm(v, -1, n - 1));
@@ -675,7 +672,10 @@ pub fn slice_positions(n: usize, start: Option<i64>, stop: Option<i64>, step: i6
         let mut i = s;
         while i > e {
             out.push(i as usize);
-            i += step;
+            match i.checked_add(step) {
+                Some(x) => i = x,
+                None => break,
+            }
         }
     }
     out

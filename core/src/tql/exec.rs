@@ -20,6 +20,9 @@ use crate::error::{Error, QueryErrorKind, Result};
 /// A grouped select's input frame, member positions, keys and GROUP BY expressions.
 type Groups<'g, 's> = (&'g Frame<'s>, &'g [Vec<usize>], &'g [Vec<Val>], &'g [Expr]);
 
+/// Draws per source row a SAMPLE BY with replacement may make.
+const MAX_DRAWS_PER_ROW: usize = 1000;
+
 pub struct Exec {
     pub sources: Vec<Source>,
     /// Source index of each FROM clause, keyed by `url@version` as written.
@@ -99,81 +102,20 @@ impl Exec {
 
     fn join<'s>(
         &'s self,
-        left: &FromClause,
-        right: &FromClause,
-        kind: JoinKind,
-        on: Option<&Expr>,
-        using: &[String],
+        _left: &FromClause,
+        _right: &FromClause,
+        _kind: JoinKind,
+        _on: Option<&Expr>,
+        _using: &[String],
         pos: usize,
     ) -> Result<Frame<'s>> {
-        let l = self.from(Some(left), pos)?;
-        let r = self.from(Some(right), pos)?;
-        if l.sources.len() != 1 || r.sources.len() != 1 || !l.virt.is_empty() || !r.virt.is_empty()
-        {
-            return Err(Error::query(
-                QueryErrorKind::Unsupported,
-                Some(pos),
-                "JOIN takes two dataset sources (not subqueries or set operations)",
-            ));
-        }
-        let alias = |f: &FromClause| match f {
-            FromClause::Source { alias, .. } => alias.clone(),
-            _ => None,
-        };
-        // Pairs are listed in the frame as alternating rows of each side, so a column
-        // qualified by a side's alias reads that side.
-        let pair = Frame {
-            sources: vec![l.sources[0], r.sources[0]],
-            rows: Vec::new(),
-            virt: Vec::new(),
-            groups: None,
-            star: true,
-            aliases: vec![alias(left), alias(right)],
-        };
-        let pred = on.map(|e| self.bind(e, &pair, &[])).transpose()?;
-        let mut out_rows = Vec::new();
-        let mut matched_right = HashSet::new();
-        for &(_, lr) in &l.rows {
-            let mut any = false;
-            for &(_, rr) in &r.rows {
-                let hit =
-                    if !using.is_empty() {
-                        using.iter().all(|c| {
-                        let a = l.sources[0].loaded(c).and_then(|v| v.get(lr as usize).cloned());
-                        let b = r.sources[0].loaded(c).and_then(|v| v.get(rr as usize).cloned());
-                        matches!((a, b), (Some(a), Some(b)) if !a.is_null() && a.key() == b.key())
-                    })
-                    } else if let Some(p) = &pred {
-                        let f = Frame {
-                            rows: vec![(0, lr), (1, rr)],
-                            ..pair.take(&[])
-                        };
-                        join_eval(p, &f, self)?
-                    } else {
-                        true
-                    };
-                if hit {
-                    any = true;
-                    matched_right.insert(rr);
-                    out_rows.push((0, lr));
-                    out_rows.push((1, rr));
-                }
-            }
-            if !any && matches!(kind, JoinKind::Left | JoinKind::Full) {
-                out_rows.push((0, lr));
-            }
-        }
-        if matches!(kind, JoinKind::Right | JoinKind::Full) {
-            for &(_, rr) in &r.rows {
-                if !matched_right.contains(&rr) {
-                    out_rows.push((1, rr));
-                }
-            }
-        }
-        Ok(Frame {
-            rows: out_rows,
-            ..pair
-        })
+        // A joined row references a row of each side; frames hold one source row per
+        // row today, so a join is refused rather than answered wrongly.
+        Err(Error::query(
+            QueryErrorKind::Unsupported,
+            Some(pos),
+            "JOIN is not supported yet",
+        ))
     }
 
     fn select<'s>(&'s self, s: &Select) -> Result<Frame<'s>> {
@@ -525,6 +467,15 @@ impl Exec {
             (Some(l), false) => l as usize,
             (Some(p), true) => ((n as u128 * u128::from(p)) / 100) as usize,
         };
+        // Draws with replacement are bounded: a hostile LIMIT must not allocate at will.
+        let cap = n.saturating_mul(MAX_DRAWS_PER_ROW).max(MAX_DRAWS_PER_ROW);
+        if s.replace && want > cap {
+            return Err(Error::query(
+                QueryErrorKind::InvalidValue,
+                Some(s.weight.pos),
+                format!("SAMPLE BY ... LIMIT {want} draws more than {cap} samples from {n} rows"),
+            ));
+        }
         let mut rng = s.seed.unwrap_or(self.seed);
         let mut next = move || {
             rng = splitmix(rng);
@@ -679,12 +630,6 @@ impl Exec {
     }
 }
 
-fn join_eval(p: &Expr, f: &Frame, ex: &Exec) -> Result<bool> {
-    // Qualified columns read their side; unqualified ones read the left side.
-    let env = ex.env(f, &[]);
-    Ok(eval(p, &env, Row::One { pos: 0, number: 0 })?.truthy())
-}
-
 fn col_kind<'f>(e: &Expr, frame: &'f Frame) -> Option<&'f ColKind> {
     let ExprKind::Column { name, .. } = &e.kind else {
         return None;
@@ -765,7 +710,7 @@ fn scalar_key(v: Val, pos: usize, clause: &str) -> Result<Val> {
 fn expand(hits: &[usize], n: usize, before: usize, after: usize) -> Vec<usize> {
     let mut keep = BTreeMap::new();
     for &h in hits {
-        for p in h.saturating_sub(before)..=(h + after).min(n.saturating_sub(1)) {
+        for p in h.saturating_sub(before)..=h.saturating_add(after).min(n.saturating_sub(1)) {
             keep.insert(p, ());
         }
     }

@@ -1080,6 +1080,22 @@ mod tests {
         assert!(err(&q).contains("nests deeper"));
     }
 
+    proptest::proptest! {
+        /// Any soup of TQL tokens parses or fails with a position inside the text.
+        #[test]
+        fn token_soup_never_panics(words in proptest::collection::vec(proptest::sample::select(vec![
+            "SELECT", "*", "WHERE", "FROM", "(", ")", "[", "]", ":", "::", ",", "-", "+", "==",
+            "AND", "OR", "NOT", "IN", "ARRAY", "'s'", "\"q\"", "1", "2.5", "x", "GROUP", "BY",
+            "ORDER", "LIMIT", "SAMPLE", "REPLACE", "PERCENT", "UNION", "CASE", "WHEN", "THEN",
+            "END", "IS", "NULL", "LIKE", "BETWEEN", "f", "@", ";", "'", "\"",
+        ]), 0..40)) {
+            let text = words.join(" ");
+            if let Err(Error::Query { pos: Some(p), .. }) = parse(&text) {
+                proptest::prop_assert!(p <= text.chars().count());
+            }
+        }
+    }
+
     #[test]
     fn versions_split_at_the_last_at() {
         assert_eq!(

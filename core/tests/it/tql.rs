@@ -444,3 +444,80 @@ async fn shared_conformance_cases() {
         different.join("\n")
     );
 }
+
+/// Our own golden cases: `core/tests/tql_golden.txt` holds blocks of `-- query` then
+/// `-- expect` (a canonical JSON of the result or the error kind). Run with
+/// `DEEPLAKE_UPDATE_GOLDEN=1` to rewrite the expectations from the current engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_queries() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tql_golden.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("tqlds").to_str().unwrap().to_owned();
+    let ds = build(&url).await;
+    let opts = QueryOptions {
+        seed: 11,
+        ..Default::default()
+    };
+    let update = std::env::var_os("DEEPLAKE_UPDATE_GOLDEN").is_some();
+    let mut out = String::new();
+    let mut mismatches = Vec::new();
+    let mut n = 0;
+    for block in text.split("-- query\n").skip(1) {
+        let (query, expect) = block
+            .split_once("-- expect\n")
+            .expect("a block has -- expect");
+        let query = query.trim();
+        let got = match tql::query(&ds, &query.replace("{DS}", &url), &opts).await {
+            Err(Error::Query { kind, .. }) => json!({ "error": kind.as_str() }),
+            Err(e) => json!({ "error": e.to_string() }),
+            Ok(res) => {
+                if let Some(plan) = &res.explain {
+                    json!({ "plan": plan.replace(&url, "{DS}").lines().map(|l| {
+                        // Node ids are random; keep the plan's shape.
+                        match l.split_once('@') {
+                            Some((a, b)) => format!("{a}@<node>{}", &b[b.find(' ').unwrap_or(b.len())..]),
+                            None => l.to_owned(),
+                        }
+                    }).collect::<Vec<_>>() })
+                } else {
+                    let ids = ids_of(&res, &res.rows).await;
+                    let mut cols = serde_json::Map::new();
+                    for (name, vals) in &res.columns {
+                        cols.insert(
+                            name.clone(),
+                            Value::Array(vals.iter().map(Val::to_json).collect()),
+                        );
+                    }
+                    let mut groups = Vec::new();
+                    if let Some(g) = &res.groups {
+                        for m in g {
+                            groups.push(ids_of(&res, m).await);
+                        }
+                    }
+                    json!({ "ids": ids, "columns": cols, "groups": groups })
+                }
+            }
+        };
+        let got = serde_json::to_string(&got).unwrap();
+        n += 1;
+        if got != expect.trim() {
+            mismatches.push(format!(
+                "{query}\n  got:      {got}\n  expected: {}",
+                expect.trim()
+            ));
+        }
+        out.push_str(&format!("-- query\n{query}\n-- expect\n{got}\n\n"));
+    }
+    if update {
+        std::fs::write(&path, out).unwrap();
+        return;
+    }
+    assert!(n >= 20, "only {n} golden cases");
+    assert!(
+        mismatches.is_empty(),
+        "{} golden mismatch(es):\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}

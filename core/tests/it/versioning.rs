@@ -379,6 +379,42 @@ async fn delete_branch_follows_the_3x_rules() {
     }
 }
 
+/// A branch created while the handle sits at a past commit starts there, and the
+/// handle writes on it: creating the branch is the branching off, so no `auto_` branch
+/// appears.
+#[tokio::test]
+async fn new_branch_from_a_tag_takes_the_writes() {
+    let url = format!("memory://vc-tag-branch-{:016x}", rand::random::<u64>());
+    let st = StoreOptions::default();
+    let (c1, _c2, _c3) = history(&url, &st).await;
+    let mut ds = Dataset::open(&url, opts(&st)).await.unwrap();
+    ds.tag("v1", Some(&c1)).await.unwrap();
+    ds.checkout("v1", false).await.unwrap();
+    assert!(ds.is_detached());
+    ds.checkout("exp", true).await.unwrap();
+    assert!(!ds.is_detached());
+    assert_eq!(ds.branch(), "exp");
+    ds.update("x", 0, int(42)).await.unwrap();
+    assert_eq!(ds.branch(), "exp");
+    ds.commit("on exp").await.unwrap();
+    assert!(
+        ds.branches().iter().all(|b| !b.starts_with("auto_")),
+        "{:?}",
+        ds.branches()
+    );
+    ds.close().await.unwrap();
+    let exp = Dataset::open_url(
+        &format!("{url}@exp"),
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(values(&exp, "x").await, [42, 2, 3]);
+}
+
 /// `checkout` takes a commit id or a tag too: the handle reads that commit, and its
 /// first write branches off to `auto_<sha1>` (3.x's auto_checkout), leaving every
 /// existing branch as it was. A branch head's id checks that branch out.
