@@ -19,6 +19,7 @@ mod read;
 mod record;
 mod tensor;
 mod versions;
+pub mod views;
 mod writer;
 
 use std::collections::BTreeMap;

@@ -63,6 +63,30 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
+    /// Saves the rows as view `id` of `ds` in the 3.x layout (see `dataset::views`). The
+    /// result must read only `ds` at its last commit, with no uncommitted changes.
+    pub async fn save_view(
+        &self,
+        ds: &Dataset,
+        id: &str,
+        message: Option<&str>,
+        query: Option<&str>,
+        opts: &OpenOptions,
+    ) -> Result<crate::dataset::views::SavedView> {
+        let one_source = match self.sources.as_slice() {
+            [s] => s.url == ds.url() && s.node == ds.node_id().as_str(),
+            [] => true,
+            _ => false,
+        };
+        if !one_source || self.groups.is_some() {
+            return Err(Error::invalid(
+                "only a result of rows of this dataset (no groups, no other versions) saves as a view",
+            ));
+        }
+        let rows: Vec<u64> = self.rows.iter().map(|r| r.1).collect();
+        ds.save_view(id, &rows, message, query, opts).await
+    }
+
     pub fn column(&self, name: &str) -> Option<&[Val]> {
         self.columns
             .iter()

@@ -521,3 +521,98 @@ async fn golden_queries() {
         mismatches.join("\n")
     );
 }
+
+/// A query result saved as a view: we list and load it, deeplake 3.9.52 loads it and
+/// reads the same rows, and it can be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_views_open_in_deeplake3() {
+    let python = std::env::var("DEEPLAKE_DL3_PYTHON").expect(
+        "DEEPLAKE_DL3_PYTHON must point at the deeplake 3.9.52 venv's python (scripts/test.sh sets it)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("tqlds").to_str().unwrap().to_owned();
+    build(&url).await;
+    let ds = Dataset::open(&url, OpenOptions::default()).await.unwrap();
+    let q = "SELECT * WHERE label == 'dog' AND score > 5 ORDER BY score DESC";
+    let res = tql::query(&ds, q, &QueryOptions::default()).await.unwrap();
+    let want = ids_of(&res, &res.rows).await;
+    assert!(want.len() > 5, "{want:?}");
+    let saved = res
+        .save_view(
+            &ds,
+            "good_dogs",
+            Some("dogs above 5"),
+            Some(q),
+            &OpenOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(saved.commit(), ds.commit_id().as_deref());
+    let again = res
+        .save_view(&ds, "good_dogs", None, None, &OpenOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(again, Error::Conflict { .. }), "{again}");
+    let listed = ds.list_views().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].info["query_text"], json!(q));
+    let loaded = ds
+        .load_view("good_dogs", &OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded.indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+        want
+    );
+
+    let script = r#"
+import json, sys, deeplake
+ds = deeplake.load(sys.argv[1], read_only=True, verbose=False)
+views = [v.id for v in ds.get_views()]
+v = ds.load_view("good_dogs")
+print(json.dumps({"views": views, "ids": [int(x) for x in v.id.numpy().reshape(-1)]}))
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["views"], json!(["good_dogs"]));
+    assert_eq!(v["ids"], json!(want));
+
+    // A result with groups or of another version does not save; bad ids are refused.
+    let grouped = tql::query(&ds, "SELECT * GROUP BY label", &QueryOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        grouped
+            .save_view(&ds, "g", None, None, &OpenOptions::default())
+            .await
+            .is_err()
+    );
+    assert!(
+        res.save_view(&ds, "../escape", None, None, &OpenOptions::default())
+            .await
+            .is_err()
+    );
+
+    ds.delete_view("good_dogs").await.unwrap();
+    assert!(ds.list_views().await.unwrap().is_empty());
+    assert!(matches!(
+        ds.load_view("good_dogs", &OpenOptions::default())
+            .await
+            .unwrap_err(),
+        Error::NotFound { .. }
+    ));
+}

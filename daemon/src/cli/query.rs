@@ -1,6 +1,7 @@
 //! `deeplake query PATH[@ref] "TQL" [--json | --table]`: runs a query and prints the
 //! view: one JSON line per row (source row index, then the columns), or a table where
-//! arrays print as their shapes. `EXPLAIN ...` prints the plan.
+//! arrays print as their shapes. `EXPLAIN ...` prints the plan; `--save-view ID` saves the
+//! rows as a view that deeplake 3.x lists and loads.
 
 use std::io::Write;
 
@@ -27,6 +28,13 @@ pub struct QueryArgs {
     /// Print whole arrays instead of their shapes (JSON output).
     #[arg(long)]
     pub full: bool,
+    /// Save the resulting rows as a view with this id (3.x layout: `.queries/<id>`,
+    /// `queries.json`); the dataset must be at a commit with no uncommitted changes.
+    #[arg(long, value_name = "ID")]
+    pub save_view: Option<String>,
+    /// Message of the saved view.
+    #[arg(long, requires = "save_view")]
+    pub message: Option<String>,
     /// Seed of RANDOM() and SAMPLE BY.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -102,6 +110,17 @@ pub async fn run(a: &QueryArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let res = tql::query(&ds, &a.query, &qopts).await?;
     if let Some(plan) = &res.explain {
         write!(out, "{plan}")?;
+        return Ok(());
+    }
+    if let Some(id) = &a.save_view {
+        let v = res
+            .save_view(&ds, id, a.message.as_deref(), Some(&a.query), &opts)
+            .await?;
+        writeln!(
+            out,
+            "{}",
+            json!({ "saved_view": v.id(), "rows": res.rows.len(), "commit": v.commit() })
+        )?;
         return Ok(());
     }
     // Stored tensors pass through a `SELECT *`; each source version is opened once.
