@@ -256,6 +256,10 @@ pub enum FromClause {
         query: Box<Query>,
         alias: Option<String>,
     },
+    /// `DIFF('ref_a', 'ref_b')`: the rows that changed from `a` to `b` (since their common
+    /// ancestor), with a `change` column: added / updated rows of `b`, deleted rows of the
+    /// ancestor.
+    Diff { a: String, b: String, pos: usize },
     Join {
         left: Box<FromClause>,
         right: Box<FromClause>,

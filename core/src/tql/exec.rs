@@ -31,6 +31,42 @@ pub struct Exec {
     pub main: Option<usize>,
     pub seed: u64,
     pub bm25: HashMap<String, Bm25>,
+    /// Rows of each `DIFF(a, b)`, keyed by [`diff_key`]: (source, row) and the change.
+    pub diffs: HashMap<String, DiffRows>,
+}
+
+/// The rows of a DIFF as (source, row), and the `change` of each.
+pub type DiffRows = (Vec<(u32, u64)>, Vec<Val>);
+
+pub fn diff_key(a: &str, b: &str) -> String {
+    format!("{a}\u{1}{b}")
+}
+
+/// Every `DIFF(a, b)` of a query, as (a, b, position).
+pub fn diffs_of(q: &Query, out: &mut Vec<(String, String, usize)>) {
+    fn from(f: &FromClause, out: &mut Vec<(String, String, usize)>) {
+        match f {
+            FromClause::Diff { a, b, pos } => out.push((a.clone(), b.clone(), *pos)),
+            FromClause::Subquery { query, .. } => diffs_of(query, out),
+            FromClause::Join { left, right, .. } => {
+                from(left, out);
+                from(right, out);
+            }
+            FromClause::Source { .. } => {}
+        }
+    }
+    match q {
+        Query::Select(s) => {
+            if let Some(f) = &s.from {
+                from(f, out);
+            }
+        }
+        Query::Set { left, right, .. } => {
+            diffs_of(left, out);
+            diffs_of(right, out);
+        }
+        Query::Explain(q) => diffs_of(q, out),
+    }
 }
 
 pub fn source_key(url: &str, version: Option<&str>) -> String {
@@ -90,6 +126,34 @@ impl Exec {
                 Ok(Frame::scan(&self.sources[*k], alias.clone()))
             }
             Some(FromClause::Subquery { query, .. }) => self.query(query),
+            Some(FromClause::Diff { a, b, pos }) => {
+                let (rows, change) = self.diffs.get(&diff_key(a, b)).ok_or_else(|| {
+                    Error::query(
+                        QueryErrorKind::SourceNotFound,
+                        Some(*pos),
+                        format!("DIFF({a}, {b}) was not computed"),
+                    )
+                })?;
+                let mut sources: Vec<&Source> = Vec::new();
+                let mut remap = HashMap::new();
+                let mut out_rows = Vec::with_capacity(rows.len());
+                for &(s, r) in rows {
+                    let k = *remap.entry(s).or_insert_with(|| {
+                        sources.push(&self.sources[s as usize]);
+                        (sources.len() - 1) as u32
+                    });
+                    out_rows.push((k, r));
+                }
+                let n = sources.len();
+                Ok(Frame {
+                    sources,
+                    rows: out_rows,
+                    virt: vec![("change".to_owned(), change.clone())],
+                    groups: None,
+                    star: true,
+                    aliases: vec![None; n],
+                })
+            }
             Some(FromClause::Join {
                 left,
                 right,
@@ -909,7 +973,7 @@ pub fn visit(q: &Query, f: &mut dyn FnMut(&Expr)) {
                     expr(o, f);
                 }
             }
-            FromClause::Source { .. } => {}
+            FromClause::Source { .. } | FromClause::Diff { .. } => {}
         }
     }
     match q {
@@ -967,7 +1031,7 @@ fn collect_using(q: &Query, out: &mut HashSet<String>) {
                 out.extend(using.iter().cloned());
             }
             FromClause::Subquery { query, .. } => collect_using(query, out),
-            FromClause::Source { .. } => {}
+            FromClause::Source { .. } | FromClause::Diff { .. } => {}
         }
     }
     match q {
@@ -1014,6 +1078,7 @@ pub fn sources_of(q: &Query, out: &mut Vec<(String, Option<String>, usize)>) {
                 from(left, out);
                 from(right, out);
             }
+            FromClause::Diff { .. } => {}
         }
     }
     match q {
@@ -1034,7 +1099,7 @@ pub fn sources_of(q: &Query, out: &mut Vec<(String, Option<String>, usize)>) {
 pub fn reads_main(q: &Query) -> bool {
     match q {
         Query::Select(s) => match &s.from {
-            None => true,
+            None | Some(FromClause::Diff { .. }) => true,
             Some(FromClause::Subquery { query, .. }) => reads_main(query),
             Some(_) => false,
         },

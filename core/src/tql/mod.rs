@@ -162,6 +162,24 @@ async fn run(ds: Option<&Dataset>, text: &str, opts: &QueryOptions) -> Result<Qu
         datasets.push(Some(d));
         by_name.insert(key, sources.len() - 1);
     }
+    let mut diffs = HashMap::new();
+    let mut wanted_diffs = Vec::new();
+    exec::diffs_of(&q, &mut wanted_diffs);
+    for (a, b, pos) in wanted_diffs {
+        let key = exec::diff_key(&a, &b);
+        if diffs.contains_key(&key) {
+            continue;
+        }
+        let d = ds.ok_or_else(|| {
+            Error::query(
+                QueryErrorKind::SourceNotFound,
+                Some(pos),
+                "DIFF compares two versions of the dataset the query runs on",
+            )
+        })?;
+        let rows = diff_rows(d, &a, &b, pos, opts, &mut sources, &mut datasets).await?;
+        diffs.insert(key, rows);
+    }
     if let ast::Query::Explain(inner) = &q {
         return Ok(QueryResult {
             explain: Some(explain(inner, &sources, main, &by_name)),
@@ -200,6 +218,7 @@ async fn run(ds: Option<&Dataset>, text: &str, opts: &QueryOptions) -> Result<Qu
         main,
         seed: opts.seed,
         bm25,
+        diffs,
     };
     crate::runtime::spawn_cpu(move || {
         let f = ex.query(&q)?;
@@ -222,6 +241,108 @@ async fn run(ds: Option<&Dataset>, text: &str, opts: &QueryOptions) -> Result<Qu
         })
     })
     .await
+}
+
+/// Rows that changed from version `a` to `b` of `ds` since their common ancestor: added
+/// and updated rows of `b`, deleted rows of the ancestor (a row counts as changed when
+/// any tensor's sample in it changed). Opens both versions as sources.
+async fn diff_rows(
+    ds: &Dataset,
+    a: &str,
+    b: &str,
+    pos: usize,
+    opts: &QueryOptions,
+    sources: &mut Vec<frame::Source>,
+    datasets: &mut Vec<Option<Dataset>>,
+) -> Result<exec::DiffRows> {
+    let not_found = |e: Error| match e {
+        Error::NotFound { what, name } => Error::query(
+            QueryErrorKind::SourceNotFound,
+            Some(pos),
+            format!("DIFF: {what} {name} not found"),
+        ),
+        other => other,
+    };
+    let rd = ds
+        .diff_rows(
+            Some(&Ref::Name(a.to_owned())),
+            Some(&Ref::Name(b.to_owned())),
+        )
+        .await
+        .map_err(not_found)?;
+    let open = |r: String| {
+        let o = OpenOptions {
+            storage: opts.storage.clone(),
+            read_only: true,
+            ..Default::default()
+        };
+        async move { Dataset::open_ref(ds.url(), &Ref::Name(r), o).await }
+    };
+    let after = open(b.to_owned()).await.map_err(not_found)?;
+    let base = match &rd.lca {
+        Some(n) => Some(open(n.clone()).await.map_err(not_found)?),
+        None => None,
+    };
+    // Per row: 2 = added, 1 = updated; per ancestor row: deleted.
+    let mut changed: std::collections::BTreeMap<u64, u8> = Default::default();
+    let mut deleted = std::collections::BTreeSet::new();
+    let side = rd.sides.last();
+    for (tensor, ch) in side.map(|s| s.tensors.iter()).into_iter().flatten() {
+        if !ch.added.is_empty() || !ch.updated.is_empty() {
+            let at_b = row_of_ids(&after, tensor).await?;
+            for id in &ch.added {
+                if let Some(&r) = at_b.get(id) {
+                    changed.insert(r, 2);
+                }
+            }
+            for id in &ch.updated {
+                if let Some(&r) = at_b.get(id) {
+                    changed.entry(r).or_insert(1);
+                }
+            }
+        }
+        if !ch.deleted.is_empty()
+            && let Some(base) = &base
+        {
+            let at_base = row_of_ids(base, tensor).await?;
+            deleted.extend(ch.deleted.iter().filter_map(|id| at_base.get(id).copied()));
+        }
+    }
+    sources.push(frame::Source::new(&after)?);
+    datasets.push(Some(after));
+    let b_idx = (sources.len() - 1) as u32;
+    let mut rows: Vec<(u32, u64)> = changed.keys().map(|&r| (b_idx, r)).collect();
+    let mut change: Vec<Val> = changed
+        .values()
+        .map(|&c| Val::str(if c == 2 { "added" } else { "updated" }))
+        .collect();
+    if let Some(base) = base
+        && !deleted.is_empty()
+    {
+        sources.push(frame::Source::new(&base)?);
+        datasets.push(Some(base));
+        let l_idx = (sources.len() - 1) as u32;
+        rows.extend(deleted.iter().map(|&r| (l_idx, r)));
+        change.extend(deleted.iter().map(|_| Val::str("deleted")));
+    }
+    Ok((rows, change))
+}
+
+/// Sample id -> row of a tensor, from its `_<t>_id` companion.
+async fn row_of_ids(d: &Dataset, tensor: &str) -> Result<HashMap<u64, u64>> {
+    let name = format!("_{tensor}_id");
+    let n = d.tensor_len(&name).unwrap_or(0);
+    let mut out = HashMap::new();
+    for (r, s) in d.read_range(&name, 0..n).await?.into_iter().enumerate() {
+        // Ids are random 64-bit numbers: read the bytes, not a float.
+        if let crate::format::array::Sample::Array(a) = s
+            && a.num_elements() == 1
+            && let Ok(b) = <[u8; 8]>::try_from(&a.data[..])
+        {
+            out.insert(u64::from_le_bytes(b), r as u64);
+        }
+    }
+    Ok(out)
 }
 
 /// The plan of a query, with the rows and chunks each scan reads.

@@ -475,6 +475,18 @@ impl Parser<'_> {
                     pos,
                 }
             }
+            Tok::Ident(s)
+                if s.eq_ignore_ascii_case("DIFF") && matches!(self.peek_at(1), Tok::Sym("(")) =>
+            {
+                let pos = self.pos();
+                self.bump();
+                self.bump();
+                let a = self.version_name()?;
+                self.expect_sym(",")?;
+                let b = self.version_name()?;
+                self.expect_sym(")")?;
+                return Ok(FromClause::Diff { a, b, pos });
+            }
             Tok::Ident(s) if !is_reserved(&s) => {
                 let pos = self.pos();
                 self.bump();
@@ -511,6 +523,16 @@ impl Parser<'_> {
             FromClause::Subquery { query, .. } => FromClause::Subquery { query, alias },
             other => other,
         })
+    }
+
+    fn version_name(&mut self) -> Result<String> {
+        match self.peek().clone() {
+            Tok::Str(s) | Tok::Quoted(s) | Tok::Ident(s) => {
+                self.bump();
+                Ok(s)
+            }
+            _ => Err(self.unexpected("a branch, commit or tag")),
+        }
     }
 
     // ---- expressions ----
