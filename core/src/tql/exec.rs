@@ -13,12 +13,38 @@ use rayon::prelude::*;
 
 use super::ast::*;
 use super::eval::{Bm25, Env, Row, eval, splitmix};
-use super::frame::{ColKind, Frame, Source, unknown};
+use super::frame::{ColKind, Frame, NO_ROW, Source, unknown};
 use super::value::{Val, order};
 use crate::error::{Error, QueryErrorKind, Result};
 
 /// A grouped select's input frame, member positions, keys and GROUP BY expressions.
 type Groups<'g, 's> = (&'g Frame<'s>, &'g [Vec<usize>], &'g [Vec<Val>], &'g [Expr]);
+
+/// Pairs a JOIN may produce or examine without an equality condition.
+const MAX_JOIN_ROWS: usize = 1 << 26;
+
+fn join_too_big(pos: usize) -> Error {
+    Error::query(
+        QueryErrorKind::InvalidValue,
+        Some(pos),
+        format!(
+            "the JOIN would examine or produce more than {MAX_JOIN_ROWS} pairs; join on an equality of one column per side"
+        ),
+    )
+}
+
+/// Which side of a join a qualified column reads (by its alias).
+fn side_of(e: &Expr, f: &Frame) -> Option<usize> {
+    match &e.kind {
+        ExprKind::Column {
+            qualifier: Some(q), ..
+        } => f
+            .aliases
+            .iter()
+            .position(|a| a.as_deref() == Some(q.as_str())),
+        _ => None,
+    }
+}
 
 /// Draws per source row a SAMPLE BY with replacement may make.
 const MAX_DRAWS_PER_ROW: usize = 1000;
@@ -152,6 +178,7 @@ impl Exec {
                     groups: None,
                     star: true,
                     aliases: vec![None; n],
+                    pairs: None,
                 })
             }
             Some(FromClause::Join {
@@ -166,20 +193,159 @@ impl Exec {
 
     fn join<'s>(
         &'s self,
-        _left: &FromClause,
-        _right: &FromClause,
-        _kind: JoinKind,
-        _on: Option<&Expr>,
-        _using: &[String],
+        left: &FromClause,
+        right: &FromClause,
+        kind: JoinKind,
+        on: Option<&Expr>,
+        using: &[String],
         pos: usize,
     ) -> Result<Frame<'s>> {
-        // A joined row references a row of each side; frames hold one source row per
-        // row today, so a join is refused rather than answered wrongly.
-        Err(Error::query(
-            QueryErrorKind::Unsupported,
-            Some(pos),
-            "JOIN is not supported yet",
-        ))
+        let l = self.from(Some(left), pos)?;
+        let r = self.from(Some(right), pos)?;
+        let plain = |f: &Frame| f.sources.len() == 1 && f.virt.is_empty() && f.pairs.is_none();
+        if !plain(&l) || !plain(&r) {
+            return Err(Error::query(
+                QueryErrorKind::Unsupported,
+                Some(pos),
+                "JOIN takes two dataset sources, not subqueries, set operations or joins",
+            ));
+        }
+        let alias = |f: &FromClause| match f {
+            FromClause::Source { alias, .. } | FromClause::Subquery { alias, .. } => alias.clone(),
+            _ => None,
+        };
+        let shell = Frame {
+            sources: vec![l.sources[0], r.sources[0]],
+            rows: Vec::new(),
+            virt: Vec::new(),
+            groups: None,
+            star: true,
+            aliases: vec![alias(left), alias(right)],
+            pairs: Some(Vec::new()),
+        };
+        let pred = on.map(|e| self.bind(e, &shell, &[])).transpose()?;
+        // Equality of one column of each side (ON a.x == b.y, or USING) is a hash join;
+        // anything else is a nested loop over every pair, which is bounded.
+        let keys: Option<(Expr, Expr)> = if let [c] = using {
+            let col = |q: usize| {
+                Expr::new(
+                    ExprKind::Column {
+                        qualifier: shell.aliases[q].clone(),
+                        name: c.clone(),
+                    },
+                    pos,
+                )
+            };
+            if shell.aliases[0].is_none() || shell.aliases[1].is_none() {
+                return Err(Error::query(
+                    QueryErrorKind::InvalidStatement,
+                    Some(pos),
+                    "JOIN ... USING needs an alias on each side (FROM \"a\" AS x JOIN \"b\" AS y)",
+                ));
+            }
+            Some((col(0), col(1)))
+        } else {
+            match pred.as_ref().map(|p| &p.kind) {
+                Some(ExprKind::Binary {
+                    op: BinOp::Eq,
+                    left: a,
+                    right: b,
+                }) => match (side_of(a, &shell), side_of(b, &shell)) {
+                    (Some(0), Some(1)) => Some(((**a).clone(), (**b).clone())),
+                    (Some(1), Some(0)) => Some(((**b).clone(), (**a).clone())),
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
+        let key_of = |e: &Expr, side: u32, row: u64| -> Result<Option<String>> {
+            let f = Frame {
+                rows: vec![if side == 0 { (0, row) } else { (NO_ROW, 0) }],
+                pairs: Some(vec![if side == 1 { (1, row) } else { (NO_ROW, 0) }]),
+                ..shell.take(&[])
+            };
+            let v = eval(e, &self.env(&f, &[]), Row::One { pos: 0, number: 0 })?;
+            Ok((!v.is_null()).then(|| v.key()))
+        };
+        let mut matches: Vec<(u64, u64)> = Vec::new();
+        if let Some((ka, kb)) = &keys {
+            let mut index: HashMap<String, Vec<u64>> = HashMap::new();
+            for &(_, rr) in &r.rows {
+                if let Some(k) = key_of(kb, 1, rr)? {
+                    index.entry(k).or_default().push(rr);
+                }
+            }
+            for &(_, lr) in &l.rows {
+                if let Some(k) = key_of(ka, 0, lr)?
+                    && let Some(rs) = index.get(&k)
+                {
+                    matches.extend(rs.iter().map(|&rr| (lr, rr)));
+                    if matches.len() > MAX_JOIN_ROWS {
+                        return Err(join_too_big(pos));
+                    }
+                }
+            }
+        } else {
+            if l.rows.len().saturating_mul(r.rows.len()) > MAX_JOIN_ROWS {
+                return Err(join_too_big(pos));
+            }
+            for &(_, lr) in &l.rows {
+                for &(_, rr) in &r.rows {
+                    let hit = match &pred {
+                        None => true,
+                        Some(p) => {
+                            let f = Frame {
+                                rows: vec![(0, lr)],
+                                pairs: Some(vec![(1, rr)]),
+                                ..shell.take(&[])
+                            };
+                            eval(p, &self.env(&f, &[]), Row::One { pos: 0, number: 0 })?.truthy()
+                        }
+                    };
+                    if hit {
+                        matches.push((lr, rr));
+                    }
+                }
+            }
+        }
+        let mut rows = Vec::with_capacity(matches.len());
+        let mut pairs = Vec::with_capacity(matches.len());
+        let matched_left: HashSet<u64> = matches.iter().map(|m| m.0).collect();
+        let matched_right: HashSet<u64> = matches.iter().map(|m| m.1).collect();
+        // Left order, then right order within a left row (and unmatched rows in place).
+        let mut by_left: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (lr, rr) in matches {
+            by_left.entry(lr).or_default().push(rr);
+        }
+        for &(_, lr) in &l.rows {
+            match by_left.get(&lr) {
+                Some(rs) => {
+                    for &rr in rs {
+                        rows.push((0, lr));
+                        pairs.push((1, rr));
+                    }
+                }
+                None if matches!(kind, JoinKind::Left | JoinKind::Full) => {
+                    rows.push((0, lr));
+                    pairs.push((NO_ROW, 0));
+                }
+                None => {}
+            }
+        }
+        if matches!(kind, JoinKind::Right | JoinKind::Full) {
+            for &(_, rr) in &r.rows {
+                if !matched_right.contains(&rr) {
+                    rows.push((NO_ROW, 0));
+                    pairs.push((1, rr));
+                }
+            }
+        }
+        let _ = matched_left;
+        Ok(Frame {
+            rows,
+            pairs: Some(pairs),
+            ..shell
+        })
     }
 
     fn select<'s>(&'s self, s: &Select) -> Result<Frame<'s>> {
@@ -418,6 +584,7 @@ impl Exec {
             ),
             star: true,
             aliases: input.aliases.clone(),
+            pairs: None,
         };
         out = self.project(out, &s.items, Some((&input, &members, &keys, &keys_exprs)))?;
         // ORDER BY / LIMIT over groups see the computed columns by name.
@@ -811,6 +978,7 @@ fn ungroup<'s>(frame: Frame<'s>, u: &Ungroup, pos: usize) -> Result<Frame<'s>> {
         groups: None,
         star: true,
         aliases: frame.aliases.clone(),
+        pairs: None,
     })
 }
 
@@ -835,6 +1003,7 @@ fn set_op<'s>(op: SetOp, l: Frame<'s>, r: Frame<'s>) -> Frame<'s> {
             groups: None,
             star: true,
             aliases: l.aliases.clone(),
+            pairs: None,
         };
     }
     let key = |f: &Frame, (s, r): (u32, u64)| {
@@ -868,6 +1037,7 @@ fn set_op<'s>(op: SetOp, l: Frame<'s>, r: Frame<'s>) -> Frame<'s> {
                 groups: None,
                 star: true,
                 aliases,
+                pairs: None,
             }
         }
         SetOp::Intersect | SetOp::Except => {
@@ -1095,14 +1265,19 @@ pub fn sources_of(q: &Query, out: &mut Vec<(String, Option<String>, usize)>) {
     }
 }
 
+fn from_reads_main(f: &FromClause) -> bool {
+    match f {
+        FromClause::Diff { .. } => true,
+        FromClause::Subquery { query, .. } => reads_main(query),
+        FromClause::Join { left, right, .. } => from_reads_main(left) || from_reads_main(right),
+        FromClause::Source { .. } => false,
+    }
+}
+
 /// Whether a query reads the dataset it is run on (a SELECT without FROM somewhere).
 pub fn reads_main(q: &Query) -> bool {
     match q {
-        Query::Select(s) => match &s.from {
-            None | Some(FromClause::Diff { .. }) => true,
-            Some(FromClause::Subquery { query, .. }) => reads_main(query),
-            Some(_) => false,
-        },
+        Query::Select(s) => s.from.as_ref().is_none_or(from_reads_main),
         Query::Set { left, right, .. } => reads_main(left) || reads_main(right),
         Query::Explain(q) => reads_main(q),
     }

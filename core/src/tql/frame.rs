@@ -192,7 +192,13 @@ pub struct Frame<'s> {
     pub star: bool,
     /// Qualifier (FROM alias) of each source, for `t.col`.
     pub aliases: Vec<Option<String>>,
+    /// For a JOIN: the right side's row of each frame row (`rows` holds the left side's);
+    /// a side without a match is `(NO_ROW, 0)` and reads as NULL.
+    pub pairs: Option<Vec<(u32, u64)>>,
 }
+
+/// The source index of a missing side of an outer-join row.
+pub const NO_ROW: u32 = u32::MAX;
 
 impl<'s> Frame<'s> {
     pub fn scan(src: &'s Source, alias: Option<String>) -> Self {
@@ -203,6 +209,7 @@ impl<'s> Frame<'s> {
             groups: None,
             star: true,
             aliases: vec![alias],
+            pairs: None,
         }
     }
 
@@ -230,6 +237,10 @@ impl<'s> Frame<'s> {
                 .map(|g| positions.iter().map(|&p| g[p].clone()).collect()),
             star: self.star,
             aliases: self.aliases.clone(),
+            pairs: self
+                .pairs
+                .as_ref()
+                .map(|v| positions.iter().map(|&p| v[p]).collect()),
         }
     }
 
@@ -259,10 +270,24 @@ impl<'s> Frame<'s> {
         {
             return Ok(v[p].clone());
         }
-        let (s, r) = self.rows[p];
-        if let Some(want) = self.source_index(qualifier, pos)?
-            && want != s as usize
-        {
+        let want = self.source_index(qualifier, pos)?;
+        let (s, r) = match &self.pairs {
+            // A joined row: the qualifier picks the side, else the side that has it.
+            Some(pairs) => match want {
+                Some(0) => self.rows[p],
+                Some(_) => pairs[p],
+                None if self.sources[0].schema.contains_key(name) => self.rows[p],
+                None => pairs[p],
+            },
+            None => {
+                let (s, r) = self.rows[p];
+                if want.is_some_and(|w| w != s as usize) {
+                    return Ok(Val::Null);
+                }
+                (s, r)
+            }
+        };
+        if s == NO_ROW {
             return Ok(Val::Null);
         }
         let src = self.sources[s as usize];

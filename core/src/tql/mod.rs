@@ -58,6 +58,9 @@ pub struct QueryResult {
     pub star: bool,
     /// For GROUP BY results: each row's member rows.
     pub groups: Option<Vec<Vec<(u32, u64)>>>,
+    /// For a JOIN: the right side's row of each result row (`rows` holds the left
+    /// side's); a side without a match has source index `u32::MAX`.
+    pub joined: Option<Vec<(u32, u64)>>,
     /// For `EXPLAIN`: the plan, and no rows.
     pub explain: Option<String>,
 }
@@ -78,7 +81,7 @@ impl QueryResult {
             [] => true,
             _ => false,
         };
-        if !one_source || self.groups.is_some() {
+        if !one_source || self.groups.is_some() || self.joined.is_some() {
             return Err(Error::invalid(
                 "only a result of rows of this dataset (no groups, no other versions) saves as a view",
             ));
@@ -237,6 +240,7 @@ async fn run(ds: Option<&Dataset>, text: &str, opts: &QueryOptions) -> Result<Qu
             columns: f.virt,
             star: f.star,
             groups: f.groups,
+            joined: f.pairs,
             explain: None,
         })
     })
