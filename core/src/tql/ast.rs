@@ -124,6 +124,8 @@ pub enum ExprKind {
     },
     /// The planner's stand-in for the k-th GROUP BY expression inside a grouped select.
     GroupKey(usize),
+    /// A sub-expression the planner evaluated once (constant folding).
+    Const(super::value::Val),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -191,9 +193,11 @@ impl Expr {
                 }
                 v
             }
-            ExprKind::Lit(_) | ExprKind::Column { .. } | ExprKind::Star | ExprKind::GroupKey(_) => {
-                Vec::new()
-            }
+            ExprKind::Lit(_)
+            | ExprKind::Column { .. }
+            | ExprKind::Star
+            | ExprKind::GroupKey(_)
+            | ExprKind::Const(_) => Vec::new(),
         }
     }
 

@@ -98,6 +98,7 @@ pub fn eval(e: &Expr, env: &Env, row: Row) -> Result<Val> {
             Row::One { .. } => Err(Error::internal("a group key outside a grouped select")),
         },
         ExprKind::Lit(l) => Ok(lit(l)),
+        ExprKind::Const(v) => Ok(v.clone()),
         ExprKind::Column { qualifier, name } => match row {
             Row::One { pos, .. } => env.frame.value(qualifier.as_deref(), name, pos, e.pos),
             Row::Group { members, .. } => {
@@ -1039,7 +1040,23 @@ fn pure(name: &str, v: &[Val], pos: usize) -> Result<Val> {
             if v[0].is_null() || v[1].is_null() {
                 return Ok(Val::Null);
             }
-            let (a, b) = (nums(&v[0])?, nums(&v[1])?);
+            // Arrays are read in place: a 512-float row is not copied per call.
+            let own_a;
+            let a: &[f64] = match &v[0] {
+                Val::Arr(x) => &x.data,
+                other => {
+                    own_a = nums(other)?;
+                    &own_a
+                }
+            };
+            let own_b;
+            let b: &[f64] = match &v[1] {
+                Val::Arr(x) => &x.data,
+                other => {
+                    own_b = nums(other)?;
+                    &own_b
+                }
+            };
             if a.len() != b.len() {
                 return Err(Error::query(
                     QueryErrorKind::TypeMismatch,
@@ -1047,7 +1064,7 @@ fn pure(name: &str, v: &[Val], pos: usize) -> Result<Val> {
                     format!("{name} of vectors of lengths {} and {}", a.len(), b.len()),
                 ));
             }
-            let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
             if name == "DOT" {
                 return Ok(Val::Float(dot));
             }

@@ -757,7 +757,41 @@ impl Exec {
     pub fn bind(&self, e: &Expr, frame: &Frame, extra: &[String]) -> Result<Expr> {
         let mut e = e.clone();
         self.bind_in(&mut e, frame, extra)?;
+        self.fold(&mut e, frame);
         Ok(e)
+    }
+
+    /// Evaluates constant sub-expressions once (an `ARRAY[...]` query vector is built
+    /// once, not per row). An expression that fails stays as it is, so the error is
+    /// reported where it happens, as before.
+    fn fold(&self, e: &mut Expr, frame: &Frame) {
+        for c in e.children_mut() {
+            self.fold(c, frame);
+        }
+        let foldable = match &e.kind {
+            ExprKind::Lit(_)
+            | ExprKind::Const(_)
+            | ExprKind::Column { .. }
+            | ExprKind::Star
+            | ExprKind::GroupKey(_) => false,
+            ExprKind::Func { name, .. } => !matches!(
+                name.as_str(),
+                "ROW_NUMBER" | "RANDOM" | "DATA" | "BM25_SIMILARITY" | "COUNT"
+            ),
+            _ => true,
+        };
+        if !foldable
+            || !e
+                .children_mut()
+                .iter()
+                .all(|c| matches!(c.kind, ExprKind::Lit(_) | ExprKind::Const(_)))
+        {
+            return;
+        }
+        let env = self.env(frame, &[]);
+        if let Ok(v) = eval(e, &env, Row::One { pos: 0, number: 0 }) {
+            e.kind = ExprKind::Const(v);
+        }
     }
 
     fn bind_in(&self, e: &mut Expr, frame: &Frame, extra: &[String]) -> Result<()> {
@@ -855,7 +889,7 @@ impl Exec {
                     self.bind_in(o, frame, extra)?;
                 }
             }
-            ExprKind::Lit(_) | ExprKind::Star | ExprKind::GroupKey(_) => {}
+            ExprKind::Lit(_) | ExprKind::Star | ExprKind::GroupKey(_) | ExprKind::Const(_) => {}
         }
         Ok(())
     }
@@ -1121,8 +1155,11 @@ pub fn visit(q: &Query, f: &mut dyn FnMut(&Expr)) {
                     expr(o, f);
                 }
             }
-            ExprKind::Column { .. } | ExprKind::Lit(_) | ExprKind::Star | ExprKind::GroupKey(_) => {
-            }
+            ExprKind::Column { .. }
+            | ExprKind::Lit(_)
+            | ExprKind::Star
+            | ExprKind::GroupKey(_)
+            | ExprKind::Const(_) => {}
         }
     }
     fn tail(t: &Tail, f: &mut dyn FnMut(&Expr)) {

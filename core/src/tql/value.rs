@@ -89,6 +89,13 @@ pub enum Val {
     List(Arc<Vec<Val>>),
 }
 
+/// Values are equal when they print the same (used to compare planned expressions).
+impl PartialEq for Val {
+    fn eq(&self, other: &Val) -> bool {
+        self.type_name() == other.type_name() && self.to_json() == other.to_json()
+    }
+}
+
 impl Val {
     pub fn str(s: &str) -> Val {
         Val::Str(Arc::from(s))
