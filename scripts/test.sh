@@ -63,11 +63,19 @@ run_interop() {
         "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/interop
 }
 
+# The connector image: hadolint, then a Podman build and spec/check/write inside it.
+run_image_test() {
+    local venv
+    venv=$(hadolint_venv) || return 1
+    "$venv/bin/python" -m pytest -p no:cacheprovider -q integration-tests/image
+}
+
 run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_step "dependency direction" check_dependency_direction
 run_step "cargo test" cargo test --workspace
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
+run_step "image (hadolint, podman)" run_image_test
 
 section "summary"
 if [ ${#failed[@]} -gt 0 ]; then
