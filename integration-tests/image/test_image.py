@@ -216,6 +216,8 @@ def test_spec_in_the_container_is_the_host_spec(podman_env, image, host_binary):
     assert len(inside) == 1 and inside[0]["type"] == "SPEC", inside
     host = messages(run([host_binary, "spec"]).stdout)
     assert inside == host
+    # The registry entry and the spec send users to the same page.
+    assert inside[0]["spec"].get("documentationUrl") == metadata()["data"]["documentationUrl"]
 
 
 @pytest.fixture
