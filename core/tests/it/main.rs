@@ -7,5 +7,6 @@ mod gc;
 mod handoff;
 mod merge;
 mod slicing;
+mod staging;
 mod storage;
 mod versioning;
