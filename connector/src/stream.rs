@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `pending_commit` | the sidecar record whose existence commits this flush (several datasets changed at once), or null when this flush commits itself |
 //! | `rows`, `staged_rows` | rows of the visible and of the staged tensors at this flush |
-//! | `fallback` | `rows` / `staged_rows` of the last committed flush, restored when `pending_commit` never came to exist |
+//! | `acked` | `rows` / `staged_rows` as of the last STATE this flush acknowledges: rows after it are in the flush but not vouched for |
+//! | `fallback` | `acked` of the last committed flush, for when `pending_commit` never came to exist |
 //! | `staging` | the generation a truncating sync is filling staged tensors for |
 //! | `states` | the STATE messages this flush acknowledges |
 //!
@@ -123,6 +124,8 @@ pub struct StreamWriter {
     index: Option<HashMap<String, u64>>,
     /// Changed since the last commit point.
     pub changed: bool,
+    /// Visible and staged rows as of the last STATE covering this stream.
+    acked: (u64, u64),
     fallback: (u64, u64),
     pub complete: bool,
     pub since_state: u64,
@@ -333,6 +336,7 @@ impl StreamWriter {
             updates: BTreeMap::new(),
             index,
             changed: false,
+            acked: (visible, staged_rows),
             fallback: (visible, staged_rows),
             complete: false,
             since_state: 0,
@@ -468,6 +472,12 @@ impl StreamWriter {
         Ok(())
     }
 
+    /// A STATE covering this stream arrived: every row so far is vouched for once the
+    /// state is committed. (End of input vouches for everything too.)
+    pub fn state_received(&mut self) {
+        self.acked = (self.visible_rows(), self.staged_rows());
+    }
+
     fn visible_rows(&self) -> u64 {
         if self.staging {
             self.ds.tensor_len(schema::RAW_ID).unwrap_or(0)
@@ -490,6 +500,7 @@ impl StreamWriter {
             "pending_commit": pending,
             "rows": self.visible_rows(),
             "staged_rows": self.staged_rows(),
+            "acked": {"rows": self.acked.0, "staged_rows": self.acked.1},
             "fallback": {"rows": self.fallback.0, "staged_rows": self.fallback.1},
             "staging": if self.staging {
                 json!({"generation_id": self.cfg.generation_id, "sync_id": self.cfg.sync_id,
@@ -511,9 +522,17 @@ impl StreamWriter {
             .ctx(format!("flushing the dataset of stream {label}"))
     }
 
+    /// The commit record the dataset's newest flush names, if any.
+    pub fn pending_commit(&self) -> Option<String> {
+        airbyte_info(&self.ds)
+            .get("pending_commit")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
     /// The flush is committed: it becomes the state a later crash falls back to.
     pub fn committed(&mut self) {
-        self.fallback = (self.visible_rows(), self.staged_rows());
+        self.fallback = self.acked;
         self.changed = false;
     }
 
@@ -541,6 +560,7 @@ impl StreamWriter {
         }
         self.staging = false;
         self.stored = self.rows;
+        self.state_received();
         self.flush(None, &[]).await?;
         self.committed();
         protocol::info(format!(
@@ -638,20 +658,33 @@ async fn load_index(ds: &Dataset, tensor: &str, label: &str) -> Result<HashMap<S
 /// datasets' flushes and the record that commits them together).
 async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> {
     let info = airbyte_info(ds);
-    let Some(pending) = info.get("pending_commit").and_then(Value::as_str) else {
-        return Ok(());
-    };
-    if sidecar
-        .exists(pending)
-        .await
-        .ctx("reading the commit records")?
-    {
+    if info.is_null() {
         return Ok(());
     }
-    let fb = info.get("fallback").cloned().unwrap_or(Value::Null);
-    let rows = fb.get("rows").and_then(Value::as_u64).unwrap_or(0);
-    let staged_rows = fb.get("staged_rows").and_then(Value::as_u64).unwrap_or(0);
-    let before = info.get("rows").and_then(Value::as_u64).unwrap_or(0);
+    let get = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+    let flushed = (
+        get(&info, "rows").unwrap_or(0),
+        get(&info, "staged_rows").unwrap_or(0),
+    );
+    // Which rows are vouched for: those of the last acknowledged state of this flush,
+    // or of the flush before it when this one's commit record never came to exist.
+    let (vouched, why) = match info.get("pending_commit").and_then(Value::as_str) {
+        Some(id) if !sidecar.exists(id).await.ctx("reading the commit records")? => (
+            info.get("fallback").cloned().unwrap_or(Value::Null),
+            format!("its commit record {id} was never written"),
+        ),
+        _ => (
+            info.get("acked").cloned().unwrap_or(Value::Null),
+            "rows after its last acknowledged state".to_owned(),
+        ),
+    };
+    let rows = get(&vouched, "rows").unwrap_or(flushed.0).min(flushed.0);
+    let staged_rows = get(&vouched, "staged_rows")
+        .unwrap_or(flushed.1)
+        .min(flushed.1);
+    if (rows, staged_rows) == flushed && info.get("pending_commit").is_none_or(Value::is_null) {
+        return Ok(());
+    }
     ds.truncate(rows)
         .await
         .ctx(format!("rolling back stream {label}"))?;
@@ -664,9 +697,12 @@ async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> 
     }
     let mut restored = info.clone();
     if let Some(m) = restored.as_object_mut() {
+        let counts = json!({"rows": rows, "staged_rows": staged_rows});
         m.insert("pending_commit".into(), Value::Null);
         m.insert("rows".into(), json!(rows));
         m.insert("staged_rows".into(), json!(staged_rows));
+        m.insert("acked".into(), counts.clone());
+        m.insert("fallback".into(), counts);
         m.insert("states".into(), json!([]));
     }
     ds.set_info("airbyte", restored)
@@ -675,9 +711,12 @@ async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> 
     ds.flush()
         .await
         .ctx(format!("rolling back stream {label}"))?;
-    protocol::warn(format!(
-        "stream {label}: the last attempt stopped before its commit record {pending}; \
-         rolled back to the last acknowledged state ({rows} rows, was {before})"
-    ));
+    if (rows, staged_rows) != flushed {
+        protocol::warn(format!(
+            "stream {label}: the last attempt stopped with rows no acknowledged state covers \
+             ({why}); rolled back to {rows} rows (was {}), staged {staged_rows} (was {})",
+            flushed.0, flushed.1
+        ));
+    }
     Ok(())
 }

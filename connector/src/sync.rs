@@ -305,6 +305,7 @@ impl Sync {
             StateScope::Stream(key) => match self.find(&key) {
                 Some(i) => {
                     let w = &mut self.writers[i];
+                    w.state_received();
                     let c = (w.since_state, w.rejected_since_state);
                     w.since_state = 0;
                     w.rejected_since_state = 0;
@@ -319,6 +320,7 @@ impl Sync {
                 for w in &mut self.writers {
                     w.since_state = 0;
                     w.rejected_since_state = 0;
+                    w.state_received();
                 }
                 c
             }
@@ -384,6 +386,11 @@ impl Sync {
     }
 
     async fn finish(mut self) -> Result<()> {
+        // The source finished: records after its last state belong to the sync too.
+        for w in &mut self.writers {
+            w.state_received();
+            w.changed |= w.total > 0;
+        }
         self.commit_point().await?;
         for w in &mut self.writers {
             if w.staging {
@@ -405,9 +412,14 @@ impl Sync {
                     .ctx(format!("committing the dataset of stream {label}"))?;
             }
         }
-        // Commit records nothing names any more (every dataset flushed since).
-        if let Some((_, older)) = self.created_records.split_last() {
-            for id in older {
+        // Commit records of this run that no dataset names any more.
+        let named: Vec<String> = self
+            .writers
+            .iter()
+            .filter_map(|w| w.pending_commit())
+            .collect();
+        for id in &self.created_records {
+            if !named.contains(id) {
                 let _ = self.sidecar.delete(id).await;
             }
         }
