@@ -62,3 +62,9 @@ ensure_venv() {
 dl3_venv() { ensure_venv deeplake3 "$REPO_ROOT/scripts/requirements/deeplake3.txt"; }
 dl4_venv() { ensure_venv deeplake4 "$REPO_ROOT/scripts/requirements/deeplake4.txt"; }
 s3_venv() { ensure_venv s3 "$REPO_ROOT/scripts/requirements/s3.txt"; }
+# airbyte-source-faker (a real Airbyte source) and the protocol models + jsonschema
+# that shared/airbyte/validate_messages.py needs, for the connector tests.
+faker_venv() { ensure_venv airbyte-faker "$REPO_ROOT/scripts/requirements/airbyte-faker.txt"; }
+proto_venv() { ensure_venv airbyte-proto "$REPO_ROOT/scripts/requirements/airbyte-proto.txt"; }
+# hadolint, pytest and PyYAML for the image test (integration-tests/image).
+hadolint_venv() { ensure_venv hadolint "$REPO_ROOT/scripts/requirements/hadolint.txt"; }

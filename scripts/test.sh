@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's full check, as CI runs it: installs the test tools (scripts/setup.sh),
 # starts the local S3 server, then runs formatting, lints, the dependency-direction
-# rule, every Rust test, and the interop suite against deeplake 3.9.52 / 4.7.4.
+# rule, every Rust test, the interop suite against deeplake 3.9.52 / 4.7.4, and the
+# Airbyte connector with a real source.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -29,6 +30,8 @@ section "setup"
 bash scripts/setup.sh
 DL3_VENV=$(dl3_venv)
 DL4_VENV=$(dl4_venv)
+FAKER_VENV=$(faker_venv)
+PROTO_VENV=$(proto_venv)
 
 section "S3 server"
 if bash scripts/s3.sh status; then
@@ -42,6 +45,8 @@ echo "S3 endpoint $AWS_ENDPOINT, bucket $DEEPLAKE_TEST_S3_BUCKET"
 
 export DEEPLAKE_DL3_PYTHON="$DL3_VENV/bin/python"
 export DEEPLAKE_DL4_PYTHON="$DL4_VENV/bin/python"
+# The connector tests check every output line with shared/airbyte/validate_messages.py.
+export DEEPLAKE_PROTO_PYTHON="$PROTO_VENV/bin/python"
 
 # `core` must not depend on the protocol/HTTP/CLI crates of the binaries.
 check_dependency_direction() {
@@ -63,6 +68,25 @@ run_interop() {
         "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/interop
 }
 
+# A real Airbyte source (source-faker) piped into the connector; deeplake 3.9.52 reads
+# the datasets back.
+run_airbyte_test() {
+    local target
+    target=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
+    cargo build -p deeplake-connector --bin destination-deeplake || return 1
+    DEEPLAKE_CONNECTOR_BIN=${DEEPLAKE_CONNECTOR_BIN:-$target/debug/destination-deeplake} \
+        DEEPLAKE_FAKER_BIN="$FAKER_VENV/bin/source-faker" \
+        "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/airbyte
+}
+
+# The connector image: hadolint, then a Podman build and spec/check/write inside it.
+run_image_test() {
+    local venv
+    venv=$(hadolint_venv) || return 1
+    "$venv/bin/python" -m pytest -p no:cacheprovider -q integration-tests/image
+}
+
 run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_step "dependency direction" check_dependency_direction
@@ -70,6 +94,8 @@ run_step "cargo test" cargo test --workspace
 # The fuzz targets' bodies over their seed corpora (stable; the fuzz crate is its own workspace).
 run_step "fuzz seed corpora" cargo test --manifest-path fuzz/Cargo.toml
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
+run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
+run_step "image (hadolint, podman)" run_image_test
 
 section "summary"
 if [ ${#failed[@]} -gt 0 ]; then

@@ -1,18 +1,139 @@
-//! `destination-deeplake`: the Airbyte destination. Only `spec` is answered for now;
-//! `check` and `write` arrive with the connector issue.
+//! `destination-deeplake`: the Airbyte destination of deeplake-rs.
+//!
+//! ```text
+//! destination-deeplake spec
+//! destination-deeplake check --config CONFIG.json
+//! destination-deeplake write --config CONFIG.json --catalog CATALOG.json < messages
+//! ```
+//!
+//! stdout carries Airbyte messages only, one per line; a failure is a TRACE ERROR
+//! (with `failure_type`) followed by a non-zero exit. The modules: `protocol` (the
+//! process edge), `config` (the spec and the validated config), `schema` (JSON schema
+//! to tensors, values to cells), `input` (reader and parser threads), `batch` (Arrow
+//! columns to samples), `stream` (one dataset) and `sync` (the write loop and its
+//! commit points).
 
-fn main() -> anyhow::Result<()> {
-    let cmd = std::env::args().nth(1).unwrap_or_default();
-    let msg = match cmd.as_str() {
-        "spec" => {
-            serde_json::json!({"type": "SPEC", "spec": {"connectionSpecification": {"type": "object", "properties": {"destination_path": {"type": "string"}}}}})
+mod batch;
+mod config;
+mod error;
+mod input;
+mod protocol;
+mod schema;
+mod stream;
+mod sync;
+
+use std::process::ExitCode;
+
+// Ingest allocates and frees many small buffers per record (samples, companion rows);
+// mimalloc keeps that off the system allocator's slow paths.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::error::{CoreContext, Failure, Result};
+
+fn usage() -> Failure {
+    Failure::config(
+        "usage: destination-deeplake spec | check --config FILE | write --config FILE --catalog FILE",
+    )
+}
+
+struct Args {
+    cmd: String,
+    config: Option<String>,
+    catalog: Option<String>,
+}
+
+fn parse_args(argv: &[String]) -> Result<Args> {
+    let cmd = argv.first().cloned().ok_or_else(usage)?;
+    let (mut config, mut catalog) = (None, None);
+    let mut i = 1;
+    while i < argv.len() {
+        let value = argv.get(i + 1).cloned();
+        match argv[i].as_str() {
+            "--config" => config = Some(value.ok_or_else(usage)?),
+            "--catalog" => catalog = Some(value.ok_or_else(usage)?),
+            // Options of newer platforms (e.g. --state) are not ours to refuse.
+            other if other.starts_with("--") => {}
+            _ => return Err(usage()),
         }
-        other => {
-            serde_json::json!({"type": "TRACE", "trace": {"type": "ERROR", "emitted_at": 0, "error": {"message": format!("command {other:?} is not implemented yet"), "failure_type": "system_error"}}})
-        }
+        i += 2;
+    }
+    Ok(Args {
+        cmd,
+        config,
+        catalog,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::system(format!("cannot start the async runtime: {e}")))
+}
+
+fn spec() -> Result<()> {
+    let spec: Value = serde_json::from_str(config::SPEC)
+        .map_err(|e| Failure::system(format!("the built-in spec is not JSON: {e}")))?;
+    protocol::emit(&json!({"type": "SPEC", "spec": spec}))
+        .map_err(|e| Failure::system(format!("writing to stdout failed: {e}")))
+}
+
+/// Checks the config and that the destination can be written; never fails the process
+/// for a bad destination, it says so in the CONNECTION_STATUS.
+fn check(path: &str) -> Result<()> {
+    let outcome = (|| -> Result<()> {
+        let raw = config::read_json(path, "config")?;
+        let cfg = Config::parse(&raw)?;
+        runtime()?.block_on(async {
+            let store = sync::root_store(&cfg)?;
+            let log = deeplake_core::store::Sidecar::new(&store, "airbyte-check")
+                .ctx("opening the destination")?;
+            let id = format!("probe-{}", hex::encode(rand::random::<[u8; 8]>()));
+            log.create(&id, b"{}".to_vec())
+                .await
+                .ctx(format!("writing a probe object under {}", cfg.root))?;
+            log.delete(&id)
+                .await
+                .ctx(format!("deleting the probe object under {}", cfg.root))
+        })
+    })();
+    let status = match outcome {
+        Ok(()) => json!({"status": "SUCCEEDED"}),
+        Err(f) => json!({"status": "FAILED", "message": f.message}),
     };
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{msg}")?;
-    Ok(())
+    protocol::emit(&json!({"type": "CONNECTION_STATUS", "connectionStatus": status}))
+        .map_err(|e| Failure::system(format!("writing to stdout failed: {e}")))
+}
+
+fn write(config_path: &str, catalog_path: &str) -> Result<()> {
+    let raw = config::read_json(config_path, "config")?;
+    let cfg = Config::parse(&raw)?;
+    let catalog = config::read_json(catalog_path, "catalog")?;
+    runtime()?.block_on(sync::write(cfg, &catalog))
+}
+
+fn run(argv: &[String]) -> Result<()> {
+    let args = parse_args(argv)?;
+    match (args.cmd.as_str(), args.config, args.catalog) {
+        ("spec", _, _) => spec(),
+        ("check", Some(c), _) => check(&c),
+        ("write", Some(c), Some(k)) => write(&c, &k),
+        _ => Err(usage()),
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match run(&argv) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            protocol::trace_error(&f);
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod gc;
 mod merge;
 mod read;
 mod record;
+mod staging;
 mod tensor;
 mod versions;
 pub mod views;
@@ -76,6 +77,9 @@ pub struct TensorOptions {
     pub tiling_threshold: Option<i64>,
     pub class_names: Vec<String>,
     pub hidden: bool,
+    /// Hidden, but with the companions of a visible tensor: a tensor filled aside to
+    /// replace a visible one later ([`Dataset::replace_tensor`]).
+    pub staged: bool,
     pub create_id_tensor: bool,
     pub create_shape_tensor: bool,
     pub create_sample_info_tensor: bool,
@@ -94,6 +98,7 @@ impl TensorOptions {
             tiling_threshold: None,
             class_names: Vec::new(),
             hidden: false,
+            staged: false,
             create_id_tensor: true,
             create_shape_tensor: true,
             create_sample_info_tensor: true,
@@ -113,6 +118,12 @@ impl TensorOptions {
 
     pub fn chunk_compression(mut self, c: impl Into<String>) -> Self {
         self.chunk_compression = Some(c.into());
+        self
+    }
+
+    /// See [`TensorOptions::staged`].
+    pub fn staged(mut self) -> Self {
+        self.staged = true;
         self
     }
 
@@ -493,6 +504,16 @@ impl Dataset {
         out
     }
 
+    /// Names of the hidden tensors (companions, staged tensors), sorted.
+    pub fn hidden_tensor_names(&self) -> Vec<String> {
+        self.meta
+            .tensor_names
+            .iter()
+            .filter(|(_, k)| self.meta.hidden_tensors.contains(k))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Dataset length: the shortest visible tensor, as in 3.x.
     pub fn len(&self) -> u64 {
         self.tensor_names()
@@ -681,6 +702,9 @@ impl Dataset {
         }
         let mut links = BTreeMap::new();
         let mut companions: Vec<(TensorName, TensorMeta, &'static str)> = Vec::new();
+        // A staged tensor is hidden like a companion but keeps its own companions.
+        let bare = opts.hidden && !opts.staged;
+        let hidden = opts.hidden || opts.staged;
         let mk_companion =
             |suffix: &str, htype: &str, dtype: Option<&str>, max_chunk: Option<u64>| {
                 let ck = key.companion(suffix);
@@ -706,7 +730,7 @@ impl Dataset {
                 };
                 (ck, cm)
             };
-        if opts.create_id_tensor && !opts.hidden {
+        if opts.create_id_tensor && !bare {
             let (ck, mut cm) = mk_companion("id", "generic", Some("uint64"), None);
             cm.extra = Htype::plain(BaseHtype::Generic).meta_extra();
             links.insert(
@@ -721,7 +745,7 @@ impl Dataset {
         }
         // 3.x writes verify=true on every tensor it creates.
         let verify = true;
-        if opts.create_shape_tensor && !opts.hidden && htype.has_shape_tensor() {
+        if opts.create_shape_tensor && !bare && htype.has_shape_tensor() {
             let (ck, mut cm) = mk_companion(
                 "shape",
                 "generic",
@@ -740,7 +764,7 @@ impl Dataset {
             );
             companions.push((ck, cm, "shape"));
         }
-        if opts.create_sample_info_tensor && !opts.hidden && htype.has_info_tensor() {
+        if opts.create_sample_info_tensor && !bare && htype.has_info_tensor() {
             let (ck, mut cm) = mk_companion(
                 "info",
                 "json",
@@ -771,7 +795,7 @@ impl Dataset {
             chunk_compression: cc.as_ref().map(|c| c.name().to_owned()),
             max_chunk_size: opts.max_chunk_size,
             tiling_threshold: opts.tiling_threshold,
-            hidden: opts.hidden,
+            hidden,
             links,
             is_sequence: htype.is_sequence,
             is_link: htype.is_link,
@@ -792,7 +816,7 @@ impl Dataset {
         self.meta
             .tensor_names
             .insert(name.to_owned(), key.to_string());
-        if opts.hidden {
+        if hidden {
             self.meta.hidden_tensors.push(key.to_string());
         }
         self.tensors.insert(key.to_string(), state);

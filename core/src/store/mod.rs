@@ -15,6 +15,9 @@
 //! (create-if-absent), which behaves the same on all three backends.
 
 pub mod paths;
+mod sidecar;
+
+pub use sidecar::Sidecar;
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -28,6 +28,7 @@ pub const RS_FOLDER: &str = "_rs";
 /// ```text
 /// _rs/log/<seq:020>.json                     the commit-tree log (immutable records)
 /// _rs/lease/<branch>/<seq:020>.json          writer leases of a branch head
+/// _rs/sidecar/<log>/<id>.json                a caller's own commit records
 /// <commit prefix>_rs_flush/<seq:020>.json    flush records of a head (immutable)
 /// <commit prefix>_rs_flush/applied.json      which record the 3.x files show
 /// ```
@@ -50,6 +51,16 @@ pub fn lease(branch: &str, seq: u64) -> String {
 /// is stored under, so readers below it stop walking `chunk_set`s there.
 pub fn chunk_map(c: &CommitId, key: &TensorName) -> String {
     format!("_rs/chunk_map/{c}/{key}")
+}
+
+/// A caller's own create-if-absent record `id` in its sidecar log `log`:
+/// `_rs/sidecar/<log>/<id>.json`. Both parts are checked by [`crate::store::Sidecar`].
+pub fn sidecar(log: &str, id: &str) -> String {
+    format!("_rs/sidecar/{log}/{id}.json")
+}
+
+pub fn sidecar_prefix(log: &str) -> String {
+    format!("_rs/sidecar/{log}")
 }
 
 pub fn flush_log_prefix(c: &CommitId) -> String {

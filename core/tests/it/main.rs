@@ -7,6 +7,7 @@ mod gc;
 mod handoff;
 mod merge;
 mod slicing;
+mod staging;
 mod storage;
 mod tql;
 mod versioning;

@@ -1,0 +1,342 @@
+//! Reading stdin without stalls: a reader thread moves whole lines in blocks, a parse
+//! thread turns each block into typed messages on the rayon pool (records become rows
+//! of typed cells of their stream's columns), and the writer receives them in order.
+//!
+//! ```text
+//! stdin --(blocks of whole lines, bounded)--> parse thread (rayon, per line)
+//!       --(Vec<Parsed>, bounded)--> writer (batches, flushes, STATE echo)
+//! ```
+//!
+//! Both channels are bounded, so memory is a few blocks plus the writer's batches, and
+//! a line of any length is accepted (a block grows until the line ends).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::protocol::{Envelope, StreamKey, drop_nulls};
+use crate::schema::{Cell, Kind, to_cell, typecast_change};
+
+/// Blocks are cut at the first line end after this many bytes.
+const BLOCK: usize = 4 << 20;
+
+/// How one stream's records are read.
+pub struct Route {
+    pub fields: Vec<(String, Kind)>,
+    /// Primary-key paths (append_dedup streams only).
+    pub pk: Option<Vec<Vec<String>>>,
+}
+
+/// Which stream a record belongs to, and how to read it.
+pub struct Router {
+    pub streams: HashMap<StreamKey, usize>,
+    pub routes: Vec<Route>,
+    pub link_prefixes: Vec<String>,
+}
+
+impl Router {
+    pub fn find(&self, namespace: Option<&str>, name: &str) -> Option<usize> {
+        let key = (namespace.map(str::to_owned), name.to_owned());
+        if let Some(i) = self.streams.get(&key) {
+            return Some(*i);
+        }
+        // A record without a namespace may name a stream that has one, when the name
+        // alone is unambiguous.
+        if namespace.is_none() {
+            let mut hits = self.streams.iter().filter(|((_, n), _)| n == name);
+            if let (Some((_, i)), None) = (hits.next(), hits.next()) {
+                return Some(*i);
+            }
+        }
+        None
+    }
+}
+
+/// A record, ready for its stream's batch.
+#[derive(Debug)]
+pub struct RecordIn {
+    pub stream: usize,
+    pub emitted_at: i64,
+    pub cells: Vec<Cell>,
+    /// `_airbyte_meta.changes`: the source's and ours.
+    pub changes: Vec<Value>,
+    /// Canonical primary key (append_dedup streams).
+    pub pk: Option<String>,
+    pub raw_id: String,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Record(Box<RecordIn>),
+    /// A record of a known stream whose `data` is not an object.
+    Rejected {
+        stream: usize,
+    },
+    /// A record of a stream that is not in the catalog.
+    Unknown {
+        key: StreamKey,
+    },
+    State(Value),
+    Status {
+        key: StreamKey,
+        status: String,
+    },
+    /// LOG, CONTROL, other TRACE messages, blank lines.
+    Ignored,
+    /// Not a JSON message: a short preview for the log.
+    Bad(String),
+}
+
+fn uuid4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn preview(line: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned();
+    if line.len() > 120 {
+        format!("{s}...")
+    } else {
+        s
+    }
+}
+
+/// Parses one input line.
+pub fn parse_line(line: &[u8], router: &Router) -> Parsed {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Parsed::Ignored;
+    }
+    let env: Envelope = match serde_json::from_slice(line) {
+        Ok(e) => e,
+        Err(_) => return Parsed::Bad(preview(line)),
+    };
+    match env.kind.as_deref() {
+        Some("RECORD") => {
+            let Some(rec) = env.record else {
+                return Parsed::Bad(preview(line));
+            };
+            let Some(name) = rec.stream else {
+                return Parsed::Bad(preview(line));
+            };
+            let Some(si) = router.find(rec.namespace.as_deref(), &name) else {
+                return Parsed::Unknown {
+                    key: (rec.namespace, name),
+                };
+            };
+            let Some(Value::Object(data)) = rec.data else {
+                return Parsed::Rejected { stream: si };
+            };
+            let route = &router.routes[si];
+            let mut changes: Vec<Value> = rec
+                .meta
+                .and_then(|m| m.changes)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| !c.is_null())
+                .collect();
+            let cells = route
+                .fields
+                .iter()
+                .map(|(f, kind)| match data.get(f) {
+                    None => Cell::Null,
+                    Some(v) => to_cell(kind, v, &router.link_prefixes).unwrap_or_else(|()| {
+                        changes.push(typecast_change(f));
+                        Cell::Null
+                    }),
+                })
+                .collect();
+            let pk = route.pk.as_ref().map(|paths| {
+                let key: Vec<&Value> = paths
+                    .iter()
+                    .map(|p| {
+                        let mut v: Option<&Value> = None;
+                        for (i, part) in p.iter().enumerate() {
+                            v = if i == 0 {
+                                data.get(part)
+                            } else {
+                                v.and_then(|x| x.get(part))
+                            };
+                        }
+                        v.unwrap_or(&Value::Null)
+                    })
+                    .collect();
+                serde_json::to_string(&key).unwrap_or_default()
+            });
+            Parsed::Record(Box::new(RecordIn {
+                stream: si,
+                emitted_at: rec.emitted_at.map_or(0, |t| t as i64),
+                cells,
+                changes,
+                pk,
+                raw_id: uuid4(),
+            }))
+        }
+        Some("STATE") => match env.state {
+            Some(s @ Value::Object(_)) => Parsed::State(drop_nulls(s)),
+            _ => Parsed::Bad(preview(line)),
+        },
+        Some("TRACE") => {
+            let Some(t) = env.trace else {
+                return Parsed::Ignored;
+            };
+            match (t.kind.as_deref(), t.stream_status) {
+                (Some("STREAM_STATUS"), Some(ss)) => {
+                    let sd = ss.stream_descriptor.unwrap_or_default();
+                    Parsed::Status {
+                        key: (sd.namespace, sd.name.unwrap_or_default()),
+                        status: ss.status.unwrap_or_default(),
+                    }
+                }
+                _ => Parsed::Ignored,
+            }
+        }
+        _ => Parsed::Ignored,
+    }
+}
+
+/// Starts the reader and parse threads; parsed blocks arrive on the returned channel,
+/// which closes at end of input.
+pub fn spawn(router: Arc<Router>) -> tokio::sync::mpsc::Receiver<Vec<Parsed>> {
+    let (block_tx, block_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(2);
+    std::thread::spawn(move || read_blocks(std::io::stdin().lock(), block_tx));
+    std::thread::spawn(move || {
+        for block in block_rx {
+            let lines: Vec<&[u8]> = block.split(|b| *b == b'\n').collect();
+            let parsed: Vec<Parsed> = lines
+                .par_iter()
+                .with_min_len(256)
+                .map(|l| parse_line(l, &router))
+                .filter(|p| !matches!(p, Parsed::Ignored))
+                .collect();
+            if tx.blocking_send(parsed).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Moves whole lines from `input` in blocks of about [`BLOCK`] bytes.
+fn read_blocks(mut input: impl Read, tx: std::sync::mpsc::SyncSender<Vec<u8>>) {
+    let mut carry: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; BLOCK / 4];
+    let mut eof = false;
+    while !eof {
+        let mut buf = std::mem::take(&mut carry);
+        // Where the last line end seen so far is (each byte is looked at once).
+        let mut last_nl = buf.iter().rposition(|b| *b == b'\n');
+        let cut = loop {
+            let n = loop {
+                match input.read(&mut chunk) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break 0,
+                }
+            };
+            if n == 0 {
+                eof = true;
+                break buf.len();
+            }
+            if let Some(p) = chunk[..n].iter().rposition(|b| *b == b'\n') {
+                last_nl = Some(buf.len() + p);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() >= BLOCK
+                && let Some(p) = last_nl
+            {
+                break p + 1;
+            }
+        };
+        carry = buf.split_off(cut);
+        if !buf.is_empty() && tx.send(buf).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn router() -> Router {
+        Router {
+            streams: [((None, "s".to_owned()), 0)].into_iter().collect(),
+            routes: vec![Route {
+                fields: vec![("id".into(), Kind::Int), ("name".into(), Kind::Text)],
+                pk: Some(vec![vec!["id".into()]]),
+            }],
+            link_prefixes: vec![],
+        }
+    }
+
+    #[test]
+    fn lines_become_messages() {
+        let r = router();
+        let p = parse_line(
+            br#"{"type":"RECORD","record":{"stream":"s","data":{"id":"x","name":"a","new":1},"emitted_at":7}}"#,
+            &r,
+        );
+        let Parsed::Record(rec) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(rec.cells, [Cell::Null, Cell::Text("a".into())]);
+        assert_eq!(rec.changes.len(), 1);
+        assert_eq!(rec.pk.as_deref(), Some(r#"["x"]"#));
+        assert!(matches!(
+            parse_line(
+                br#"{"type":"RECORD","record":{"stream":"s","data":[1],"emitted_at":7}}"#,
+                &r
+            ),
+            Parsed::Rejected { stream: 0 }
+        ));
+        assert!(matches!(
+            parse_line(
+                br#"{"type":"RECORD","record":{"stream":"t","data":{},"emitted_at":7}}"#,
+                &r
+            ),
+            Parsed::Unknown { .. }
+        ));
+        assert!(matches!(parse_line(b"hello", &r), Parsed::Bad(_)));
+        assert!(matches!(
+            parse_line(
+                br#"{"type":"LOG","log":{"level":"INFO","message":"x"}}"#,
+                &r
+            ),
+            Parsed::Ignored
+        ));
+        assert!(matches!(
+            parse_line(br#"{"type":"TRACE","trace":{"type":"STREAM_STATUS","emitted_at":1.0,"stream_status":{"stream_descriptor":{"name":"s","namespace":null},"status":"COMPLETE"}}}"#, &r),
+            Parsed::Status { .. }
+        ));
+    }
+
+    #[test]
+    fn blocks_hold_whole_lines_of_any_length() {
+        let long = "x".repeat(3 * BLOCK);
+        let text = format!("a\n{long}\nb\nc");
+        let (tx, rx) = std::sync::mpsc::sync_channel(100);
+        read_blocks(std::io::Cursor::new(text.clone().into_bytes()), tx);
+        let blocks: Vec<Vec<u8>> = rx.iter().collect();
+        let joined: Vec<u8> = blocks.concat();
+        assert_eq!(joined, text.as_bytes());
+        for b in &blocks[..blocks.len() - 1] {
+            assert_eq!(b.last(), Some(&b'\n'));
+        }
+    }
+}
