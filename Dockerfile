@@ -46,7 +46,10 @@ ENTRYPOINT ["/usr/local/bin/destination-deeplake"]
 # The runtime image around a binary built on the host (.dockerignore lets exactly this
 # file of target/ into the build context).
 FROM runtime-base AS prebuilt
-COPY --chmod=0755 target/release/destination-deeplake /usr/local/bin/destination-deeplake
+# Which host build to copy (the image test uses the debug build that the test run has
+# already made, rather than a release build of its own).
+ARG BINARY=target/release/destination-deeplake
+COPY --chmod=0755 ${BINARY} /usr/local/bin/destination-deeplake
 
 # The default target: the runtime image around the binary compiled in `build`.
 FROM runtime-base AS runtime

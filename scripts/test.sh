@@ -74,7 +74,8 @@ run_airbyte_test() {
     local target
     target=$(cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
-    cargo build -p deeplake-connector --bin destination-deeplake || return 1
+    # The same build as the interop step (one feature set, nothing rebuilt).
+    cargo build --workspace --bins || return 1
     DEEPLAKE_CONNECTOR_BIN=${DEEPLAKE_CONNECTOR_BIN:-$target/debug/destination-deeplake} \
         DEEPLAKE_FAKER_BIN="$FAKER_VENV/bin/source-faker" \
         "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/airbyte

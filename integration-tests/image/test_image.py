@@ -2,7 +2,7 @@
 
 hadolint must pass the Dockerfile as it is. metadata.yaml must be a registry entry whose
 tag and repository agree with the image's labels and the workspace version. Then the
-image is built with Podman around a release binary built here (`--target prebuilt`,
+image is built with Podman around the (stripped) debug binary built here (`--target prebuilt`,
 base image from scripts/podman.sh, since no registry can be pulled from), and `spec`,
 `check` and a small `write` run inside it with no network, writing to a mounted folder.
 
@@ -149,17 +149,25 @@ def podman_env():
 def host_binary():
     meta = json.loads(run(["cargo", "metadata", "--format-version", "1", "--no-deps"]).stdout)
     target = Path(meta["target_directory"]).resolve()
-    # `--target prebuilt` copies target/release/<bin> from the build context, the repository.
+    # `--target prebuilt` copies a host binary (build arg BINARY) from the build context,
+    # the repository: the debug build the test run makes anyway, stripped. A release
+    # build would add many minutes on a fresh clone; the default target makes one.
     assert target == REPO / "target", (
         f"the cargo target dir is {target}; the image build needs it at {REPO / 'target'} "
         "(unset CARGO_TARGET_DIR for this test)"
     )
     run(
-        ["cargo", "build", "--release", "-p", "deeplake-connector", "--bin", BIN_NAME],
+        # The workspace build the other test steps make: the same features, no rebuild.
+        ["cargo", "build", "--workspace", "--bins"],
         timeout=None,
     )
-    binary = target / "release" / BIN_NAME
-    assert binary.is_file()
+    built = target / "debug" / BIN_NAME
+    assert built.is_file()
+    # Without its debug info (hundreds of MB) the binary makes a small image layer.
+    binary = target / "image-test" / BIN_NAME
+    binary.parent.mkdir(exist_ok=True)
+    assert shutil.which("strip"), "strip (binutils) is not installed"
+    run(["strip", "-o", str(binary), str(built)])
     return binary
 
 
@@ -172,6 +180,7 @@ def image(podman_env, host_binary):
         [
             "podman", "build", "--network=none", "--target", "prebuilt",
             "--build-arg", f"BASE={base}", "--build-arg", f"CERTS_IMAGE={base}",
+            "--build-arg", f"BINARY=target/image-test/{BIN_NAME}",
             "-t", tag, ".",
         ],
         env=env,
