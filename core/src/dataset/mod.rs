@@ -503,6 +503,14 @@ impl Dataset {
         out
     }
 
+    /// Fills chunks only to `bytes` (when lower than half of a tensor's
+    /// `max_chunk_size`) before starting the next. A writing policy, not stored: it bounds
+    /// the memory of open chunks and what each flush writes again (a flush stores the
+    /// open chunk whole, under a fresh name), at the cost of more, smaller chunks.
+    pub fn set_chunk_fill(&mut self, bytes: Option<usize>) {
+        self.writer.set_fill(bytes);
+    }
+
     /// Names of the hidden tensors (companions, staged tensors), sorted.
     pub fn hidden_tensor_names(&self) -> Vec<String> {
         self.meta
@@ -1842,10 +1850,10 @@ async fn append_to_tensor(
     if prepared.is_empty() {
         return Ok(());
     }
-    reopen_last_chunk(store, locator, t).await?;
+    let half = chunk_writer.fill_of(t.max_chunk_size());
+    reopen_last_chunk(store, locator, t, half).await?;
     let rank = check_ranks(t, &prepared)?;
     let start = t.meta.length;
-    let half = t.max_chunk_size() / 2;
     let mut closed: Vec<u64> = Vec::new();
     for p in prepared {
         let (single, items) = match p {
@@ -1958,16 +1966,14 @@ async fn reopen_last_chunk(
     store: &Store,
     locator: &ChunkLocator,
     t: &mut TensorState,
+    half: usize,
 ) -> Result<()> {
     if let Some(&(last_id, _)) = t.chunk_ids.rows.last() {
         let row = t.chunk_ids.rows.len() - 1;
         if !t.builders.contains_key(&last_id) && !is_tile_chunk(t, row) {
             let room = t.in_head.contains(&last_id) || {
                 let k = locator.locate(store, &t.key, ChunkId(last_id)).await?;
-                store
-                    .size(&k)
-                    .await?
-                    .is_some_and(|s| s < (t.max_chunk_size() / 2) as u64)
+                store.size(&k).await?.is_some_and(|s| s < half as u64)
             };
             if room {
                 ensure_builder(store, locator, t, row).await?;
@@ -2017,9 +2023,9 @@ async fn append_fixed(
             t.meta.max_shape.len()
         )));
     }
-    reopen_last_chunk(store, locator, t).await?;
+    let half = chunk_writer.fill_of(t.max_chunk_size());
+    reopen_last_chunk(store, locator, t, half).await?;
     let start = t.meta.length;
-    let half = t.max_chunk_size() / 2;
     let mut closed: Vec<u64> = Vec::new();
     for bytes in data.chunks_exact(item.max(1)).take(n) {
         let idx = t.meta.length;
