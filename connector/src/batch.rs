@@ -100,7 +100,7 @@ fn column_array(col: &Column, ci: usize, rows: &[&RecordIn]) -> ArrayRef {
             }
             Arc::new(b.finish())
         }
-        Kind::FloatList(_) | Kind::Numeric(_) | Kind::BBox => {
+        Kind::FloatList(_) | Kind::Numeric(_) | Kind::BBox(_) => {
             let mut b = ListBuilder::new(Float64Builder::new());
             for c in cells {
                 match c {
@@ -273,7 +273,7 @@ fn to_samples(kind: &Kind, a: &ArrayRef, sample_compression: Option<&str>) -> Ve
             let s = if let Some(f) = inner.as_any().downcast_ref::<Float64Array>() {
                 let v = f.values();
                 match kind {
-                    Kind::BBox => floats(v, Dtype::F32, vec![v.len() / 4, 4]),
+                    Kind::BBox(d) => floats(v, *d, vec![v.len() / 4, 4]),
                     Kind::FloatList(d) | Kind::Numeric(d) => floats(v, *d, vec![v.len()]),
                     _ => floats(v, Dtype::F64, vec![v.len()]),
                 }

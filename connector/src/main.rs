@@ -24,11 +24,6 @@ mod sync;
 
 use std::process::ExitCode;
 
-// Ingest allocates and frees many small buffers per record (samples, companion rows);
-// mimalloc keeps that off the system allocator's slow paths.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use serde_json::{Value, json};
 
 use crate::config::Config;

@@ -42,7 +42,8 @@ pub enum Kind {
     Json,
     Link,
     ClassLabel,
-    BBox,
+    /// Boxes of 4 numbers each, stored with this dtype.
+    BBox(Dtype),
     /// Base64 file bytes stored as-is in a sample-compressed tensor (image, ...).
     Binary,
     /// A number or an array of numbers, stored with this dtype.
@@ -321,7 +322,10 @@ fn kind_for_htype(htype: &str, dtype: Option<Dtype>, compressed: bool) -> (Kind,
         "json" => (Kind::Json, None),
         "list" | "tag" => (Kind::StrList, None),
         "class_label" => (Kind::ClassLabel, Some(dtype.unwrap_or(Dtype::U32))),
-        "bbox" => (Kind::BBox, Some(dtype.unwrap_or(Dtype::F32))),
+        "bbox" => {
+            let d = dtype.unwrap_or(Dtype::F32);
+            (Kind::BBox(d), Some(d))
+        }
         "embedding" => {
             let d = dtype.unwrap_or(Dtype::F32);
             (Kind::FloatList(d), Some(d))
@@ -362,7 +366,8 @@ pub fn plan_columns(stream: &str, schema: &Value, cfg: &Config) -> Result<Vec<Co
         let mut info = Map::new();
         if let Some(o) = ov {
             if let Some(h) = &o.htype {
-                let (k, d) = kind_for_htype(h, o.dtype.or(dtype), o.sample_compression.is_some());
+                // A chosen htype brings its own default dtype, not the schema's.
+                let (k, d) = kind_for_htype(h, o.dtype, o.sample_compression.is_some());
                 kind = k;
                 dtype = d;
                 htype = h.clone();
@@ -503,7 +508,7 @@ pub fn to_cell(kind: &Kind, v: &Value, link_prefixes: &[String]) -> Result<Cell,
             Value::Array(a) => Cell::Floats(flat_numbers(a).ok_or(())?),
             other => Cell::Floats(vec![as_f64(other).ok_or(())?]),
         },
-        Kind::BBox => match v {
+        Kind::BBox(_) => match v {
             Value::Array(a) => {
                 let f = flat_numbers(a).ok_or(())?;
                 if f.len() % 4 != 0 {
@@ -735,7 +740,7 @@ mod tests {
             Ok(Cell::Text("5".into()))
         );
         assert!(to_cell(&Kind::Link, &json!("ftp://x"), &p).is_err());
-        assert!(to_cell(&Kind::BBox, &json!([1, 2, 3]), &p).is_err());
+        assert!(to_cell(&Kind::BBox(Dtype::F32), &json!([1, 2, 3]), &p).is_err());
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub fn dataset_url(cfg: &Config, key: &StreamKey) -> String {
     }
 }
 
+/// Bytes each chunk is filled to (see `Dataset::set_chunk_fill`).
+const CHUNK_FILL: usize = 1 << 20;
+
 pub fn open_options(cfg: &Config) -> OpenOptions {
     OpenOptions {
         storage: cfg.storage.clone(),
@@ -195,6 +198,9 @@ impl StreamWriter {
         let mut ds = Dataset::open_or_create(&url, open_options(cfg))
             .await
             .ctx(format!("opening the dataset of stream {label} at {url}"))?;
+        // Every flush stores each tensor's open chunk whole: a small fill keeps that,
+        // and the memory of open chunks, independent of the sync's size.
+        ds.set_chunk_fill(Some(CHUNK_FILL));
         repair(&mut ds, sidecar, &label).await?;
         let info = airbyte_info(&ds);
 

@@ -9,3 +9,4 @@ mod cli;
 mod common;
 mod crash;
 mod modes;
+mod s3;

@@ -338,3 +338,74 @@ async fn schema_changes_add_tensors_and_type_changes_null_with_a_change() {
         "a string in the stored int64 column is nulled"
     );
 }
+
+#[tokio::test]
+async fn overrides_make_class_labels_boxes_embeddings_and_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let mut cfg_v = config_for(&root);
+    cfg_v["tensors"] = json!([
+        {"field": "label", "htype": "class_label", "class_names": ["cat", "dog"]},
+        {"field": "box", "htype": "bbox", "bbox_coords": {"type": "pixel", "mode": "LTWH"}},
+        {"field": "vec", "htype": "embedding", "dtype": "float32"},
+        {"field": "photo", "htype": "link[image]"},
+        {"stream": "o", "field": "secret", "skip": true}
+    ]);
+    let cfg = write_config(dir.path(), &cfg_v);
+    let cat = write_config(
+        dir.path(),
+        &json!({"streams": [{"stream": {"name": "o", "json_schema": {"properties": {
+            "label": {"type": "string"}, "box": {"type": "array", "items": {"type": "number"}},
+            "vec": {"type": "array", "items": {"type": "number"}}, "photo": {"type": "string"},
+            "secret": {"type": "string"}}}, "supported_sync_modes": ["full_refresh"]},
+            "sync_mode": "full_refresh", "destination_sync_mode": "append"}]}),
+    );
+    let input = br#"{"type":"RECORD","record":{"stream":"o","data":{"label":"dog","box":[1,2,3,4],"vec":[0.5,1.5],"photo":"https://example.invalid/a.jpg","secret":"s"},"emitted_at":1}}
+{"type":"RECORD","record":{"stream":"o","data":{"label":"bird","box":[5,6,7],"vec":[2,3],"photo":"not a url"},"emitted_at":2}}
+{"type":"STATE","state":{"type":"STREAM","stream":{"stream_descriptor":{"name":"o"},"stream_state":{"n":2}}}}
+"#;
+    let r = write(&cfg, &cat, input);
+    validate(dir.path(), input, &r, &cat);
+    let ds = open(&root.join("o")).await;
+    assert!(!ds.tensor_names().contains(&"secret".to_owned()));
+    assert_eq!(ds.tensor_htype("label").unwrap().to_string(), "class_label");
+    assert_eq!(ds.tensor_htype("photo").unwrap().to_string(), "link[image]");
+    let names = ds.tensor_info("label").unwrap()["class_names"].clone();
+    assert_eq!(
+        names,
+        json!(["cat", "dog", "bird"]),
+        "new class names are added"
+    );
+    let labels = ds.read_range("label", 0..2).await.unwrap();
+    let idx = |s: &deeplake_core::Sample| match s {
+        deeplake_core::Sample::Array(a) => a.to_f64_vec(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(idx(&labels[0]), [1.0]);
+    assert_eq!(idx(&labels[1]), [2.0]);
+    let boxes = ds.read_range("box", 0..2).await.unwrap();
+    match &boxes[0] {
+        deeplake_core::Sample::Array(a) => {
+            assert_eq!(a.shape, [1, 4]);
+            assert_eq!(a.dtype, deeplake_core::Dtype::F32);
+        }
+        other => panic!("{other:?}"),
+    }
+    let vec = ds.read("vec", 1).await.unwrap();
+    assert_eq!(idx(&vec), [2.0, 3.0]);
+    let metas = ds.read_range("_airbyte_meta", 0..2).await.unwrap();
+    let fields: Vec<String> = match &metas[1] {
+        deeplake_core::Sample::Json(v) => v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["field"].as_str().unwrap().to_owned())
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        fields,
+        ["box", "photo"],
+        "a 3-number box and a non-URL link are nulled"
+    );
+}

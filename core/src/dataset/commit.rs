@@ -223,7 +223,7 @@ impl Dataset {
             .get(&self.branch)
             .ok_or_else(|| Error::not_found("branch", &self.branch))?
             .parse()?;
-        let fresh = Box::pin(Dataset::open_at(
+        let mut fresh = Box::pin(Dataset::open_at(
             self.store.clone(),
             tree,
             head,
@@ -232,6 +232,8 @@ impl Dataset {
         ))
         .await?;
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
+        // The writing policy outlives the handle swap.
+        fresh.writer.set_fill(self.writer.fill());
         *self = fresh;
         self.lease = lease;
         self.tags = tags;
@@ -402,6 +404,8 @@ impl Dataset {
                 let mut other =
                     Dataset::open_at(self.store.clone(), tree, at.node, at.branch, false).await?;
                 other.tags = tags;
+                // The writing policy outlives the handle swap.
+                other.writer.set_fill(self.writer.fill());
                 *self = other;
                 return Ok(());
             }
@@ -427,6 +431,8 @@ impl Dataset {
             other.detached = !writable;
             self.release_lease().await?;
             let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
+            // The writing policy outlives the handle swap.
+            other.writer.set_fill(self.writer.fill());
             *self = other;
             self.lease = lease;
             return Ok(());
@@ -591,7 +597,7 @@ impl Dataset {
         if let Some(folder) = paths::commit_folder(&head) {
             self.store.delete_prefix(&folder).await?;
         }
-        let fresh = Box::pin(Dataset::open_at(
+        let mut fresh = Box::pin(Dataset::open_at(
             self.store.clone(),
             rec.tree,
             next,
@@ -600,6 +606,8 @@ impl Dataset {
         ))
         .await?;
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
+        // The writing policy outlives the handle swap.
+        fresh.writer.set_fill(self.writer.fill());
         *self = fresh;
         self.lease = lease;
         self.tags = rec.tags;

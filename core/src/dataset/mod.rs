@@ -504,6 +504,14 @@ impl Dataset {
         out
     }
 
+    /// Fills chunks only to `bytes` (when lower than half of a tensor's
+    /// `max_chunk_size`) before starting the next. A writing policy, not stored: it bounds
+    /// the memory of open chunks and what each flush writes again (a flush stores the
+    /// open chunk whole, under a fresh name), at the cost of more, smaller chunks.
+    pub fn set_chunk_fill(&mut self, bytes: Option<usize>) {
+        self.writer.set_fill(bytes);
+    }
+
     /// Names of the hidden tensors (companions, staged tensors), sorted.
     pub fn hidden_tensor_names(&self) -> Vec<String> {
         self.meta
@@ -1114,8 +1122,92 @@ impl Dataset {
     }
 
     async fn append_prepared(&mut self, key: &str, prepared: Vec<Prepared>) -> Result<()> {
+        if let Some(fixed) = self.fixed_companion_rows(key, &prepared)? {
+            let store = self.store.clone();
+            let node = self.node.clone();
+            {
+                let t = self
+                    .tensors
+                    .get_mut(key)
+                    .ok_or_else(|| Error::not_found("tensor", key))?;
+                append_to_tensor(&store, &self.locator, &mut self.writer, &node, t, prepared)
+                    .await?;
+            }
+            for (ck, rows) in fixed {
+                if let Some(c) = self.tensors.get_mut(&ck) {
+                    append_fixed(&store, &self.locator, &mut self.writer, &node, c, &rows).await?;
+                }
+            }
+            self.cache.clear();
+            return Ok(());
+        }
         let comp_rows = self.companion_rows(key, &prepared)?;
         self.append_with_companions(key, prepared, comp_rows).await
+    }
+
+    /// The common case of [`Dataset::companion_rows`] without an allocation per row:
+    /// plain items (no sequences) whose companions are sample ids and shapes of one
+    /// rank; `None` when the general path is needed.
+    fn fixed_companion_rows(
+        &self,
+        key: &str,
+        prepared: &[Prepared],
+    ) -> Result<Option<Vec<(String, FixedRows)>>> {
+        let t = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| Error::not_found("tensor", key))?;
+        let mut items = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match p {
+                Prepared::Item(it) => items.push(it),
+                Prepared::Sequence(_) => return Ok(None),
+            }
+        }
+        let n = items.len();
+        let mut out = Vec::new();
+        for (ck, l) in &t.meta.links {
+            match CompanionRole::from_extend(&l.extend) {
+                CompanionRole::Id => {
+                    let mut data = Vec::with_capacity(8 * n);
+                    for _ in 0..n {
+                        data.extend_from_slice(&rand::random::<u64>().to_le_bytes());
+                    }
+                    out.push((
+                        ck.clone(),
+                        FixedRows {
+                            shape: vec![1],
+                            data,
+                            n,
+                        },
+                    ));
+                }
+                CompanionRole::Shape => {
+                    let rank = items.first().map_or(0, |it| it.logical_shape.len());
+                    if rank == 0 || items.iter().any(|it| it.logical_shape.len() != rank) {
+                        return Ok(None);
+                    }
+                    let rank32 =
+                        u32::try_from(rank).map_err(|_| Error::invalid("too many dimensions"))?;
+                    let mut data = Vec::with_capacity(8 * rank * n);
+                    for it in &items {
+                        for d in &it.logical_shape {
+                            data.extend_from_slice(&(*d as i64).to_le_bytes());
+                        }
+                    }
+                    out.push((
+                        ck.clone(),
+                        FixedRows {
+                            shape: vec![rank32],
+                            data,
+                            n,
+                        },
+                    ));
+                }
+                CompanionRole::Info | CompanionRole::Other => return Ok(None),
+            }
+        }
+        Ok(Some(out))
     }
 
     /// The rows each companion of tensor `key` gets for the prepared samples: a fresh
@@ -1759,32 +1851,14 @@ async fn append_to_tensor(
     if prepared.is_empty() {
         return Ok(());
     }
-    // Continue filling the last chunk unless it is a tile. One of an ancestor commit is
-    // copied into the head first if it has room (3.x's copy-on-write): otherwise every
-    // commit of a few rows would start a chunk of its own, and a long history would
-    // leave thousands of tiny chunks for every reader to fetch.
-    if let Some(&(last_id, _)) = t.chunk_ids.rows.last() {
-        let row = t.chunk_ids.rows.len() - 1;
-        if !t.builders.contains_key(&last_id) && !is_tile_chunk(t, row) {
-            let room = t.in_head.contains(&last_id) || {
-                let k = locator.locate(store, &t.key, ChunkId(last_id)).await?;
-                store
-                    .size(&k)
-                    .await?
-                    .is_some_and(|s| s < (t.max_chunk_size() / 2) as u64)
-            };
-            if room {
-                ensure_builder(store, locator, t, row).await?;
-            }
-        }
-    }
+    let half = chunk_writer.fill_of(t.max_chunk_size());
+    reopen_last_chunk(store, locator, t, half).await?;
     let rank = check_ranks(t, &prepared)?;
     let start = t.meta.length;
-    let half = t.max_chunk_size() / 2;
     let mut closed: Vec<u64> = Vec::new();
     for p in prepared {
-        let items = match p {
-            Prepared::Item(it) => vec![it],
+        let (single, items) = match p {
+            Prepared::Item(it) => (Some(it), Vec::new()),
             Prepared::Sequence(items) => {
                 let n =
                     u32::try_from(items.len()).map_err(|_| Error::invalid("sequence too long"))?;
@@ -1794,10 +1868,10 @@ async fn append_to_tensor(
                         return Err(Error::internal("sequence sample for a non-sequence tensor"));
                     }
                 }
-                items
+                (None, items)
             }
         };
-        for mut it in items {
+        for mut it in single.into_iter().chain(items) {
             if let Some(r) = rank
                 && is_empty_item(&it)
                 && it.shape.len() != r
@@ -1882,7 +1956,136 @@ async fn append_to_tensor(
     let end = t.meta.length;
     t.record_append(start, end);
     t.dirty = true;
-    // Chunks that will not grow any more are written now, to bound memory.
+    write_closed(store, chunk_writer, node, t, closed).await
+}
+
+/// Continues filling the last chunk unless it is a tile. One of an ancestor commit is
+/// copied into the head first if it has room (3.x's copy-on-write): otherwise every
+/// commit of a few rows would start a chunk of its own, and a long history would leave
+/// thousands of tiny chunks for every reader to fetch.
+async fn reopen_last_chunk(
+    store: &Store,
+    locator: &ChunkLocator,
+    t: &mut TensorState,
+    half: usize,
+) -> Result<()> {
+    if let Some(&(last_id, _)) = t.chunk_ids.rows.last() {
+        let row = t.chunk_ids.rows.len() - 1;
+        if !t.builders.contains_key(&last_id) && !is_tile_chunk(t, row) {
+            let room = t.in_head.contains(&last_id) || {
+                let k = locator.locate(store, &t.key, ChunkId(last_id)).await?;
+                store.size(&k).await?.is_some_and(|s| s < half as u64)
+            };
+            if room {
+                ensure_builder(store, locator, t, row).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `n` items of one shape whose bytes lie back to back (companion rows: sample ids,
+/// shapes).
+struct FixedRows {
+    shape: Vec<u32>,
+    data: Vec<u8>,
+    n: usize,
+}
+
+/// Appends fixed-size rows without a per-item allocation.
+async fn append_fixed(
+    store: &Store,
+    locator: &ChunkLocator,
+    chunk_writer: &mut writer::ChunkWriter,
+    node: &CommitId,
+    t: &mut TensorState,
+    rows: &FixedRows,
+) -> Result<()> {
+    let (shape, data, n) = (&rows.shape[..], &rows.data[..], rows.n);
+    if n == 0 {
+        return Ok(());
+    }
+    let item = data.len() / n;
+    if item * n != data.len()
+        || t.tiles
+            .entries
+            .contains_key(&t.meta.length.saturating_sub(1))
+    {
+        return Err(Error::internal(format!(
+            "tensor {}: fixed-size rows do not fit",
+            t.key
+        )));
+    }
+    if !t.meta.max_shape.is_empty() && t.meta.max_shape.len() != shape.len() {
+        return Err(Error::invalid(format!(
+            "sample has {} dimensions but tensor {} holds samples of {}",
+            shape.len(),
+            t.key,
+            t.meta.max_shape.len()
+        )));
+    }
+    let half = chunk_writer.fill_of(t.max_chunk_size());
+    reopen_last_chunk(store, locator, t, half).await?;
+    let start = t.meta.length;
+    let mut closed: Vec<u64> = Vec::new();
+    for bytes in data.chunks_exact(item.max(1)).take(n) {
+        let idx = t.meta.length;
+        let last = t.chunk_ids.rows.last().copied();
+        let row = t.chunk_ids.rows.len().saturating_sub(1);
+        let open = match last {
+            Some((id, _)) if !is_tile_chunk(t, row) => t
+                .builders
+                .get(&id)
+                .filter(|b| b.num_samples() == 0 || b.data.len() + item <= half)
+                .map(|_| id),
+            _ => None,
+        };
+        match open {
+            Some(id) => {
+                if let Some(b) = t.builders.get_mut(&id) {
+                    b.try_push(shape, bytes)
+                        .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
+                }
+                t.dirty_chunks.insert(id);
+                if let Some(r) = t.chunk_ids.rows.last_mut() {
+                    r.1 = idx;
+                }
+            }
+            None => {
+                if let Some((id, _)) = last {
+                    closed.push(id);
+                }
+                let mut b = ChunkBuilder {
+                    data: writer::buffer(half.min(item * (n - (idx - start) as usize))).into(),
+                    ..Default::default()
+                };
+                b.try_push(shape, bytes)
+                    .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
+                let id = t.add_chunk(b);
+                t.chunk_ids.rows.push((id, idx));
+            }
+        }
+        if let Some(c) = &mut t.creds {
+            c.push(0);
+        }
+        t.meta.length += 1;
+    }
+    let bounds: Vec<u64> = shape.iter().map(|&d| u64::from(d)).collect();
+    update_shape_bounds(&mut t.meta, &bounds);
+    let end = t.meta.length;
+    t.record_append(start, end);
+    t.dirty = true;
+    write_closed(store, chunk_writer, node, t, closed).await
+}
+
+/// Writes the chunks in `closed` that will not grow any more, to bound memory.
+async fn write_closed(
+    store: &Store,
+    chunk_writer: &mut writer::ChunkWriter,
+    node: &CommitId,
+    t: &mut TensorState,
+    closed: Vec<u64>,
+) -> Result<()> {
     let last = t.chunk_ids.rows.last().map(|r| r.0);
     let closing: Vec<u64> = closed
         .into_iter()

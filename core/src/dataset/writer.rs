@@ -24,6 +24,9 @@ pub type Inflight = Arc<Mutex<HashMap<u64, Arc<ChunkBuilder>>>>;
 pub struct ChunkWriter {
     tasks: JoinSet<Result<()>>,
     max_in_flight: usize,
+    /// Bytes a chunk is filled to before the next one starts, if lower than half of the
+    /// tensor's `max_chunk_size` (see [`crate::Dataset::set_chunk_fill`]).
+    fill: Option<usize>,
 }
 
 impl ChunkWriter {
@@ -31,7 +34,22 @@ impl ChunkWriter {
         ChunkWriter {
             tasks: JoinSet::new(),
             max_in_flight: max_in_flight.max(1),
+            fill: None,
         }
+    }
+
+    pub fn set_fill(&mut self, bytes: Option<usize>) {
+        self.fill = bytes.map(|b| b.max(1));
+    }
+
+    pub fn fill(&self) -> Option<usize> {
+        self.fill
+    }
+
+    /// How full a chunk of a tensor whose `max_chunk_size` is `max` gets.
+    pub fn fill_of(&self, max: usize) -> usize {
+        let half = max / 2;
+        self.fill.map_or(half, |f| f.min(half))
     }
 
     /// Starts writing `builder` at `key`.
