@@ -225,7 +225,7 @@ impl Dataset {
             .parse()?;
         let mut fresh = Box::pin(Dataset::open_at(
             self.store.clone(),
-            tree,
+            tree.into(),
             head,
             self.branch.clone(),
             true,
@@ -382,7 +382,8 @@ impl Dataset {
         }
         let (store, loc) = (&self.store, &loc);
         futures::future::try_join_all(self.tensors.values().map(|t| async move {
-            let set = loc.chunk_map(store, &t.key).await?;
+            let ids = t.chunk_ids.rows.iter().map(|r| crate::ids::ChunkId(r.0));
+            let set = loc.chunk_map(store, &t.key, ids).await?;
             store
                 .put(&paths::chunk_map(commit, &t.key), set.encode())
                 .await
@@ -402,7 +403,8 @@ impl Dataset {
                 let (_, tree, tags) = log::load(&self.store).await?;
                 let at = r.resolve(&tree, &tags)?;
                 let mut other =
-                    Dataset::open_at(self.store.clone(), tree, at.node, at.branch, false).await?;
+                    Dataset::open_at(self.store.clone(), tree.into(), at.node, at.branch, false)
+                        .await?;
                 other.tags = tags;
                 // The writing policy outlives the handle swap.
                 other.writer.set_fill(self.writer.fill());
@@ -426,7 +428,8 @@ impl Dataset {
                 None => (at.branch.clone(), false),
             };
             let mut other =
-                Dataset::open_at(self.store.clone(), tree, at.node, branch, writable).await?;
+                Dataset::open_at(self.store.clone(), tree.into(), at.node, branch, writable)
+                    .await?;
             other.tags = tags;
             other.detached = !writable;
             self.release_lease().await?;

@@ -254,7 +254,7 @@ impl Dataset {
 
     async fn reload_tree(&mut self) -> Result<()> {
         let (_, tree, tags) = log::load(&self.store).await?;
-        self.tree = tree;
+        self.tree = tree.into();
         self.tags = tags;
         Ok(())
     }

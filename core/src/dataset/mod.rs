@@ -24,6 +24,7 @@ pub mod views;
 mod writer;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -152,7 +153,9 @@ pub struct TensorSummary {
 /// A dataset opened at one node of its commit tree.
 pub struct Dataset {
     store: Store,
-    tree: VersionControlInfo,
+    /// Shared with the commit-tree log's memory of the newest state and with handles
+    /// opened from this one (diffs open many).
+    tree: Arc<VersionControlInfo>,
     node: CommitId,
     branch: String,
     writable: bool,
@@ -216,21 +219,12 @@ impl Dataset {
         store
             .put(&paths::dataset_info(&root), meta::encode_info(&Map::new()))
             .await?;
-        // The tree is created last and only if absent: two processes racing to create
-        // the same dataset cannot both believe they made it.
         // The first record of the commit-tree log is created only if absent: of two
         // processes racing to create the same dataset, exactly one succeeds.
-        let record = crate::version::log::TreeRecord {
-            seq: 0,
-            op: "create".to_owned(),
-            time: 0.0,
-            tree: tree.clone(),
-            tags: BTreeMap::new(),
-        };
-        let bytes = serde_json::to_vec(&record).map_err(Error::internal)?;
-        store.put_if_absent(&paths::tree_log(0), bytes).await?;
+        crate::version::log::create(&store, &tree).await?;
         store.sync().await?;
         crate::version::log::refresh_3x(&store, &tree, &[]).await?;
+        let tree = Arc::new(tree);
         let locator = ChunkLocator::new(&tree, &root)?;
         Ok(Dataset {
             store,
@@ -289,7 +283,7 @@ impl Dataset {
                 .get(node.as_str())
                 .map(|n| n.is_head())
                 .unwrap_or(true);
-        let mut ds = Dataset::open_at(store, tree, node, branch, writable).await?;
+        let mut ds = Dataset::open_at(store, tree.into(), node, branch, writable).await?;
         ds.tags = tags;
         ds.lease = commit::Lease::new(opts.lease_ttl, opts.lease_wait);
         Ok(ds)
@@ -307,7 +301,7 @@ impl Dataset {
 
     async fn open_at(
         store: Store,
-        tree: VersionControlInfo,
+        tree: Arc<VersionControlInfo>,
         node: CommitId,
         branch: String,
         writable: bool,
@@ -338,7 +332,7 @@ impl Dataset {
     #[allow(clippy::type_complexity)]
     fn assemble(
         store: Store,
-        tree: VersionControlInfo,
+        tree: Arc<VersionControlInfo>,
         node: CommitId,
         branch: String,
         writable: bool,

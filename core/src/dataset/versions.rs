@@ -65,7 +65,7 @@ impl Dataset {
         }
         let (_, tree, tags) = crate::version::log::load(&store).await?;
         let at = r.resolve(&tree, &tags)?;
-        let mut ds = Dataset::open_at(store, tree, at.node, at.branch, false).await?;
+        let mut ds = Dataset::open_at(store, tree.into(), at.node, at.branch, false).await?;
         ds.tags = tags;
         Ok(ds)
     }

@@ -85,7 +85,7 @@ fn newline_indent(out: &mut String, depth: usize) {
     }
 }
 
-fn write_compact(out: &mut String, v: &Value) {
+pub(crate) fn write_compact(out: &mut String, v: &Value) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -203,7 +203,7 @@ fn write_float(out: &mut String, f: f64) {
     }
 }
 
-fn write_str(out: &mut String, s: &str) {
+pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

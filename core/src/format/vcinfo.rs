@@ -58,6 +58,15 @@ impl CommitNode {
     }
 }
 
+/// Encoded commit nodes of earlier [`VersionControlInfo::encode_cached`] calls, so that
+/// re-encoding a tree that changed in a few nodes costs those nodes and a copy of the
+/// rest.
+#[derive(Clone, Debug, Default)]
+pub struct EncodeCache {
+    /// Node id -> the node as encoded, and its `"<id>": {...}` entry.
+    nodes: std::collections::HashMap<String, (CommitNode, String)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionControlInfo {
     pub commits: BTreeMap<String, CommitNode>,
@@ -84,23 +93,83 @@ impl VersionControlInfo {
     pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
         let v: Self = serde_json::from_slice(bytes)
             .map_err(|e| Corruption::new(format!("version_control_info.json: {e}")))?;
-        for (id, node) in &v.commits {
+        v.check()?;
+        Ok(v)
+    }
+
+    /// [`VersionControlInfo::encode`], byte for byte, reusing the encoded nodes in
+    /// `cache` that did not change since they were encoded and remembering the others.
+    pub fn encode_cached(&self, cache: &mut EncodeCache) -> Vec<u8> {
+        if self.extra.contains_key("commits") || self.extra.contains_key("branches") {
+            return self.encode();
+        }
+        let Ok(branches) = serde_json::to_value(&self.branches) else {
+            return self.encode();
+        };
+        cache.nodes.retain(|id, _| self.commits.contains_key(id));
+        // The top-level keys in the order `encode` writes them: sorted, as a `Map` keeps
+        // them; `commits` is written from the cache in its place.
+        let mut top = self.extra.clone();
+        top.insert("branches".to_owned(), branches);
+        top.insert("commits".to_owned(), Value::Null);
+        let mut out = String::new();
+        out.push('{');
+        for (i, (key, value)) in top.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            super::json::write_str(&mut out, key);
+            out.push_str(": ");
+            if key != "commits" {
+                super::json::write_compact(&mut out, value);
+                continue;
+            }
+            out.push('{');
+            for (j, (id, node)) in self.commits.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(", ");
+                }
+                match cache.nodes.get(id) {
+                    Some((seen, entry)) if seen == node => out.push_str(entry),
+                    _ => {
+                        let Ok(v) = serde_json::to_value(node) else {
+                            return self.encode();
+                        };
+                        let mut entry = String::new();
+                        super::json::write_str(&mut entry, id);
+                        entry.push_str(": ");
+                        super::json::write_compact(&mut entry, &v);
+                        out.push_str(&entry);
+                        cache.nodes.insert(id.clone(), (node.clone(), entry));
+                    }
+                }
+            }
+            out.push('}');
+        }
+        out.push('}');
+        out.into_bytes()
+    }
+
+    /// Whether the tree is self-consistent: every parent and every branch head names a
+    /// commit of the tree.
+    pub fn check(&self) -> Result<(), Corruption> {
+        for (id, node) in &self.commits {
             if let Some(p) = &node.parent
-                && !v.commits.contains_key(p)
+                && !self.commits.contains_key(p)
             {
                 return Err(Corruption::new(format!(
                     "commit {id} has unknown parent {p}"
                 )));
             }
         }
-        for (b, id) in &v.branches {
-            if !v.commits.contains_key(id) {
+        for (b, id) in &self.branches {
+            if !self.commits.contains_key(id) {
                 return Err(Corruption::new(format!(
                     "branch {b} points at unknown commit {id}"
                 )));
             }
         }
-        Ok(v)
+        Ok(())
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -113,16 +182,24 @@ impl VersionControlInfo {
 
     /// The first-parent chain from `id` to the root, `id` first.
     pub fn ancestry(&self, id: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cur = Some(id.to_owned());
-        while let Some(c) = cur {
-            if out.len() > self.commits.len() {
-                break; // a cycle in a corrupt file must not loop forever
+        self.ancestry_iter(id).map(str::to_owned).collect()
+    }
+
+    /// [`VersionControlInfo::ancestry`] without copying: `id`, then each first parent
+    /// while the tree knows the node.
+    pub fn ancestry_iter<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let mut cur = Some(id);
+        // A cycle in a corrupt file must not loop forever.
+        let mut left = self.commits.len() + 1;
+        std::iter::from_fn(move || {
+            let c = cur.take()?;
+            if left == 0 {
+                return None;
             }
-            cur = self.commits.get(&c).and_then(|n| n.parent.clone());
-            out.push(c);
-        }
-        out
+            left -= 1;
+            cur = self.commits.get(c).and_then(|n| n.parent.as_deref());
+            Some(c)
+        })
     }
 }
 
@@ -192,5 +269,48 @@ mod tests {
         let v = serde_json::to_value(&x).unwrap();
         assert_eq!(v["later_field"], 7);
         assert!(v.get("merge_parent").is_none());
+    }
+
+    #[test]
+    fn cached_encoding_is_byte_for_byte_the_plain_one() {
+        let mut t = VersionControlInfo::new_root();
+        let mut cache = EncodeCache::default();
+        let root = crate::ids::FIRST_COMMIT_ID.to_owned();
+        let check = |t: &VersionControlInfo, cache: &mut EncodeCache| {
+            assert_eq!(
+                String::from_utf8(t.encode_cached(cache)).unwrap(),
+                String::from_utf8(t.encode()).unwrap()
+            );
+        };
+        check(&t, &mut cache);
+        let mut prev = root.clone();
+        for i in 0..20 {
+            let id = format!("{i:040x}");
+            let mut n = CommitNode::head("main", Some(prev.clone()));
+            n.commit_time = Some(1.7e9 + i as f64 / 3.0);
+            n.commit_message = Some(format!("r\u{e9}sum\u{e9} \"{i}\"\n"));
+            t.commits.get_mut(&prev).unwrap().children.push(id.clone());
+            t.commits.insert(id.clone(), n);
+            t.branches.insert("main".into(), id.clone());
+            prev = id;
+            check(&t, &mut cache);
+        }
+        // Changed, removed and unknown-keyed nodes; keys of the file 3.x may add.
+        t.commits.get_mut(&root).unwrap().commit_message = Some("changed".into());
+        t.commits
+            .get_mut(&format!("{:040x}", 3))
+            .unwrap()
+            .extra
+            .insert("a_later_field".into(), Value::from(true));
+        let last = t.commits.remove(&prev).unwrap();
+        t.branches
+            .insert("main".into(), last.parent.clone().unwrap());
+        check(&t, &mut cache);
+        t.extra.insert("aaa".into(), Value::from(1));
+        t.extra.insert("zzz".into(), Value::from("x"));
+        check(&t, &mut cache);
+        // A key that shadows one of ours: the plain encoding decides.
+        t.extra.insert("commits".into(), Value::from(0));
+        check(&t, &mut cache);
     }
 }

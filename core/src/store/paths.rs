@@ -47,8 +47,8 @@ pub fn lease(branch: &str, seq: u64) -> String {
 }
 
 /// Where a commit's checkpoint of chunk locations for one tensor lives (ours; 3.x
-/// never reads `_rs/`): every chunk visible from the commit with the commit and key it
-/// is stored under, so readers below it stop walking `chunk_set`s there.
+/// never reads `_rs/`): every chunk of the commit's chunk index with the commit and key
+/// it is stored under, so readers below it stop walking `chunk_set`s there.
 pub fn chunk_map(c: &CommitId, key: &TensorName) -> String {
     format!("_rs/chunk_map/{c}/{key}")
 }

@@ -16,7 +16,7 @@ pub mod merge;
 pub mod refs;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::vcinfo::VersionControlInfo;
@@ -37,9 +37,10 @@ type Resolved = HashMap<TensorName, std::sync::Arc<HashMap<String, (CommitId, Te
 const SET_FETCHES: usize = 32;
 
 /// Commits whose depth (distance from the root) is a multiple of this get a
-/// checkpoint of every chunk location ([`paths::chunk_map`]): a reader walks at most
-/// this many `chunk_set`s before one, and a commit pays for a full map only this rarely.
-pub const CHUNK_MAP_EVERY: usize = 64;
+/// checkpoint of where each chunk of their chunk index lives ([`paths::chunk_map`]): a
+/// reader walks at most this many `chunk_set`s before one, and a commit pays for a map
+/// (the size of its index, not of its history) only this rarely.
+pub const CHUNK_MAP_EVERY: usize = 16;
 
 /// Loads the commit tree. A dataset without `version_control_info.json` (older
 /// writers) is treated as a root-only tree.
@@ -74,28 +75,29 @@ fn fold(
 /// Finds where chunks of a tensor live, caching the `chunk_set` files it reads.
 #[derive(Debug)]
 pub struct ChunkLocator {
-    /// First-parent chain from the node being read to the root, node first.
-    ancestry: Vec<CommitId>,
+    tree: Arc<VersionControlInfo>,
+    node: CommitId,
+    /// First-parent steps from the node to the root (or to the last node the tree
+    /// knows). The chain itself is walked only as far as a lookup needs it.
+    depth: usize,
     sets: Mutex<SetCache>,
     resolved: Mutex<Resolved>,
 }
 
 impl ChunkLocator {
-    pub fn new(tree: &VersionControlInfo, node: &CommitId) -> Result<Self> {
-        let ancestry = tree
-            .ancestry(node.as_str())
-            .into_iter()
-            .map(|s| s.parse::<CommitId>())
-            .collect::<Result<Vec<_>>>()?;
+    pub fn new(tree: &Arc<VersionControlInfo>, node: &CommitId) -> Result<Self> {
+        let depth = tree.ancestry_iter(node.as_str()).count() - 1;
         Ok(ChunkLocator {
-            ancestry,
+            tree: tree.clone(),
+            node: node.clone(),
+            depth,
             sets: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn node(&self) -> Option<&CommitId> {
-        self.ancestry.first()
+        Some(&self.node)
     }
 
     async fn chunk_set(
@@ -134,21 +136,32 @@ impl ChunkLocator {
         Ok(())
     }
 
-    /// The checkpoint of tensor `key` at the node: every chunk location it sees, as a
-    /// `chunk_set` whose entries all name their commit and key.
-    pub async fn chunk_map(&self, store: &Store, key: &TensorName) -> Result<ChunkSet> {
+    /// The checkpoint of tensor `key` at the node: where each chunk of `ids` (the node's
+    /// chunk index) is stored, as a `chunk_set` whose entries all name their commit and
+    /// key. Chunks the index no longer names (superseded copies, popped rows) are left
+    /// out: a reader at the node or a descendant asks only for chunks of its own index,
+    /// which this node's index names too or which were written after the node (found in
+    /// the sets walked before the checkpoint); keeping them would make every checkpoint
+    /// grow with the history.
+    pub async fn chunk_map(
+        &self,
+        store: &Store,
+        key: &TensorName,
+        ids: impl IntoIterator<Item = ChunkId>,
+    ) -> Result<ChunkSet> {
         let map = self.resolve(store, key).await?;
         let mut set = ChunkSet::default();
-        for (name, (c, k)) in map.iter() {
-            set.insert(name.clone(), ChunkLocation::CommitKey(c.clone(), k.clone()));
+        for name in ids.into_iter().map(|id| id.name()) {
+            if let Some((c, k)) = map.get(&name) {
+                set.insert(name, ChunkLocation::CommitKey(c.clone(), k.clone()));
+            }
         }
         Ok(set)
     }
 
     /// Whether the node is deep enough in the tree to carry a chunk-map checkpoint.
     pub fn is_checkpoint(&self) -> bool {
-        let depth = self.ancestry.len().saturating_sub(1);
-        depth > 0 && depth.is_multiple_of(CHUNK_MAP_EVERY)
+        self.depth > 0 && self.depth.is_multiple_of(CHUNK_MAP_EVERY)
     }
 
     /// The object key of chunk `id` of tensor `key`, as seen from the node.
@@ -179,21 +192,30 @@ impl ChunkLocator {
         if let Some(m) = cached {
             return Ok(m);
         }
-        let chain: Vec<CommitId> = self
-            .ancestry
-            .iter()
-            .take_while(|c| !c.is_root())
-            .cloned()
-            .collect();
-        let depth_of = |i: usize| self.ancestry.len() - 1 - i;
+        // The non-root nodes of the chain, node first, parsed as the walk reaches them.
+        let mut chain = self
+            .tree
+            .ancestry_iter(self.node.as_str())
+            .map(str::parse::<CommitId>)
+            .take_while(|c| c.as_ref().map_or(true, |c| !c.is_root()));
+        let depth_of = |i: usize| self.depth - i;
         let mut map: HashMap<String, (CommitId, TensorName)> = HashMap::new();
         let mut start = 0;
-        while start < chain.len() {
+        loop {
             // Up to and including the next checkpoint candidate below the node read.
-            let end = (start..chain.len())
-                .find(|&i| i > 0 && depth_of(i).is_multiple_of(CHUNK_MAP_EVERY))
-                .map_or(chain.len(), |i| i + 1);
-            let group = &chain[start..end];
+            let mut group: Vec<CommitId> = Vec::new();
+            for c in chain.by_ref() {
+                group.push(c?);
+                let i = start + group.len() - 1;
+                if i > 0 && depth_of(i).is_multiple_of(CHUNK_MAP_EVERY) {
+                    break;
+                }
+            }
+            if group.is_empty() {
+                break;
+            }
+            let end = start + group.len();
+            let group = &group[..];
             let last = group.len() - 1;
             let candidate =
                 last + start > 0 && depth_of(last + start).is_multiple_of(CHUNK_MAP_EVERY);

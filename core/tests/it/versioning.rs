@@ -506,11 +506,14 @@ async fn checkout_commit_or_tag_then_write_branches_off() {
     }
 }
 
-/// A long chain: every 64th commit carries a checkpoint of chunk locations, reads at
-/// the head and at old commits find every chunk (through checkpoints, and without them
-/// when they are missing), and a corrupt checkpoint is a `Corrupt` error naming it.
+/// A long chain: every `CHUNK_MAP_EVERY`th commit carries a checkpoint of chunk
+/// locations, holding only the chunks that commit's index names (not every superseded
+/// copy before it); reads at the head and at old commits find every chunk (through
+/// checkpoints, and without them when they are missing), and a corrupt checkpoint is a
+/// `Corrupt` error naming it.
 #[tokio::test]
 async fn long_chains_read_through_chunk_map_checkpoints() {
+    let every = deeplake_core::version::CHUNK_MAP_EVERY;
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("ds").to_string_lossy().into_owned();
     let st = StoreOptions::default();
@@ -519,7 +522,8 @@ async fn long_chains_read_through_chunk_map_checkpoints() {
     o.max_chunk_size = Some(1024);
     ds.create_tensor("x", o).await.unwrap();
     let mut commits = Vec::new();
-    for k in 0..140i64 {
+    let n = 8 * every + 12;
+    for k in 0..n as i64 {
         // 100 rows of 8 bytes per commit: chunks of ~1 KB spread over many commits.
         ds.extend("x", (0..100).map(|i| int(k * 100 + i)).collect())
             .await
@@ -528,19 +532,45 @@ async fn long_chains_read_through_chunk_map_checkpoints() {
     }
     ds.close().await.unwrap();
     let maps = dir.path().join("ds/_rs/chunk_map");
-    let written: Vec<String> = std::fs::read_dir(&maps)
+    let mut written: Vec<String> = std::fs::read_dir(&maps)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    written.sort();
+    // The root is depth 0, so commit k sits at depth k.
+    let mut expected: Vec<String> = (1..=8).map(|i| commits[i * every].clone()).collect();
+    expected.sort();
     assert_eq!(
-        written.len(),
-        2,
-        "checkpoints at depths 64 and 128: {written:?}"
+        written, expected,
+        "checkpoints at every depth that is a multiple of {every}"
     );
-    assert!(
-        written.contains(&commits[64]) && written.contains(&commits[128]),
-        "the root is depth 0, so commits 64 and 128 carry them"
-    );
+    let newest = commits[8 * every].clone();
+    let older = commits[4 * every].clone();
+    for c in [&newest, &older] {
+        let entries = std::fs::read_to_string(maps.join(c).join("x")).unwrap();
+        let d = Dataset::open_url(
+            &format!("{url}@{c}"),
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        // Chunks stored at the root are found without any entry.
+        let at_root = std::fs::read_dir(dir.path().join("ds/x/chunks"))
+            .unwrap()
+            .count();
+        let (named, indexed) = (
+            entries.split(',').count(),
+            d.summary("x").unwrap().num_chunks,
+        );
+        assert!(
+            named <= indexed && named + at_root >= indexed,
+            "a checkpoint names the chunks of its commit's index, no superseded ones: \
+             {named} named, {indexed} indexed, {at_root} at the root"
+        );
+    }
 
     let check = |r: String, rows: i64| {
         let url = format!("{url}@{r}");
@@ -558,20 +588,24 @@ async fn long_chains_read_through_chunk_map_checkpoints() {
             assert_eq!(v, (0..rows).collect::<Vec<_>>(), "{url}");
         }
     };
-    check("main".into(), 14_000).await;
-    check(commits[128].clone(), 12_900).await;
-    check(commits[100].clone(), 10_100).await;
-    check(commits[10].clone(), 1_100).await;
+    let rows = |k: usize| (k as i64 + 1) * 100;
+    check("main".into(), rows(n - 1)).await;
+    for k in [8 * every, 5 * every + 3, every - 1, 10] {
+        check(commits[k].clone(), rows(k)).await;
+    }
 
     // Without the newer checkpoint, the walk goes on to the older one, same values.
-    std::fs::remove_dir_all(maps.join(&commits[128])).unwrap();
-    check("main".into(), 14_000).await;
+    std::fs::remove_dir_all(maps.join(&newest)).unwrap();
+    check("main".into(), rows(n - 1)).await;
     // Without any, the whole chain is walked.
-    std::fs::remove_dir_all(maps.join(&commits[64])).unwrap();
-    check("main".into(), 14_000).await;
+    for c in &expected {
+        let _ = std::fs::remove_dir_all(maps.join(c));
+    }
+    check("main".into(), rows(n - 1)).await;
+    check(commits[5 * every + 3].clone(), rows(5 * every + 3)).await;
 
     // A corrupt checkpoint is reported, naming it.
-    let f = maps.join(&commits[64]).join("x");
+    let f = maps.join(&older).join("x");
     std::fs::create_dir_all(f.parent().unwrap()).unwrap();
     std::fs::write(&f, b"zz:not-a-commit").unwrap();
     let d = Dataset::open(
