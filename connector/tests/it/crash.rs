@@ -17,7 +17,7 @@ fn attempt(
     cfg: &std::path::Path,
     cat: &std::path::Path,
     lines: &[String],
-    kill_after: Option<Duration>,
+    kill_after: Option<(Duration, usize)>,
 ) -> (Vec<i64>, bool, String) {
     let mut child = Command::new(bin())
         .args([
@@ -41,6 +41,8 @@ fn attempt(
         let _ = stdin.write_all(&data);
     });
     let stdout = child.stdout.take().unwrap();
+    let echoed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = echoed.clone();
     let reader = std::thread::spawn(move || {
         let mut out = String::new();
         let mut r = BufReader::new(stdout);
@@ -48,25 +50,32 @@ fn attempt(
         while r.read_line(&mut line).unwrap_or(0) > 0 {
             // A line cut by the kill has no end and does not count as echoed.
             if line.ends_with('\n') {
+                if line.starts_with(r#"{"type":"STATE""#) {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 out.push_str(&line);
             }
             line.clear();
         }
         out
     });
+    // A kill comes at a random time, or at the latest once `states` states are echoed:
+    // that bound keeps the kill inside the sync however fast the machine runs it.
     let finished = match kill_after {
-        Some(d) => {
+        Some((d, states)) => {
             let start = Instant::now();
             loop {
                 if let Some(st) = child.try_wait().unwrap() {
                     break st.success();
                 }
-                if start.elapsed() >= d {
+                if start.elapsed() >= d
+                    || echoed.load(std::sync::atomic::Ordering::SeqCst) >= states
+                {
                     child.kill().unwrap();
                     child.wait().unwrap();
                     break false;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         None => child.wait().unwrap().success(),
@@ -140,7 +149,21 @@ async fn sigkill_at_20_random_points_then_resume_stores_each_record_once() {
         // Kill anywhere from start-up to most of what is left of the sync.
         let left = full.mul_f64((lines.len() - from) as f64 / lines.len() as f64);
         let ms = rng.random_range(1..(left.as_millis() as u64).max(2) * 3 / 4 + 2);
-        let (ids, done, _) = attempt(&cfg, &cat, &lines[from..], Some(Duration::from_millis(ms)));
+        let states_left = lines[from..]
+            .iter()
+            .filter(|l| l.starts_with(r#"{"type":"STATE""#))
+            .count();
+        let bound = if states_left > 1 {
+            rng.random_range(1..states_left)
+        } else {
+            0
+        };
+        let (ids, done, _) = attempt(
+            &cfg,
+            &cat,
+            &lines[from..],
+            Some((Duration::from_millis(ms), bound)),
+        );
         if let Some(last) = ids.last() {
             from = state_line[last] + 1;
         }
