@@ -70,35 +70,44 @@ pub fn diff_key(a: &str, b: &str) -> String {
 
 /// Every `DIFF(a, b)` of a query, as (a, b, position).
 pub fn diffs_of(q: &Query, out: &mut Vec<(String, String, usize)>) {
-    fn from(f: &FromClause, out: &mut Vec<(String, String, usize)>) {
-        match f {
-            FromClause::Diff { a, b, pos } => out.push((a.clone(), b.clone(), *pos)),
-            FromClause::Subquery { query, .. } => diffs_of(query, out),
-            FromClause::Join { left, right, .. } => {
-                from(left, out);
-                from(right, out);
-            }
-            FromClause::Source { .. } => {}
+    visit_from(q, &mut |f| {
+        if let FromClause::Diff { a, b, pos } = f {
+            out.push((a.clone(), b.clone(), *pos));
         }
-    }
-    match q {
-        Query::Select(s) => {
-            if let Some(f) = &s.from {
-                from(f, out);
-            }
-        }
-        Query::Set { left, right, .. } => {
-            diffs_of(left, out);
-            diffs_of(right, out);
-        }
-        Query::Explain(q) => diffs_of(q, out),
-    }
+    });
 }
 
 pub fn source_key(url: &str, version: Option<&str>) -> String {
     match version {
         Some(v) => format!("{url}@{v}"),
         None => url.to_owned(),
+    }
+}
+
+/// Calls `f` on every FROM clause of a query, those of joins and subqueries included.
+pub fn visit_from(q: &Query, f: &mut dyn FnMut(&FromClause)) {
+    fn from(fc: &FromClause, f: &mut dyn FnMut(&FromClause)) {
+        f(fc);
+        match fc {
+            FromClause::Subquery { query, .. } => visit_from(query, f),
+            FromClause::Join { left, right, .. } => {
+                from(left, f);
+                from(right, f);
+            }
+            FromClause::Source { .. } | FromClause::Diff { .. } => {}
+        }
+    }
+    match q {
+        Query::Select(s) => {
+            if let Some(fc) = &s.from {
+                from(fc, f);
+            }
+        }
+        Query::Set { left, right, .. } => {
+            visit_from(left, f);
+            visit_from(right, f);
+        }
+        Query::Explain(q) => visit_from(q, f),
     }
 }
 
@@ -264,7 +273,7 @@ impl Exec {
                 pairs: Some(vec![if side == 1 { (1, row) } else { (NO_ROW, 0) }]),
                 ..shell.take(&[])
             };
-            let v = eval(e, &self.env(&f, &[]), Row::One { pos: 0, number: 0 })?;
+            let v = eval(e, &self.env(&f), Row::One { pos: 0, number: 0 })?;
             Ok((!v.is_null()).then(|| v.key()))
         };
         let mut matches: Vec<(u64, u64)> = Vec::new();
@@ -299,7 +308,7 @@ impl Exec {
                                 pairs: Some(vec![(1, rr)]),
                                 ..shell.take(&[])
                             };
-                            eval(p, &self.env(&f, &[]), Row::One { pos: 0, number: 0 })?.truthy()
+                            eval(p, &self.env(&f), Row::One { pos: 0, number: 0 })?.truthy()
                         }
                     };
                     if hit {
@@ -310,7 +319,6 @@ impl Exec {
         }
         let mut rows = Vec::with_capacity(matches.len());
         let mut pairs = Vec::with_capacity(matches.len());
-        let matched_left: HashSet<u64> = matches.iter().map(|m| m.0).collect();
         let matched_right: HashSet<u64> = matches.iter().map(|m| m.1).collect();
         // Left order, then right order within a left row (and unmatched rows in place).
         let mut by_left: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -340,7 +348,6 @@ impl Exec {
                 }
             }
         }
-        let _ = matched_left;
         Ok(Frame {
             rows,
             pairs: Some(pairs),
@@ -371,7 +378,7 @@ impl Exec {
         if let Some(w) = &s.filter {
             let w = self.bind(w, &frame, &[])?;
             let keep: Vec<usize> = {
-                let env = self.env(&frame, &[]);
+                let env = self.env(&frame);
                 let hits = (0..frame.len())
                     .into_par_iter()
                     .map(|p| {
@@ -405,7 +412,7 @@ impl Exec {
                 matches!(it, SelectItem::Expr { expr: Expr { kind: ExprKind::Func { name, .. }, .. }, .. } if name == "COUNT")
             });
         if !s.group_by.is_empty() || counting {
-            return self.grouped(s, frame, &aliases);
+            return self.grouped(s, frame);
         }
         if let Some(u) = &s.ungroup {
             frame = ungroup(frame, u, s.pos)?;
@@ -418,7 +425,7 @@ impl Exec {
         self.project(frame, &s.items, None)
     }
 
-    fn env<'e>(&'e self, frame: &'e Frame<'e>, _group_by: &'e [Expr]) -> Env<'e> {
+    fn env<'e>(&'e self, frame: &'e Frame<'e>) -> Env<'e> {
         Env {
             frame,
             seed: self.seed,
@@ -446,7 +453,7 @@ impl Exec {
             let vals = match groups {
                 None => {
                     let e = self.bind(expr, &frame, &[])?;
-                    let env = self.env(&frame, &[]);
+                    let env = self.env(&frame);
                     (0..frame.len())
                         .into_par_iter()
                         .map(|p| {
@@ -465,7 +472,7 @@ impl Exec {
                     let mut e = self.bind(expr, input, &[])?;
                     let plain: Vec<Expr> = group_by.iter().map(Expr::without_positions).collect();
                     e.replace_group_keys(&plain);
-                    let env = self.env(input, group_by);
+                    let env = self.env(input);
                     (0..members.len())
                         .into_par_iter()
                         .map(|g| {
@@ -497,18 +504,13 @@ impl Exec {
         Ok(frame)
     }
 
-    fn grouped<'s>(
-        &'s self,
-        s: &Select,
-        input: Frame<'s>,
-        aliases: &[(String, Expr)],
-    ) -> Result<Frame<'s>> {
+    fn grouped<'s>(&'s self, s: &Select, input: Frame<'s>) -> Result<Frame<'s>> {
         let keys_exprs = s
             .group_by
             .iter()
             .map(|e| self.bind(e, &input, &[]))
             .collect::<Result<Vec<_>>>()?;
-        let env = self.env(&input, &[]);
+        let env = self.env(&input);
         let row_keys = (0..input.len())
             .into_par_iter()
             .map(|p| {
@@ -549,7 +551,7 @@ impl Exec {
             let mut h = self.bind(h, &input, &[])?;
             let plain: Vec<Expr> = keys_exprs.iter().map(Expr::without_positions).collect();
             h.replace_group_keys(&plain);
-            let env = self.env(&input, &keys_exprs);
+            let env = self.env(&input);
             let keep = (0..members.len())
                 .map(|g| {
                     Ok(eval(
@@ -592,7 +594,6 @@ impl Exec {
         if let Some(t) = s.top {
             tail.limit = Some(tail.limit.map_or(t, |l| l.min(t)));
         }
-        let _ = aliases;
         self.apply_tail(out, &tail, &[])
     }
 
@@ -611,7 +612,7 @@ impl Exec {
                     Ok((self.bind(&e, &frame, &[])?, k.desc))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let env = self.env(&frame, &[]);
+            let env = self.env(&frame);
             let vals = (0..frame.len())
                 .into_par_iter()
                 .map(|p| {
@@ -676,7 +677,7 @@ impl Exec {
 
     fn sample<'s>(&'s self, frame: Frame<'s>, s: &SampleClause) -> Result<Frame<'s>> {
         let w = self.bind(&s.weight, &frame, &[])?;
-        let env = self.env(&frame, &[]);
+        let env = self.env(&frame);
         let weights = (0..frame.len())
             .into_par_iter()
             .map(|p| {
@@ -788,7 +789,7 @@ impl Exec {
         {
             return;
         }
-        let env = self.env(frame, &[]);
+        let env = self.env(frame);
         if let Ok(v) = eval(e, &env, Row::One { pos: 0, number: 0 }) {
             e.kind = ExprKind::Const(v);
         }
@@ -1228,31 +1229,11 @@ pub fn columns_of(q: &Query) -> HashSet<String> {
 }
 
 fn collect_using(q: &Query, out: &mut HashSet<String>) {
-    fn from(f: &FromClause, out: &mut HashSet<String>) {
-        match f {
-            FromClause::Join {
-                left, right, using, ..
-            } => {
-                from(left, out);
-                from(right, out);
-                out.extend(using.iter().cloned());
-            }
-            FromClause::Subquery { query, .. } => collect_using(query, out),
-            FromClause::Source { .. } | FromClause::Diff { .. } => {}
+    visit_from(q, &mut |f| {
+        if let FromClause::Join { using, .. } = f {
+            out.extend(using.iter().cloned());
         }
-    }
-    match q {
-        Query::Select(s) => {
-            if let Some(f) = &s.from {
-                from(f, out);
-            }
-        }
-        Query::Set { left, right, .. } => {
-            collect_using(left, out);
-            collect_using(right, out);
-        }
-        Query::Explain(q) => collect_using(q, out),
-    }
+    });
 }
 
 /// Text columns that BM25_SIMILARITY scores (their corpus statistics are needed).
@@ -1275,31 +1256,14 @@ pub fn bm25_columns(q: &Query) -> Vec<String> {
 
 /// Every FROM source of a query, as (url, version, position).
 pub fn sources_of(q: &Query, out: &mut Vec<(String, Option<String>, usize)>) {
-    fn from(f: &FromClause, out: &mut Vec<(String, Option<String>, usize)>) {
-        match f {
-            FromClause::Source {
-                url, version, pos, ..
-            } => out.push((url.clone(), version.clone(), *pos)),
-            FromClause::Subquery { query, .. } => sources_of(query, out),
-            FromClause::Join { left, right, .. } => {
-                from(left, out);
-                from(right, out);
-            }
-            FromClause::Diff { .. } => {}
+    visit_from(q, &mut |f| {
+        if let FromClause::Source {
+            url, version, pos, ..
+        } = f
+        {
+            out.push((url.clone(), version.clone(), *pos));
         }
-    }
-    match q {
-        Query::Select(s) => {
-            if let Some(f) = &s.from {
-                from(f, out);
-            }
-        }
-        Query::Set { left, right, .. } => {
-            sources_of(left, out);
-            sources_of(right, out);
-        }
-        Query::Explain(q) => sources_of(q, out),
-    }
+    });
 }
 
 fn from_reads_main(f: &FromClause) -> bool {

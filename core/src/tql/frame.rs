@@ -175,7 +175,17 @@ fn to_val(s: Sample, kind: &ColKind) -> Val {
             }
             Val::arr(Arr::new(a.shape.clone(), a.to_f64_vec(), elem))
         }
-        other => Val::str(&format!("{other:?}")),
+        // A sequence is the list of its items; polygons are their point arrays.
+        Sample::Sequence(items) => Val::List(std::sync::Arc::new(
+            items.into_iter().map(|i| to_val(i, kind)).collect(),
+        )),
+        Sample::Polygons(p) => Val::List(std::sync::Arc::new(
+            p.into_iter()
+                .map(|a| to_val(Sample::Array(a), &ColKind::Array))
+                .collect(),
+        )),
+        // Decoded reads never return stored bytes; if one does, it has no value here.
+        Sample::Encoded { .. } => Val::Null,
     }
 }
 
@@ -317,5 +327,23 @@ impl<'s> Frame<'s> {
     pub fn has_column(&self, name: &str) -> bool {
         self.virt.iter().any(|(n, _)| n == name)
             || self.sources.iter().any(|s| s.schema.contains_key(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::array::NdArray;
+
+    #[test]
+    fn sequences_and_polygons_become_lists_of_values() {
+        let seq = Sample::Sequence(vec![Sample::Text("a".into()), Sample::Empty]);
+        let Val::List(items) = to_val(seq, &ColKind::Text) else {
+            panic!("not a list")
+        };
+        assert_eq!(items.as_slice(), &[Val::str("a"), Val::Null]);
+        let poly = NdArray::from_slice(vec![2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let v = to_val(Sample::Polygons(vec![poly]), &ColKind::Array);
+        assert_eq!(v.to_json(), serde_json::json!([[[1.0, 2.0], [3.0, 4.0]]]));
     }
 }
