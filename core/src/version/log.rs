@@ -139,10 +139,6 @@ fn map_diff<V: Clone>(
     (set, gone)
 }
 
-fn eq(a: &String, b: &String) -> bool {
-    a == b
-}
-
 /// Removes `keys` from `map`; each must be there.
 fn remove_all<V>(
     map: &mut BTreeMap<String, V>,
@@ -169,8 +165,8 @@ impl TreeDelta {
         let (commits, removed) = map_diff(&tree.commits, &new_tree.commits, |a, b| {
             Arc::ptr_eq(a, b) || a == b
         });
-        let (branches, deleted_branches) = map_diff(&tree.branches, &new_tree.branches, eq);
-        let (tags, deleted_tags) = map_diff(tags, new_tags, eq);
+        let (branches, deleted_branches) = map_diff(&tree.branches, &new_tree.branches, String::eq);
+        let (tags, deleted_tags) = map_diff(tags, new_tags, String::eq);
         TreeDelta {
             commits,
             removed,
