@@ -39,8 +39,8 @@ struct Args {
     /// commits the way a long ingest history does.
     #[arg(long, default_value_t = 2 << 20)]
     chunk_size: u64,
-    /// Only read (and time) the chain a previous run left in --out, stored bytes, one
-    /// epoch (for profiling the read path).
+    /// Only read (and time) the two datasets a previous run left in --out: stored
+    /// bytes, --epochs epochs of each, interleaved (for profiling the read path).
     #[arg(long)]
     read_only: bool,
 }
@@ -186,8 +186,15 @@ async fn run(args: &Args) -> Result<Value> {
     let chain = args.out.join("chain").to_string_lossy().into_owned();
 
     if args.read_only {
-        let (s, _) = epoch(&chain, n as u64, false).await?;
-        return Ok(json!({"chain_stored_s": s}));
+        let (mut f, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..args.epochs {
+            f.push(epoch(&fresh, n as u64, false).await?.0);
+            c.push(epoch(&chain, n as u64, false).await?.0);
+        }
+        let (fm, cm) = (median(f), median(c));
+        return Ok(json!({
+            "fresh_stored_s": fm, "chain_stored_s": cm, "ratio_chain_over_fresh": cm / fm,
+        }));
     }
     let t = Instant::now();
     let mut ds = create(&fresh, args).await?;

@@ -13,6 +13,7 @@
 //! process writes to a branch head at a time: it holds the branch's lease, a chain of
 //! create-if-absent records `_rs/lease/<branch>/<seq>.json` that expire unless renewed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -287,8 +288,9 @@ impl Dataset {
     }
 
     /// Moves the in-memory state to the fresh head `node`: nothing in it is owned by the
-    /// new head yet and nothing has changed.
-    fn become_head(&mut self, node: CommitId, branch: String) -> Result<()> {
+    /// new head yet and nothing has changed. Returns the locator of the node it leaves
+    /// (its cached `chunk_set`s stay good).
+    fn become_head(&mut self, node: CommitId, branch: String) -> Result<ChunkLocator> {
         for t in self.tensors.values_mut() {
             t.diff = None;
             t.chunk_set = ChunkSet::default();
@@ -303,14 +305,15 @@ impl Dataset {
         self.flush_seq = None;
         self.meta_dirty = false;
         self.info_dirty = false;
-        self.locator = ChunkLocator::new(&self.tree, &node)?;
+        let locator = self.locator.for_node(&self.tree, &node)?;
+        let left = std::mem::replace(&mut self.locator, locator);
         self.node = node;
         self.branch = branch;
         self.writable = true;
         // A new branch from a past commit is itself the branching off: no auto branch.
         self.detached = false;
         self.cache.clear();
-        Ok(())
+        Ok(left)
     }
 
     /// Commits the head: its changes become commit `H` (the id the head already had),
@@ -349,6 +352,7 @@ impl Dataset {
             let node = tree
                 .commits
                 .get_mut(&h)
+                .map(Arc::make_mut)
                 .ok_or_else(|| Error::not_found("commit", &h))?;
             node.commit_message = Some(m.clone());
             node.commit_time = Some(now());
@@ -356,31 +360,30 @@ impl Dataset {
             node.merge_parent = merge_parent.clone();
             node.children.push(n.clone());
             tree.commits
-                .insert(n.clone(), CommitNode::head(&b, Some(h.clone())));
+                .insert(n.clone(), CommitNode::head(&b, Some(h.clone())).into());
             tree.branches.insert(b.clone(), n.clone());
             Ok(vec![h.clone(), n.clone()])
         })
         .await?;
         self.tree = rec.tree;
         self.tags = rec.tags;
-        self.become_head(next, branch)?;
+        let committed = self.become_head(next, branch)?;
         // The commit has landed; a missing checkpoint only makes reads walk further, so
         // failing to write one must not report the commit as failed.
-        if let Err(e) = self.write_chunk_maps(&head).await {
+        if let Err(e) = self.write_chunk_maps(&head, &committed).await {
             tracing::warn!(commit = %head, error = %e, "chunk-map checkpoint not written");
         }
         Ok(head.to_string())
     }
 
-    /// Writes the chunk-location checkpoint of every tensor at `commit`, if its depth
-    /// calls for one (`version::CHUNK_MAP_EVERY`). Only after the commit is frozen: a
-    /// head's `chunk_set`s still change.
-    async fn write_chunk_maps(&self, commit: &CommitId) -> Result<()> {
-        let loc = ChunkLocator::new(&self.tree, commit)?;
-        if !loc.is_checkpoint() {
+    /// Writes the chunk-location checkpoint of every tensor at `commit` (whose locator
+    /// is `loc`), if its depth calls for one (`version::CHUNK_MAP_EVERY`). Only after the
+    /// commit is frozen: a head's `chunk_set`s still change.
+    async fn write_chunk_maps(&self, commit: &CommitId, loc: &ChunkLocator) -> Result<()> {
+        if !loc.is_checkpoint() || loc.node() != Some(commit) {
             return Ok(());
         }
-        let (store, loc) = (&self.store, &loc);
+        let store = &self.store;
         futures::future::try_join_all(self.tensors.values().map(|t| async move {
             let ids = t.chunk_ids.rows.iter().map(|r| crate::ids::ChunkId(r.0));
             let set = loc.chunk_map(store, &t.key, ids).await?;
@@ -473,10 +476,11 @@ impl Dataset {
             let parent = tree
                 .commits
                 .get_mut(&base_c)
+                .map(Arc::make_mut)
                 .ok_or_else(|| Error::not_found("commit", &base_c))?;
             parent.children.push(n.clone());
             tree.commits
-                .insert(n.clone(), CommitNode::head(&b, Some(base_c.clone())));
+                .insert(n.clone(), CommitNode::head(&b, Some(base_c.clone())).into());
             tree.branches.insert(b.clone(), n.clone());
             Ok(vec![base_c.clone(), n.clone()])
         })
@@ -585,12 +589,12 @@ impl Dataset {
                 });
             }
             tree.commits.remove(&h);
-            if let Some(pn) = tree.commits.get_mut(&p) {
+            if let Some(pn) = tree.commits.get_mut(&p).map(Arc::make_mut) {
                 pn.children.retain(|c| *c != h);
                 pn.children.push(n.clone());
             }
             tree.commits
-                .insert(n.clone(), CommitNode::head(&b, Some(p.clone())));
+                .insert(n.clone(), CommitNode::head(&b, Some(p.clone())).into());
             tree.branches.insert(b.clone(), n.clone());
             Ok(vec![p.clone(), n.clone()])
         })
@@ -670,9 +674,9 @@ impl Dataset {
             }
             for id in &own {
                 if let Some(node) = tree.commits.remove(id)
-                    && let Some(p) = node.parent.and_then(|p| tree.commits.get_mut(&p))
+                    && let Some(p) = node.parent.as_ref().and_then(|p| tree.commits.get_mut(p))
                 {
-                    p.children.retain(|c| c != id);
+                    Arc::make_mut(p).children.retain(|c| c != id);
                 }
             }
             tree.branches.remove(&b);

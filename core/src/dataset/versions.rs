@@ -217,7 +217,11 @@ impl Dataset {
             })
             .collect();
         (
-            DatasetChange::new(id, self.tree.commits.get(id), self.ds_diff.as_ref()),
+            DatasetChange::new(
+                id,
+                self.tree.commits.get(id).map(|n| &**n),
+                self.ds_diff.as_ref(),
+            ),
             CommitChanges {
                 commit_id: id.to_owned(),
                 tensors,

@@ -7,6 +7,7 @@
 //! our log see it, while 3.x reads the node as an ordinary commit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -63,13 +64,19 @@ impl CommitNode {
 /// rest.
 #[derive(Clone, Debug, Default)]
 pub struct EncodeCache {
-    /// Node id -> the node as encoded, and its `"<id>": {...}` entry.
-    nodes: std::collections::HashMap<String, (CommitNode, String)>,
+    /// Sorted by node id, as the tree is: node id, the node as encoded, and its
+    /// `"<id>": {...}` entry.
+    nodes: Vec<(String, Arc<CommitNode>, String)>,
+    /// Length of the last encoding (the next one is about as long).
+    len: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionControlInfo {
-    pub commits: BTreeMap<String, CommitNode>,
+    /// Nodes are shared between copies of the tree: a copy (the commit-tree log makes
+    /// one per operation) costs the map, not the nodes; change one with
+    /// `Arc::make_mut`.
+    pub commits: BTreeMap<String, Arc<CommitNode>>,
     pub branches: BTreeMap<String, String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -80,7 +87,7 @@ impl VersionControlInfo {
     pub fn new_root() -> Self {
         let root = crate::ids::FIRST_COMMIT_ID.to_owned();
         let mut commits = BTreeMap::new();
-        commits.insert(root.clone(), CommitNode::head("main", None));
+        commits.insert(root.clone(), Arc::new(CommitNode::head("main", None)));
         let mut branches = BTreeMap::new();
         branches.insert("main".to_owned(), root);
         VersionControlInfo {
@@ -106,13 +113,12 @@ impl VersionControlInfo {
         let Ok(branches) = serde_json::to_value(&self.branches) else {
             return self.encode();
         };
-        cache.nodes.retain(|id, _| self.commits.contains_key(id));
         // The top-level keys in the order `encode` writes them: sorted, as a `Map` keeps
         // them; `commits` is written from the cache in its place.
         let mut top = self.extra.clone();
         top.insert("branches".to_owned(), branches);
         top.insert("commits".to_owned(), Value::Null);
-        let mut out = String::new();
+        let mut out = String::with_capacity(cache.len + 64);
         out.push('{');
         for (i, (key, value)) in top.iter().enumerate() {
             if i > 0 {
@@ -125,12 +131,18 @@ impl VersionControlInfo {
                 continue;
             }
             out.push('{');
+            // Both sorted by id: one pass, reusing the entries of unchanged nodes.
+            let mut seen = std::mem::take(&mut cache.nodes).into_iter().peekable();
+            let mut fresh = Vec::with_capacity(self.commits.len());
             for (j, (id, node)) in self.commits.iter().enumerate() {
                 if j > 0 {
                     out.push_str(", ");
                 }
-                match cache.nodes.get(id) {
-                    Some((seen, entry)) if seen == node => out.push_str(entry),
+                while seen.next_if(|(s, _, _)| s < id).is_some() {}
+                let hit = seen.next_if(|(s, _, _)| s == id);
+                let (key, n, entry) = match hit {
+                    // A node the tree still shares with the cache did not change.
+                    Some((key, n, entry)) if Arc::ptr_eq(&n, node) || n == *node => (key, n, entry),
                     _ => {
                         let Ok(v) = serde_json::to_value(node) else {
                             return self.encode();
@@ -139,14 +151,17 @@ impl VersionControlInfo {
                         super::json::write_str(&mut entry, id);
                         entry.push_str(": ");
                         super::json::write_compact(&mut entry, &v);
-                        out.push_str(&entry);
-                        cache.nodes.insert(id.clone(), (node.clone(), entry));
+                        (id.clone(), node.clone(), entry)
                     }
-                }
+                };
+                out.push_str(&entry);
+                fresh.push((key, n, entry));
             }
+            cache.nodes = fresh;
             out.push('}');
         }
         out.push('}');
+        cache.len = out.len();
         out.into_bytes()
     }
 
@@ -250,7 +265,7 @@ mod tests {
         let mut merge = CommitNode::head("main", Some(root.clone()));
         merge.commit_time = Some(1.0);
         merge.merge_parent = Some(root.clone());
-        t.commits.insert("m".repeat(40), merge);
+        t.commits.insert("m".repeat(40), merge.into());
         let bytes = t.encode();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert_eq!(text.matches("merge_parent").count(), 1, "{text}");
@@ -289,16 +304,26 @@ mod tests {
             let mut n = CommitNode::head("main", Some(prev.clone()));
             n.commit_time = Some(1.7e9 + i as f64 / 3.0);
             n.commit_message = Some(format!("r\u{e9}sum\u{e9} \"{i}\"\n"));
-            t.commits.get_mut(&prev).unwrap().children.push(id.clone());
-            t.commits.insert(id.clone(), n);
+            t.commits
+                .get_mut(&prev)
+                .map(Arc::make_mut)
+                .unwrap()
+                .children
+                .push(id.clone());
+            t.commits.insert(id.clone(), n.into());
             t.branches.insert("main".into(), id.clone());
             prev = id;
             check(&t, &mut cache);
         }
         // Changed, removed and unknown-keyed nodes; keys of the file 3.x may add.
-        t.commits.get_mut(&root).unwrap().commit_message = Some("changed".into());
+        t.commits
+            .get_mut(&root)
+            .map(Arc::make_mut)
+            .unwrap()
+            .commit_message = Some("changed".into());
         t.commits
             .get_mut(&format!("{:040x}", 3))
+            .map(Arc::make_mut)
             .unwrap()
             .extra
             .insert("a_later_field".into(), Value::from(true));

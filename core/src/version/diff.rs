@@ -322,7 +322,7 @@ mod tests {
         let mut add = |n: u8, parent: &str, branch: &str| {
             let mut c = CommitNode::head(branch, Some(parent.to_owned()));
             c.commit_time = Some(f64::from(n));
-            t.commits.insert(id(n), c);
+            t.commits.insert(id(n), c.into());
         };
         add(1, FIRST_COMMIT_ID, "main");
         add(2, &id(1), "main");

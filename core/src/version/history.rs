@@ -140,7 +140,11 @@ mod tests {
         let mut tree = VersionControlInfo::new_root();
         let c1 = "1111111111111111111111111111111111111111";
         let h = "2222222222222222222222222222222222222222";
-        if let Some(root) = tree.commits.get_mut(FIRST_COMMIT_ID) {
+        if let Some(root) = tree
+            .commits
+            .get_mut(FIRST_COMMIT_ID)
+            .map(std::sync::Arc::make_mut)
+        {
             root.commit_time = Some(1_700_000_000.0);
             root.commit_message = Some("first".into());
             root.commit_user_name = Some("public".into());
@@ -148,9 +152,9 @@ mod tests {
         let mut n = CommitNode::head("main", Some(FIRST_COMMIT_ID.into()));
         n.commit_time = Some(1_700_000_100.0);
         n.commit_message = Some("second".into());
-        tree.commits.insert(c1.into(), n);
+        tree.commits.insert(c1.into(), n.into());
         tree.commits
-            .insert(h.into(), CommitNode::head("main", Some(c1.into())));
+            .insert(h.into(), CommitNode::head("main", Some(c1.into())).into());
         tree.branches.insert("main".into(), h.into());
         let l = log(&tree, h);
         let ids: Vec<&str> = l.iter().map(|r| r.id.as_str()).collect();

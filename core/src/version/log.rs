@@ -78,7 +78,7 @@ pub struct TreeRecord {
 pub struct TreeDelta {
     /// Commit nodes added or changed, whole.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub commits: BTreeMap<String, CommitNode>,
+    pub commits: BTreeMap<String, Arc<CommitNode>>,
     /// Commit nodes removed (reset, branch deletion).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
@@ -99,9 +99,10 @@ pub struct TreeDelta {
 
 /// Keys of `new` that are absent from `old` or differ there, and keys of `old` absent
 /// from `new`: one pass over both maps in key order.
-fn map_diff<V: Clone + PartialEq>(
+fn map_diff<V: Clone>(
     old: &BTreeMap<String, V>,
     new: &BTreeMap<String, V>,
+    same: impl Fn(&V, &V) -> bool,
 ) -> (BTreeMap<String, V>, Vec<String>) {
     let (mut set, mut gone) = (BTreeMap::new(), Vec::new());
     let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
@@ -126,7 +127,7 @@ fn map_diff<V: Clone + PartialEq>(
                     b.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    if va != vb {
+                    if !same(va, vb) {
                         set.insert((*kb).clone(), (*vb).clone());
                     }
                     a.next();
@@ -160,9 +161,12 @@ impl TreeDelta {
         new_tree: &VersionControlInfo,
         new_tags: &TagMap,
     ) -> TreeDelta {
-        let (commits, removed) = map_diff(&tree.commits, &new_tree.commits);
-        let (branches, deleted_branches) = map_diff(&tree.branches, &new_tree.branches);
-        let (tags, deleted_tags) = map_diff(tags, new_tags);
+        // Copies of a tree share their nodes: a node still shared did not change.
+        let (commits, removed) = map_diff(&tree.commits, &new_tree.commits, |a, b| {
+            Arc::ptr_eq(a, b) || a == b
+        });
+        let (branches, deleted_branches) = map_diff(&tree.branches, &new_tree.branches, String::eq);
+        let (tags, deleted_tags) = map_diff(tags, new_tags, String::eq);
         TreeDelta {
             commits,
             removed,
@@ -714,12 +718,12 @@ mod tests {
         let (b, n) = (branch.to_owned(), CommitId::generate().to_string());
         move |tree, _| {
             let h = tree.branches[&b].clone();
-            let head = tree.commits.get_mut(&h).unwrap();
+            let head = tree.commits.get_mut(&h).map(Arc::make_mut).unwrap();
             head.commit_time = Some(1.5);
             head.commit_message = Some("m".to_owned());
             head.children.push(n.clone());
             tree.commits
-                .insert(n.clone(), CommitNode::head(&b, Some(h.clone())));
+                .insert(n.clone(), CommitNode::head(&b, Some(h.clone())).into());
             tree.branches.insert(b.clone(), n.clone());
             Ok(vec![h, n.clone()])
         }
@@ -734,11 +738,12 @@ mod tests {
             let base = tree.commits[&tree.branches["main"]].parent.clone().unwrap();
             tree.commits
                 .get_mut(&base)
+                .map(Arc::make_mut)
                 .unwrap()
                 .children
                 .push(n.clone());
             tree.commits
-                .insert(n.clone(), CommitNode::head(&b, Some(base.clone())));
+                .insert(n.clone(), CommitNode::head(&b, Some(base.clone())).into());
             tree.branches.insert(b.clone(), n.clone());
             Ok(vec![base, n.clone()])
         }
@@ -770,7 +775,7 @@ mod tests {
         for i in 0..5 {
             old.commits.insert(
                 format!("{i:040x}"),
-                CommitNode::head("main", Some(root.clone())),
+                CommitNode::head("main", Some(root.clone())).into(),
             );
         }
         old.branches.insert("gone".into(), format!("{:040x}", 1));
@@ -784,10 +789,13 @@ mod tests {
         new.commits.remove(&format!("{:040x}", 2));
         new.commits
             .get_mut(&format!("{:040x}", 3))
+            .map(Arc::make_mut)
             .unwrap()
             .commit_message = Some("x".into());
-        new.commits
-            .insert("f".repeat(40), CommitNode::head("b", Some(root.clone())));
+        new.commits.insert(
+            "f".repeat(40),
+            CommitNode::head("b", Some(root.clone())).into(),
+        );
         new.branches.remove("gone");
         new.branches.insert("b".into(), "f".repeat(40));
         new.extra.insert("later_key".into(), Value::from(7));
@@ -850,13 +858,13 @@ mod tests {
                 // As a reset does: the head goes, a fresh one takes its place.
                 27 => update(&store, "reset", |tree, _| {
                     let h = tree.branches["alt"].clone();
-                    let p = tree.commits.remove(&h).unwrap().parent.unwrap();
+                    let p = tree.commits.remove(&h).unwrap().parent.clone().unwrap();
                     let n = "e".repeat(40);
-                    let pn = tree.commits.get_mut(&p).unwrap();
+                    let pn = tree.commits.get_mut(&p).map(Arc::make_mut).unwrap();
                     pn.children.retain(|c| *c != h);
                     pn.children.push(n.clone());
                     tree.commits
-                        .insert(n.clone(), CommitNode::head("alt", Some(p)));
+                        .insert(n.clone(), CommitNode::head("alt", Some(p)).into());
                     tree.branches.insert("alt".into(), n);
                     Ok(vec![])
                 })

@@ -436,7 +436,7 @@ mod tests {
             let mut n = CommitNode::head("b", Some(parent.to_owned()));
             n.commit_time = Some(1.0);
             n.merge_parent = merged.map(str::to_owned);
-            t.commits.insert(id.to_owned(), n);
+            t.commits.insert(id.to_owned(), n.into());
         };
         add("l", FIRST_COMMIT_ID, None);
         add("a1", "l", None);

@@ -96,6 +96,26 @@ impl ChunkLocator {
         })
     }
 
+    /// A locator for `node` of `tree`. A node whose first parent is this locator's node
+    /// (the head a commit starts) is one deeper without walking the chain: parents never
+    /// change.
+    pub fn for_node(&self, tree: &Arc<VersionControlInfo>, node: &CommitId) -> Result<Self> {
+        let parent = tree
+            .commits
+            .get(node.as_str())
+            .and_then(|n| n.parent.as_deref());
+        if parent != Some(self.node.as_str()) || !tree.commits.contains_key(self.node.as_str()) {
+            return ChunkLocator::new(tree, node);
+        }
+        Ok(ChunkLocator {
+            tree: tree.clone(),
+            node: node.clone(),
+            depth: self.depth + 1,
+            sets: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
+        })
+    }
+
     pub fn node(&self) -> Option<&CommitId> {
         Some(&self.node)
     }

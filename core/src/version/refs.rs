@@ -198,13 +198,14 @@ mod tests {
             n.commit_message = Some("m".into());
             n
         };
-        t.commits.insert(FIRST_COMMIT_ID.into(), done("main", None));
         t.commits
-            .insert(C1.into(), done("main", Some(FIRST_COMMIT_ID)));
+            .insert(FIRST_COMMIT_ID.into(), done("main", None).into());
         t.commits
-            .insert(H.into(), CommitNode::head("main", Some(C1.into())));
+            .insert(C1.into(), done("main", Some(FIRST_COMMIT_ID)).into());
         t.commits
-            .insert(A.into(), CommitNode::head("alt", Some(C1.into())));
+            .insert(H.into(), CommitNode::head("main", Some(C1.into())).into());
+        t.commits
+            .insert(A.into(), CommitNode::head("alt", Some(C1.into())).into());
         t.branches.insert("main".into(), H.into());
         t.branches.insert("alt".into(), A.into());
         t.branches.insert(C1.into(), A.into());

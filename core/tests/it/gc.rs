@@ -599,7 +599,7 @@ async fn apply_rechecks_each_key_and_views_keep_their_source() {
     log::update(&store, "test", move |tree, _| {
         let mut n = CommitNode::head("gone", Some(c.clone()));
         n.commit_time = Some(1.0);
-        tree.commits.insert(v.clone(), n);
+        tree.commits.insert(v.clone(), n.into());
         Ok(vec![])
     })
     .await
@@ -638,7 +638,7 @@ async fn apply_rechecks_each_key_and_views_keep_their_source() {
     let (c, l) = (c1.clone(), late.to_string());
     log::update(&store, "branch", move |tree, _| {
         tree.commits
-            .insert(l.clone(), CommitNode::head("late", Some(c.clone())));
+            .insert(l.clone(), CommitNode::head("late", Some(c.clone())).into());
         tree.branches.insert("late".to_owned(), l.clone());
         Ok(vec![l.clone()])
     })
