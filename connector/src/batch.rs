@@ -1,6 +1,8 @@
-//! Columnar batches: a stream's rows are transposed into Arrow arrays, one per tensor,
-//! and each array becomes the samples of one `extend` call. Columns convert in
-//! parallel on the rayon pool.
+//! Columnar batches: a stream's rows are transposed into one column per tensor, and
+//! each column becomes one append. Columns of scalars, texts and JSON documents whose
+//! tensor stores them plainly go straight to their stored bytes ([`PackedRows`]);
+//! the others pass through Arrow arrays into samples. Columns convert in parallel on
+//! the rayon pool.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, ListArray, StringArray,
 };
 use deeplake_core::format::compression::Compression;
-use deeplake_core::{Dtype, NdArray, Sample};
+use deeplake_core::{Dtype, NdArray, PackedRows, Sample};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
@@ -303,31 +305,185 @@ fn to_samples(kind: &Kind, a: &ArrayRef, sample_compression: Option<&str>) -> Ve
     out
 }
 
-/// The samples of every tensor for `rows`, in the order of `tensors`.
-pub fn samples(
+/// How a tensor's rows can go to the dataset in stored form: the tensor stores this
+/// type plainly (no sample compression, not a link) and the column's values are of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pack {
+    I64,
+    F64,
+    Bool,
+    Text,
+    Json,
+}
+
+impl Pack {
+    /// The packing for a column of `kind` into a tensor of `htype` / `dtype` (as its
+    /// meta records them), if any.
+    pub fn for_tensor(
+        src: &Source,
+        cols: &[Column],
+        htype: &str,
+        dtype: Option<&str>,
+    ) -> Option<Pack> {
+        let kind = match src {
+            Source::Field(ci) => cols[*ci].kind.clone(),
+            Source::Timestamp(_) => Kind::Int,
+            Source::Meta(MetaTensor::RawId | MetaTensor::Pk) => Kind::Text,
+            Source::Meta(MetaTensor::ExtractedAt | MetaTensor::GenerationId) => Kind::Int,
+            Source::Meta(MetaTensor::Meta) => Kind::Json,
+        };
+        match (kind, htype, dtype) {
+            (Kind::Int, "generic", Some("int64")) => Some(Pack::I64),
+            (Kind::Float, "generic", Some("float64")) => Some(Pack::F64),
+            (Kind::Bool, "generic", Some("bool")) => Some(Pack::Bool),
+            (Kind::Text | Kind::DateTime, "text", _) => Some(Pack::Text),
+            (Kind::Json, "json", _) => Some(Pack::Json),
+            _ => None,
+        }
+    }
+}
+
+/// One tensor's rows of a batch.
+pub enum ColumnOut {
+    Samples(Vec<Sample>),
+    Packed(PackedRows),
+}
+
+fn pack_ints(rows: &[&RecordIn], v: impl Fn(&RecordIn) -> Option<i64>) -> PackedRows {
+    let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len() * 8);
+    for r in rows {
+        match v(r) {
+            Some(x) => p.push(&x.to_le_bytes()),
+            None => p.push_empty(),
+        }
+    }
+    p
+}
+
+fn pack_texts<'a>(
+    rows: &[&'a RecordIn],
+    v: impl Fn(&'a RecordIn) -> Option<&'a str>,
+) -> PackedRows {
+    let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len() * 16);
+    for r in rows {
+        // 3.x stores a missing text as an empty one: shape (1,), no bytes.
+        p.push(v(r).unwrap_or("").as_bytes());
+    }
+    p
+}
+
+fn pack_json(rows: &[&RecordIn], v: impl Fn(&RecordIn) -> Value) -> PackedRows {
+    let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len() * 32);
+    for r in rows {
+        p.buffer()
+            .extend_from_slice(&deeplake_core::format::json::to_compact(&v(r)));
+        p.end_row();
+    }
+    p
+}
+
+fn cell(r: &RecordIn, ci: usize) -> &Cell {
+    r.cells.get(ci).unwrap_or(&Cell::Null)
+}
+
+/// The column of `src` for `rows` in stored form.
+fn packed(pack: Pack, src: &Source, rows: &[&RecordIn], rm: RowMeta) -> PackedRows {
+    match (pack, src) {
+        (Pack::I64, Source::Field(ci)) => pack_ints(rows, |r| match cell(r, *ci) {
+            Cell::Int(v) => Some(*v),
+            _ => None,
+        }),
+        (Pack::I64, Source::Timestamp(ci)) => pack_ints(rows, |r| match cell(r, *ci) {
+            Cell::DateTime(_, t) => *t,
+            _ => None,
+        }),
+        (Pack::I64, Source::Meta(MetaTensor::ExtractedAt)) => {
+            pack_ints(rows, |r| Some(r.emitted_at))
+        }
+        (Pack::I64, _) => pack_ints(rows, |_| rm.generation_id),
+        (Pack::F64, src) => {
+            let ci = match src {
+                Source::Field(ci) => *ci,
+                _ => usize::MAX,
+            };
+            let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len() * 8);
+            for r in rows {
+                match cell(r, ci) {
+                    Cell::Float(v) => p.push(&v.to_le_bytes()),
+                    _ => p.push_empty(),
+                }
+            }
+            p
+        }
+        (Pack::Bool, src) => {
+            let ci = match src {
+                Source::Field(ci) => *ci,
+                _ => usize::MAX,
+            };
+            let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len());
+            for r in rows {
+                match cell(r, ci) {
+                    Cell::Bool(v) => p.push(&[u8::from(*v)]),
+                    _ => p.push_empty(),
+                }
+            }
+            p
+        }
+        (Pack::Text, Source::Field(ci)) => pack_texts(rows, |r| match cell(r, *ci) {
+            Cell::Text(s) | Cell::DateTime(s, _) => Some(s.as_str()),
+            _ => None,
+        }),
+        (Pack::Text, Source::Meta(MetaTensor::RawId)) => {
+            pack_texts(rows, |r| Some(r.raw_id.as_str()))
+        }
+        (Pack::Text, _) => pack_texts(rows, |r| r.pk.as_deref()),
+        (Pack::Json, Source::Field(ci)) => pack_json(rows, |r| match cell(r, *ci) {
+            Cell::Json(v) => v.clone(),
+            Cell::Text(s) => Value::String(s.clone()),
+            Cell::Int(i) => json!(i),
+            Cell::Ints(v) => json!(v),
+            _ => Value::Null,
+        }),
+        (Pack::Json, _) => pack_json(
+            rows,
+            |r| json!({"sync_id": rm.sync_id, "changes": r.changes}),
+        ),
+    }
+}
+
+/// The rows of every tensor for `rows`, in the order of `tensors`: packed where
+/// `packs` says so (none for `None`), samples otherwise.
+pub fn columns(
     cols: &[Column],
     tensors: &[(String, Source)],
+    packs: Option<&[Option<Pack>]>,
     rows: &[&RecordIn],
     rm: RowMeta,
-) -> Vec<Vec<Sample>> {
+) -> Vec<ColumnOut> {
     tensors
         .par_iter()
-        .map(|(_, src)| match src {
-            Source::Field(ci) => {
-                let col = &cols[*ci];
-                let a = column_array(col, *ci, rows);
-                to_samples(&col.kind, &a, col.sample_compression.as_deref())
+        .enumerate()
+        .map(|(i, (_, src))| {
+            if let Some(pack) = packs.and_then(|p| p.get(i).copied().flatten()) {
+                return ColumnOut::Packed(packed(pack, src, rows, rm));
             }
-            Source::Timestamp(ci) => to_samples(&Kind::Int, &timestamp_array(*ci, rows), None),
-            Source::Meta(m) => {
-                let a = meta_array(*m, rows, rm);
-                let kind = match m {
-                    MetaTensor::RawId | MetaTensor::Pk => Kind::Text,
-                    MetaTensor::ExtractedAt | MetaTensor::GenerationId => Kind::Int,
-                    MetaTensor::Meta => Kind::Json,
-                };
-                to_samples(&kind, &a, None)
-            }
+            ColumnOut::Samples(match src {
+                Source::Field(ci) => {
+                    let col = &cols[*ci];
+                    let a = column_array(col, *ci, rows);
+                    to_samples(&col.kind, &a, col.sample_compression.as_deref())
+                }
+                Source::Timestamp(ci) => to_samples(&Kind::Int, &timestamp_array(*ci, rows), None),
+                Source::Meta(m) => {
+                    let a = meta_array(*m, rows, rm);
+                    let kind = match m {
+                        MetaTensor::RawId | MetaTensor::Pk => Kind::Text,
+                        MetaTensor::ExtractedAt | MetaTensor::GenerationId => Kind::Int,
+                        MetaTensor::Meta => Kind::Json,
+                    };
+                    to_samples(&kind, &a, None)
+                }
+            })
         })
         .collect()
 }

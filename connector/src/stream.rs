@@ -26,7 +26,7 @@ use deeplake_core::store::Sidecar;
 use deeplake_core::{Dataset, OpenOptions, Sample, TensorOptions};
 use serde_json::{Value, json};
 
-use crate::batch::{self, MetaTensor, RowMeta, Source};
+use crate::batch::{self, ColumnOut, MetaTensor, Pack, RowMeta, Source};
 use crate::config::Config;
 use crate::error::{CoreContext, Result};
 use crate::input::RecordIn;
@@ -138,6 +138,34 @@ pub struct StreamWriter {
     batch_size: usize,
     /// Link checks: configured, storage options, and what was already looked up.
     verify: Option<LinkCheck>,
+    /// The states the dataset's newest flush committed in this same sync (another
+    /// attempt of it), as [`state_identity`] gives them, with the number of records
+    /// each one covered. A crash between that flush and the echo makes the platform
+    /// send them again, with their records: those records are already stored (see
+    /// [`Self::drop_replayed`]).
+    replay: Vec<(Value, Option<u64>)>,
+    /// Per tensor of `tensors`: whether its rows go to the dataset in stored form.
+    packs: Arc<Vec<Option<Pack>>>,
+}
+
+/// A state as the source made it: the statistics and the message id that the platform
+/// and the destination add are not part of its identity.
+pub fn state_identity(state: &Value) -> Value {
+    let mut s = state.clone();
+    if let Some(m) = s.as_object_mut() {
+        m.remove("destinationStats");
+        m.remove("sourceStats");
+        m.remove("id");
+    }
+    s
+}
+
+fn record_count(state: &Value) -> Option<u64> {
+    state
+        .get("destinationStats")?
+        .get("recordCount")?
+        .as_f64()
+        .map(|c| c as u64)
 }
 
 /// Looks link targets up before they are stored (`links.verify`).
@@ -330,7 +358,32 @@ impl StreamWriter {
         } else {
             ds.len()
         };
+        // Only another attempt of the same sync can send committed states again; a new
+        // sync may well send the same state (a full refresh, say) with new records.
+        let stored = airbyte_info(&ds);
+        let same_sync =
+            sc.sync_id.is_some() && stored.get("sync_id").and_then(Value::as_i64) == sc.sync_id;
+        let replay: Vec<(Value, Option<u64>)> = match stored.get("states") {
+            Some(Value::Array(v)) if same_sync => v
+                .iter()
+                .map(|st| (state_identity(st), record_count(st)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // Which tensors take their rows in stored form, from what they hold now.
+        let packs: Vec<Option<Pack>> = tensors
+            .iter()
+            .map(|(name, src)| {
+                let meta = ds.tensor_meta(&target(name)).ok()?;
+                if meta.is_link || meta.sample_compression.is_some() {
+                    return None;
+                }
+                Pack::for_tensor(src, &cols, &meta.htype, meta.dtype.as_deref())
+            })
+            .collect();
         let mut w = StreamWriter {
+            packs: Arc::new(packs),
+            replay,
             url,
             cols: Arc::new(cols),
             tensors: Arc::new(tensors),
@@ -446,28 +499,33 @@ impl StreamWriter {
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
             let (cols, tensors, rm) = (self.cols.clone(), self.tensors.clone(), self.row_meta());
+            let packs = self.packs.clone();
             let columns = deeplake_core::runtime::spawn_cpu(move || {
                 let rows: Vec<&RecordIn> = batch.iter().collect();
-                Ok(batch::samples(&cols, &tensors, &rows, rm))
+                Ok(batch::columns(&cols, &tensors, Some(&packs), &rows, rm))
             })
             .await
             .ctx("encoding a batch")?;
-            for ((name, _), samples) in self.tensors.clone().iter().zip(columns) {
+            for ((name, _), column) in self.tensors.clone().iter().zip(columns) {
                 let t = self.target(name);
-                self.ds
-                    .extend(&t, samples)
-                    .await
-                    .ctx(format!("writing tensor {t} of stream {label}"))?;
+                match column {
+                    ColumnOut::Samples(samples) => self.ds.extend(&t, samples).await,
+                    ColumnOut::Packed(rows) => self.ds.extend_packed(&t, rows).await,
+                }
+                .ctx(format!("writing tensor {t} of stream {label}"))?;
             }
             self.stored = self.rows;
         }
         if !self.updates.is_empty() {
             let updates = std::mem::take(&mut self.updates);
             let rows: Vec<&RecordIn> = updates.values().collect();
-            let columns = batch::samples(&self.cols, &self.tensors, &rows, self.row_meta());
+            let columns = batch::columns(&self.cols, &self.tensors, None, &rows, self.row_meta());
             let at: Vec<u64> = updates.keys().copied().collect();
-            for ((name, _), samples) in self.tensors.clone().iter().zip(columns) {
+            for ((name, _), column) in self.tensors.clone().iter().zip(columns) {
                 let t = self.target(name);
+                let ColumnOut::Samples(samples) = column else {
+                    continue;
+                };
                 for (row, s) in at.iter().zip(samples) {
                     self.ds.update(&t, *row, s).await.ctx(format!(
                         "updating row {row} of tensor {t} of stream {label}"
@@ -476,6 +534,71 @@ impl StreamWriter {
             }
         }
         Ok(())
+    }
+
+    /// Whether `state` (as [`state_identity`] gives it) is one the dataset already
+    /// committed: the records before it, since the previous state, are a replay.
+    /// `received` is how many records came before it since the previous state (of its
+    /// scope): a replay covers the same records as the original.
+    pub fn is_replay(&self, state: &Value, received: u64) -> bool {
+        self.replay
+            .iter()
+            .any(|(s, c)| s == state && c.is_none_or(|c| c == received))
+    }
+
+    /// `state` came: it cannot come again, and when it is not a replay, the source has
+    /// moved past every state this dataset committed, so none of them can either.
+    pub fn state_seen(&mut self, state: &Value, replayed: bool) {
+        if replayed {
+            if let Some(i) = self.replay.iter().position(|(s, _)| s == state) {
+                self.replay.remove(i);
+            }
+        } else {
+            self.replay.clear();
+        }
+    }
+
+    /// Drops the rows taken since the last state: they are a replay of rows the last
+    /// attempt committed but whose state it died before echoing. Returns how many.
+    /// Dedup streams keep them: a replay there rewrites the same keys with the same
+    /// values, so it is already idempotent.
+    pub async fn drop_replayed(&mut self) -> Result<u64> {
+        if self.index.is_some() {
+            return Ok(0);
+        }
+        let keep = if self.staging {
+            self.acked.1
+        } else {
+            self.acked.0
+        };
+        if self.rows <= keep {
+            return Ok(0);
+        }
+        let dropped = self.rows - keep;
+        let buffered = (self.rows - self.stored) as usize;
+        let from_batch = buffered.min(dropped as usize);
+        self.batch
+            .truncate(self.batch.len().saturating_sub(from_batch));
+        if self.stored > keep {
+            let label = self.cfg.label();
+            if self.staging {
+                for (name, _) in self.tensors.clone().iter() {
+                    let t = self.target(name);
+                    self.ds.truncate_tensor(&t, keep).await.ctx(format!(
+                        "dropping replayed rows of staged tensor {t} of stream {label}"
+                    ))?;
+                }
+            } else {
+                self.ds
+                    .truncate(keep)
+                    .await
+                    .ctx(format!("dropping replayed rows of stream {label}"))?;
+            }
+            self.stored = keep;
+        }
+        self.rows = keep;
+        self.total = self.total.saturating_sub(dropped);
+        Ok(dropped)
     }
 
     /// A STATE covering this stream arrived: every row so far is vouched for once the
@@ -515,7 +638,15 @@ impl StreamWriter {
             "generation_id": if self.staging {
                 airbyte_info(&self.ds).get("generation_id").cloned().unwrap_or(Value::Null)
             } else { json!(self.cfg.generation_id) },
-            "states": states,
+            // States that may still come again (see `replay`) stay recorded until they do.
+            "states": states.iter().cloned().chain(self.replay.iter().map(|(s, c)| {
+                let mut st = s.clone();
+                if let (Some(c), Some(m)) = (c, st.as_object_mut()) {
+                    m.insert("destinationStats".into(), json!({"recordCount": *c as f64}));
+                }
+                st
+            })).collect::<Vec<_>>(),
+            "sync_id": self.cfg.sync_id,
         });
         let label = self.cfg.label();
         self.ds
@@ -674,14 +805,16 @@ async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> 
     );
     // Which rows are vouched for: those of the last acknowledged state of this flush,
     // or of the flush before it when this one's commit record never came to exist.
-    let (vouched, why) = match info.get("pending_commit").and_then(Value::as_str) {
+    let (vouched, why, fell_back) = match info.get("pending_commit").and_then(Value::as_str) {
         Some(id) if !sidecar.exists(id).await.ctx("reading the commit records")? => (
             info.get("fallback").cloned().unwrap_or(Value::Null),
             format!("its commit record {id} was never written"),
+            true,
         ),
         _ => (
             info.get("acked").cloned().unwrap_or(Value::Null),
             "rows after its last acknowledged state".to_owned(),
+            false,
         ),
     };
     let rows = get(&vouched, "rows").unwrap_or(flushed.0).min(flushed.0);
@@ -709,7 +842,12 @@ async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> 
         m.insert("staged_rows".into(), json!(staged_rows));
         m.insert("acked".into(), counts.clone());
         m.insert("fallback".into(), counts);
-        m.insert("states".into(), json!([]));
+        // Rolled back to the flush before: its states were echoed before this flush
+        // began, so none of them can come again. Cut back to the last acknowledged
+        // state instead: this flush's states stand, and may come again.
+        if fell_back {
+            m.insert("states".into(), json!([]));
+        }
     }
     ds.set_info("airbyte", restored)
         .await

@@ -17,6 +17,13 @@
 //! together with the state. A crash after some datasets flushed but before their
 //! shared sidecar record exists is undone at the next start (see `stream`), so a retry
 //! that replays records after the last echoed state stores each of them once.
+//! A crash after the commit but before the echo makes the platform send the committed
+//! states again with their records; each dataset remembers the states it committed
+//! until they come again, and the records before such a state are not stored twice.
+//!
+//! `DESTINATION_DEEPLAKE_CRASH_BEFORE_ECHO=N` aborts the process at its Nth commit
+//! point, after the commit and before the echo: the crash tests use it to hit that
+//! window every time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +37,20 @@ use crate::error::{CoreContext, Failure, Result};
 use crate::input::{self, Parsed, Route, Router};
 use crate::protocol::{self, StateScope, StreamKey};
 use crate::schema;
-use crate::stream::{Mode, StreamConfig, StreamWriter};
+use crate::stream::{self, Mode, StreamConfig, StreamWriter};
+
+/// Aborts at the commit point the crash-test hook names (see the module doc).
+fn crash_point() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let n = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let at = std::env::var("DESTINATION_DEEPLAKE_CRASH_BEFORE_ECHO")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if at == Some(n) {
+        std::process::abort();
+    }
+}
 
 /// The sidecar log of commit records under the destination root.
 pub const COMMIT_LOG: &str = "airbyte-commits";
@@ -265,7 +285,7 @@ impl Sync {
                     ));
                 }
             }
-            Parsed::State(state) => self.state(state),
+            Parsed::State(state) => self.state(state).await?,
             Parsed::Status { key, status } => {
                 self.saw_status = true;
                 if status == "COMPLETE"
@@ -300,10 +320,35 @@ impl Sync {
         })
     }
 
-    fn state(&mut self, state: Value) {
+    async fn state(&mut self, state: Value) -> Result<()> {
+        let scope: Vec<usize> = match protocol::state_scope(&state) {
+            StateScope::Stream(key) => self.find(&key).into_iter().collect(),
+            StateScope::Global => (0..self.writers.len()).collect(),
+        };
+        // A state the datasets already committed comes again when the last attempt died
+        // between that commit and the echo: the records before it are stored already.
+        let id = stream::state_identity(&state);
+        let received = match (protocol::state_scope(&state), scope.first()) {
+            (StateScope::Stream(_), Some(&i)) => self.writers[i].since_state,
+            _ => self.since_global,
+        };
+        for &i in &scope {
+            let w = &mut self.writers[i];
+            let replayed = w.is_replay(&id, received);
+            if replayed {
+                let dropped = w.drop_replayed().await?;
+                if dropped > 0 {
+                    protocol::info(format!(
+                        "stream {}: {dropped} replayed records before an already committed state were stored by the last attempt; not stored again",
+                        w.cfg.label()
+                    ));
+                }
+            }
+            w.state_seen(&id, replayed);
+        }
         let (count, rejected) = match protocol::state_scope(&state) {
-            StateScope::Stream(key) => match self.find(&key) {
-                Some(i) => {
+            StateScope::Stream(_) => match scope.first() {
+                Some(&i) => {
                     let w = &mut self.writers[i];
                     w.state_received();
                     let c = (w.since_state, w.rejected_since_state);
@@ -327,6 +372,7 @@ impl Sync {
         };
         self.pending
             .push(protocol::echo_state(state, count, rejected));
+        Ok(())
     }
 
     /// Makes every record so far durable and committed, then echoes the pending states.
@@ -364,6 +410,7 @@ impl Sync {
         for &i in &changed {
             self.writers[i].committed();
         }
+        crash_point();
         for m in self.pending.drain(..) {
             protocol::emit(&m)
                 .map_err(|e| Failure::system(format!("writing to stdout failed: {e}")))?;

@@ -21,7 +21,7 @@ pub mod version;
 pub mod dataset;
 pub mod tql;
 
-pub use dataset::{Dataset, OpenOptions, TensorOptions};
+pub use dataset::{Dataset, OpenOptions, PackedRows, TensorOptions};
 pub use error::{Error, Result};
 pub use format::array::{NdArray, Sample};
 pub use format::dtype::Dtype;

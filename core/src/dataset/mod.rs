@@ -15,6 +15,7 @@ mod commit;
 mod encode;
 pub mod gc;
 mod merge;
+mod packed;
 mod read;
 mod record;
 mod staging;
@@ -31,6 +32,7 @@ use serde_json::{Map, Value, json};
 
 pub use encode::{EncodeCtx, Prepared, StoredItem};
 pub use merge::{MergeOptions, MergeOutcome, TensorMerge};
+pub use packed::PackedRows;
 pub use read::ReadOptions;
 use tensor::{CompanionRole, TensorState};
 
@@ -2000,20 +2002,53 @@ async fn append_fixed(
         return Ok(());
     }
     let item = data.len() / n;
-    if item * n != data.len()
-        || t.tiles
-            .entries
-            .contains_key(&t.meta.length.saturating_sub(1))
-    {
+    if item * n != data.len() {
         return Err(Error::internal(format!(
             "tensor {}: fixed-size rows do not fit",
             t.key
         )));
     }
-    if !t.meta.max_shape.is_empty() && t.meta.max_shape.len() != shape.len() {
+    let rows = data
+        .chunks_exact(item.max(1))
+        .take(n)
+        .map(|bytes| (shape, bytes));
+    let bounds: Vec<u64> = shape.iter().map(|&d| u64::from(d)).collect();
+    append_rows(store, locator, chunk_writer, node, t, rows, n, &[bounds]).await
+}
+
+/// Appends `n` rows given as (shape, stored bytes), copied into chunk buffers without
+/// an allocation per row; `bounds` holds every distinct shape among them, for the
+/// tensor meta's min and max shape. Checks that can fail run before anything changes.
+#[allow(clippy::too_many_arguments)]
+async fn append_rows<'a>(
+    store: &Store,
+    locator: &ChunkLocator,
+    chunk_writer: &mut writer::ChunkWriter,
+    node: &CommitId,
+    t: &mut TensorState,
+    rows: impl Iterator<Item = (&'a [u32], &'a [u8])>,
+    n: usize,
+    bounds: &[Vec<u64>],
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    if t.tiles
+        .entries
+        .contains_key(&t.meta.length.saturating_sub(1))
+    {
+        return Err(Error::internal(format!(
+            "tensor {}: rows cannot follow a tiled sample here",
+            t.key
+        )));
+    }
+    if let Some(b) = bounds.first()
+        && !t.meta.max_shape.is_empty()
+        && t.meta.max_shape.len() != b.len()
+    {
         return Err(Error::invalid(format!(
             "sample has {} dimensions but tensor {} holds samples of {}",
-            shape.len(),
+            b.len(),
             t.key,
             t.meta.max_shape.len()
         )));
@@ -2022,7 +2057,8 @@ async fn append_fixed(
     reopen_last_chunk(store, locator, t, half).await?;
     let start = t.meta.length;
     let mut closed: Vec<u64> = Vec::new();
-    for bytes in data.chunks_exact(item.max(1)).take(n) {
+    for (shape, bytes) in rows.take(n) {
+        let item = bytes.len();
         let idx = t.meta.length;
         let last = t.chunk_ids.rows.last().copied();
         let row = t.chunk_ids.rows.len().saturating_sub(1);
@@ -2049,8 +2085,10 @@ async fn append_fixed(
                 if let Some((id, _)) = last {
                     closed.push(id);
                 }
+                // The rest of the batch, if it is all of this size, bounded by the fill.
+                let left = n - (idx - start) as usize;
                 let mut b = ChunkBuilder {
-                    data: writer::buffer(half.min(item * (n - (idx - start) as usize))).into(),
+                    data: writer::buffer(half.min(item.max(1).saturating_mul(left))).into(),
                     ..Default::default()
                 };
                 b.try_push(shape, bytes)
@@ -2064,8 +2102,9 @@ async fn append_fixed(
         }
         t.meta.length += 1;
     }
-    let bounds: Vec<u64> = shape.iter().map(|&d| u64::from(d)).collect();
-    update_shape_bounds(&mut t.meta, &bounds);
+    for b in bounds {
+        update_shape_bounds(&mut t.meta, b);
+    }
     let end = t.meta.length;
     t.record_append(start, end);
     t.dirty = true;

@@ -6,6 +6,7 @@ mod corrupt;
 mod gc;
 mod handoff;
 mod merge;
+mod packed;
 mod slicing;
 mod staging;
 mod storage;
