@@ -32,30 +32,48 @@ pub struct Route {
 
 /// Which stream a record belongs to, and how to read it.
 pub struct Router {
-    pub streams: HashMap<StreamKey, usize>,
+    /// Streams by name: their namespaces and indices.
+    by_name: HashMap<String, Vec<(Option<String>, usize)>>,
     pub routes: Vec<Route>,
     pub link_prefixes: Vec<String>,
 }
 
 impl Router {
+    pub fn new(
+        streams: &HashMap<StreamKey, usize>,
+        routes: Vec<Route>,
+        link_prefixes: Vec<String>,
+    ) -> Router {
+        let mut by_name: HashMap<String, Vec<(Option<String>, usize)>> = HashMap::new();
+        for ((ns, name), i) in streams {
+            by_name
+                .entry(name.clone())
+                .or_default()
+                .push((ns.clone(), *i));
+        }
+        Router {
+            by_name,
+            routes,
+            link_prefixes,
+        }
+    }
+
+    /// The stream a record names. Looked up without building a key: this runs for
+    /// every record.
     pub fn find(&self, namespace: Option<&str>, name: &str) -> Option<usize> {
-        let key = (namespace.map(str::to_owned), name.to_owned());
-        if let Some(i) = self.streams.get(&key) {
+        let candidates = self.by_name.get(name)?;
+        if let Some((_, i)) = candidates.iter().find(|(ns, _)| ns.as_deref() == namespace) {
             return Some(*i);
         }
         // A record without a namespace may name a stream that has one, when the name
         // alone is unambiguous.
-        if namespace.is_none() {
-            let mut hits = self.streams.iter().filter(|((_, n), _)| n == name);
-            if let (Some((_, i)), None) = (hits.next(), hits.next()) {
-                return Some(*i);
-            }
+        match (namespace, candidates.as_slice()) {
+            (None, [(_, i)]) => Some(*i),
+            _ => None,
         }
-        None
     }
 }
 
-/// A record, ready for its stream's batch.
 #[derive(Debug)]
 pub struct RecordIn {
     pub stream: usize,
@@ -94,15 +112,16 @@ fn uuid4() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(HEX[usize::from(x >> 4)] as char);
+        s.push(HEX[usize::from(x & 0xf)] as char);
+    }
+    s
 }
 
 fn preview(line: &[u8]) -> String {
@@ -275,14 +294,14 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
-        Router {
-            streams: [((None, "s".to_owned()), 0)].into_iter().collect(),
-            routes: vec![Route {
+        Router::new(
+            &[((None, "s".to_owned()), 0)].into_iter().collect(),
+            vec![Route {
                 fields: vec![("id".into(), Kind::Int), ("name".into(), Kind::Text)],
                 pk: Some(vec![vec!["id".into()]]),
             }],
-            link_prefixes: vec![],
-        }
+            vec![],
+        )
     }
 
     #[test]

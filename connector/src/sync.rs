@@ -191,27 +191,29 @@ pub async fn write(cfg: Config, catalog: &Value) -> Result<()> {
         ));
         writers.push(w);
     }
-    let router = Arc::new(Router {
-        streams: writers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.cfg.key.clone(), i))
-            .collect(),
-        routes: writers
-            .iter()
-            .map(|w| Route {
-                fields: w
-                    .cols
-                    .iter()
-                    .map(|c| (c.field.clone(), c.kind.clone()))
-                    .collect(),
-                pk: (w.cfg.mode == Mode::Dedup).then(|| w.cfg.primary_key.clone()),
-            })
-            .collect(),
-        link_prefixes: cfg.links.url_prefixes.clone(),
-    });
+    let streams: HashMap<StreamKey, usize> = writers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.cfg.key.clone(), i))
+        .collect();
+    let routes = writers
+        .iter()
+        .map(|w| Route {
+            fields: w
+                .cols
+                .iter()
+                .map(|c| (c.field.clone(), c.kind.clone()))
+                .collect(),
+            pk: (w.cfg.mode == Mode::Dedup).then(|| w.cfg.primary_key.clone()),
+        })
+        .collect();
+    let router = Arc::new(Router::new(
+        &streams,
+        routes,
+        cfg.links.url_prefixes.clone(),
+    ));
     let mut s = Sync {
-        by_key: router.streams.clone(),
+        by_key: streams,
         cfg,
         writers,
         sidecar,
@@ -241,14 +243,17 @@ pub async fn write(cfg: Config, catalog: &Value) -> Result<()> {
             }
         };
         let Some(block) = next else { break };
+        // Checked per message: a block holds thousands of records, and `flush_records`
+        // is a promise about how far apart durable points are.
         for p in block {
+            let is_state = matches!(p, Parsed::State(_));
             s.handle(p).await?;
-        }
-        if !s.pending.is_empty()
-            && (s.records_since_flush >= s.cfg.flush_records
-                || s.last_flush.elapsed() >= s.cfg.flush_interval)
-        {
-            s.commit_point().await?;
+            if is_state
+                && (s.records_since_flush >= s.cfg.flush_records
+                    || s.last_flush.elapsed() >= s.cfg.flush_interval)
+            {
+                s.commit_point().await?;
+            }
         }
     }
     s.finish().await

@@ -249,7 +249,8 @@ async fn crash_between_commit_and_echo_does_not_duplicate_the_replayed_records()
         ("STREAM", "overwrite"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let n: usize = 12_000;
+        // About 30 commit points; six crashes use at most 12 of them.
+        let n: usize = 30_000;
         let (msgs, cat) = generate(
             dir.path(),
             "m",
@@ -279,6 +280,17 @@ async fn crash_between_commit_and_echo_does_not_duplicate_the_replayed_records()
             .lines()
             .map(str::to_owned)
             .collect();
+        // The stream each line belongs to (None: all of them, as a global state).
+        let owner: Vec<Option<String>> = lines
+            .iter()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["record"]["stream"]
+                    .as_str()
+                    .or(v["state"]["stream"]["stream_descriptor"]["name"].as_str())
+                    .map(str::to_owned)
+            })
+            .collect();
         let state_line: std::collections::HashMap<i64, usize> = lines
             .iter()
             .enumerate()
@@ -288,6 +300,22 @@ async fn crash_between_commit_and_echo_does_not_duplicate_the_replayed_records()
                 (v["state"]["id"].as_i64().unwrap(), i)
             })
             .collect();
+        // As the platform does, each stream resumes after its own last echoed state
+        // (all of them after the last global one).
+        let mut resume: std::collections::HashMap<String, usize> =
+            [("a".to_owned(), 0), ("b".to_owned(), 0)].into();
+        let replay = |resume: &std::collections::HashMap<String, usize>| -> Vec<String> {
+            let first = resume.values().copied().min().unwrap_or(0);
+            lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| match &owner[*i] {
+                    Some(s) => *i >= resume[s],
+                    None => *i >= first,
+                })
+                .map(|(_, l)| l.clone())
+                .collect()
+        };
         let root = dir.path().join("lake");
         // Batches of 700 reach the dataset between states (500 per stream state), and a
         // commit point comes every 1,000 records: some replayed rows are buffered, some
@@ -296,24 +324,29 @@ async fn crash_between_commit_and_echo_does_not_duplicate_the_replayed_records()
         cfg_v["batch_size"] = 700.into();
         cfg_v["flush_records"] = 1000.into();
         let cfg = write_config(dir.path(), &cfg_v);
-        let mut from = 0usize;
         let mut crashes = 0;
         for _ in 0..6 {
-            let at = rng.random_range(1..=4u64);
-            let (ids, ok) = attempt_crashing_before_echo(&cfg, &cat, &lines[from..], Some(at));
+            let at = rng.random_range(1..=3u64);
+            let (ids, ok) = attempt_crashing_before_echo(&cfg, &cat, &replay(&resume), Some(at));
             if ok {
                 break;
             }
             crashes += 1;
-            if let Some(last) = ids.last() {
-                from = state_line[last] + 1;
+            for id in ids {
+                let line = state_line[&id];
+                match &owner[line] {
+                    Some(s) => {
+                        resume.insert(s.clone(), line + 1);
+                    }
+                    None => resume.values_mut().for_each(|r| *r = line + 1),
+                }
             }
         }
-        assert!(
-            crashes >= 5,
-            "{state_type}/{mode}: only {crashes} crashes happened"
+        assert_eq!(
+            crashes, 6,
+            "{state_type}/{mode}: an attempt finished before its crash point"
         );
-        let (_, ok) = attempt_crashing_before_echo(&cfg, &cat, &lines[from..], None);
+        let (_, ok) = attempt_crashing_before_echo(&cfg, &cat, &replay(&resume), None);
         assert!(ok, "{state_type}/{mode}: the final attempt failed");
         for (stream, parity) in [("a", 0), ("b", 1)] {
             let ds = open(&root.join(stream)).await;

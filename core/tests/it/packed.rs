@@ -145,7 +145,7 @@ async fn rows_that_do_not_fit_are_refused_and_change_nothing() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope"), "{e}");
-    for t in ["i", "t", "img", "_i_id", "_i_shape", "_t_shape"] {
+    for t in ["i", "t", "img", "_i_id", "_i_shape", "_t_id"] {
         assert_eq!(ds.tensor_len(t).unwrap(), 0, "{t} changed");
     }
 }
