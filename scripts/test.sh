@@ -94,8 +94,6 @@ run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_step "dependency direction" check_dependency_direction
 run_step "cargo test" cargo test --workspace
-# The fuzz targets' bodies over their seed corpora (stable; the fuzz crate is its own workspace).
-run_step "fuzz seed corpora" env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}" cargo test --manifest-path fuzz/Cargo.toml
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
 run_step "image (hadolint, podman)" run_image_test

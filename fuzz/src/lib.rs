@@ -1,5 +1,6 @@
-//! The body of the `decode_format` fuzz target, as a plain function so that stable
-//! `cargo test` can run it over the seed corpus without libFuzzer.
+//! The bodies of the fuzz targets, as plain functions: the main workspace's tests
+//! (`core/tests/it/fuzz_corpus.rs`) run them over the seed corpora on stable, without
+//! libFuzzer.
 //!
 //! Contract checked for every input: no decoder panics; when one succeeds, every lookup on
 //! the result is safe to call, and decode -> encode -> decode gives the same value.
@@ -59,7 +60,11 @@ fn chunk(data: &[u8]) {
     let _ = b.clone().remove(n / 2);
     let _ = b.replace(n / 2, &vec![1; rank], &[1, 2, 3]);
     let _ = b.try_push(&vec![2; rank], &[4]);
-    let _ = (b.nbytes(), b.num_samples(), b.encode_with_data(&b.data.contiguous()));
+    let _ = (
+        b.nbytes(),
+        b.num_samples(),
+        b.encode_with_data(&b.data.contiguous()),
+    );
 }
 
 fn chunk_ids(data: &[u8]) {
@@ -176,46 +181,5 @@ fn polygons(data: &[u8]) {
         assert_eq!(shape.len(), 3);
         let round = polygon::decode(&again, dtype, ndim).expect("re-encoded polygons decode");
         assert_eq!(round, polys, "polygon round trip");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_corpus_passes() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/decode_format");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            decode_format(&bytes);
-            // Every prefix and a few byte flips, as a cheap stand-in for the fuzzer.
-            for cut in 0..bytes.len() {
-                decode_format(&bytes[..cut]);
-            }
-            for k in 0..bytes.len() {
-                let mut flipped = bytes.clone();
-                flipped[k] ^= 0xff;
-                decode_format(&flipped);
-            }
-            seen += 1;
-        }
-        assert!(seen >= 5, "seed corpus has {seen} files");
-    }
-
-    #[test]
-    fn tql_seed_corpus_passes() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/parse_tql");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            parse_tql(&bytes);
-            for cut in 0..bytes.len() {
-                parse_tql(&bytes[..cut]);
-            }
-            seen += 1;
-        }
-        assert!(seen >= 20, "seed corpus has {seen} files");
     }
 }

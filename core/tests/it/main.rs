@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod corrupt;
+mod fuzz_corpus;
 mod gc;
 mod handoff;
 mod merge;
