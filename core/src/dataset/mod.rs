@@ -1988,7 +1988,8 @@ struct FixedRows {
     n: usize,
 }
 
-/// Appends fixed-size rows without a per-item allocation.
+/// Appends fixed-size rows without a per-item allocation: as many as fit in the open
+/// chunk go in as one run.
 async fn append_fixed(
     store: &Store,
     locator: &ChunkLocator,
@@ -2008,12 +2009,103 @@ async fn append_fixed(
             t.key
         )));
     }
-    let rows = data
-        .chunks_exact(item.max(1))
-        .take(n)
-        .map(|bytes| (shape, bytes));
     let bounds: Vec<u64> = shape.iter().map(|&d| u64::from(d)).collect();
-    append_rows(store, locator, chunk_writer, node, t, rows, n, &[bounds]).await
+    check_appendable(t, &bounds)?;
+    let half = chunk_writer.fill_of(t.max_chunk_size());
+    reopen_last_chunk(store, locator, t, half).await?;
+    let start = t.meta.length;
+    let mut closed: Vec<u64> = Vec::new();
+    let mut done = 0usize;
+    while done < n {
+        let left = n - done;
+        let (id, k) = match room_in_last(t, item, half) {
+            Some((id, room)) => (id, room.min(left)),
+            None => (
+                new_chunk(t, item, left, half, &mut closed),
+                (half / item.max(1)).clamp(1, left),
+            ),
+        };
+        if let Some(b) = t.builders.get_mut(&id) {
+            b.try_push_run(shape, &data[done * item..(done + k) * item], k)
+                .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
+        }
+        t.meta.length += k as u64;
+        t.dirty_chunks.insert(id);
+        if let Some(r) = t.chunk_ids.rows.last_mut() {
+            r.1 = t.meta.length - 1;
+        }
+        if let Some(c) = &mut t.creds {
+            for _ in 0..k {
+                c.push(0);
+            }
+        }
+        done += k;
+    }
+    update_shape_bounds(&mut t.meta, &bounds);
+    let end = t.meta.length;
+    t.record_append(start, end);
+    t.dirty = true;
+    write_closed(store, chunk_writer, node, t, closed).await
+}
+
+/// Rows may follow the tensor's last sample (not a tile) and have its rank.
+fn check_appendable(t: &TensorState, shape: &[u64]) -> Result<()> {
+    if t.tiles
+        .entries
+        .contains_key(&t.meta.length.saturating_sub(1))
+    {
+        return Err(Error::internal(format!(
+            "tensor {}: rows cannot follow a tiled sample here",
+            t.key
+        )));
+    }
+    if !t.meta.max_shape.is_empty() && t.meta.max_shape.len() != shape.len() {
+        return Err(Error::invalid(format!(
+            "sample has {} dimensions but tensor {} holds samples of {}",
+            shape.len(),
+            t.key,
+            t.meta.max_shape.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The open last chunk, if a sample of `item` bytes fits in it, and how many such
+/// samples do (at least one: an empty chunk takes any sample).
+fn room_in_last(t: &TensorState, item: usize, half: usize) -> Option<(u64, usize)> {
+    let (id, _) = *t.chunk_ids.rows.last()?;
+    let row = t.chunk_ids.rows.len() - 1;
+    if is_tile_chunk(t, row) {
+        return None;
+    }
+    let b = t.builders.get(&id)?;
+    let room = half.saturating_sub(b.data.len()) / item.max(1);
+    if b.num_samples() == 0 {
+        Some((id, room.max(1)))
+    } else {
+        (room > 0).then_some((id, room))
+    }
+}
+
+/// Closes the last chunk and starts a new one for `left` more samples of `item` bytes
+/// (its buffer reserved once, bounded by the fill); the caller puts the first in.
+fn new_chunk(
+    t: &mut TensorState,
+    item: usize,
+    left: usize,
+    half: usize,
+    closed: &mut Vec<u64>,
+) -> u64 {
+    if let Some(&(id, _)) = t.chunk_ids.rows.last() {
+        closed.push(id);
+    }
+    let b = ChunkBuilder {
+        data: writer::buffer(half.min(item.max(1).saturating_mul(left))).into(),
+        ..Default::default()
+    };
+    let id = t.add_chunk(b);
+    t.chunk_ids.rows.push((id, t.meta.length));
+    id
 }
 
 /// Appends `n` rows given as (shape, stored bytes), copied into chunk buffers without
@@ -2033,69 +2125,26 @@ async fn append_rows<'a>(
     if n == 0 {
         return Ok(());
     }
-    if t.tiles
-        .entries
-        .contains_key(&t.meta.length.saturating_sub(1))
-    {
-        return Err(Error::internal(format!(
-            "tensor {}: rows cannot follow a tiled sample here",
-            t.key
-        )));
-    }
-    if let Some(b) = bounds.first()
-        && !t.meta.max_shape.is_empty()
-        && t.meta.max_shape.len() != b.len()
-    {
-        return Err(Error::invalid(format!(
-            "sample has {} dimensions but tensor {} holds samples of {}",
-            b.len(),
-            t.key,
-            t.meta.max_shape.len()
-        )));
+    if let Some(b) = bounds.first() {
+        check_appendable(t, b)?;
     }
     let half = chunk_writer.fill_of(t.max_chunk_size());
     reopen_last_chunk(store, locator, t, half).await?;
     let start = t.meta.length;
     let mut closed: Vec<u64> = Vec::new();
     for (shape, bytes) in rows.take(n) {
-        let item = bytes.len();
-        let idx = t.meta.length;
-        let last = t.chunk_ids.rows.last().copied();
-        let row = t.chunk_ids.rows.len().saturating_sub(1);
-        let open = match last {
-            Some((id, _)) if !is_tile_chunk(t, row) => t
-                .builders
-                .get(&id)
-                .filter(|b| b.num_samples() == 0 || b.data.len() + item <= half)
-                .map(|_| id),
-            _ => None,
+        let left = n - (t.meta.length - start) as usize;
+        let id = match room_in_last(t, bytes.len(), half) {
+            Some((id, _)) => id,
+            None => new_chunk(t, bytes.len(), left, half, &mut closed),
         };
-        match open {
-            Some(id) => {
-                if let Some(b) = t.builders.get_mut(&id) {
-                    b.try_push(shape, bytes)
-                        .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
-                }
-                t.dirty_chunks.insert(id);
-                if let Some(r) = t.chunk_ids.rows.last_mut() {
-                    r.1 = idx;
-                }
-            }
-            None => {
-                if let Some((id, _)) = last {
-                    closed.push(id);
-                }
-                // The rest of the batch, if it is all of this size, bounded by the fill.
-                let left = n - (idx - start) as usize;
-                let mut b = ChunkBuilder {
-                    data: writer::buffer(half.min(item.max(1).saturating_mul(left))).into(),
-                    ..Default::default()
-                };
-                b.try_push(shape, bytes)
-                    .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
-                let id = t.add_chunk(b);
-                t.chunk_ids.rows.push((id, idx));
-            }
+        if let Some(b) = t.builders.get_mut(&id) {
+            b.try_push(shape, bytes)
+                .map_err(|c| Error::internal(format!("tensor {}: {c}", t.key)))?;
+        }
+        t.dirty_chunks.insert(id);
+        if let Some(r) = t.chunk_ids.rows.last_mut() {
+            r.1 = t.meta.length;
         }
         if let Some(c) = &mut t.creds {
             c.push(0);

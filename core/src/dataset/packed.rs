@@ -93,7 +93,7 @@ impl Dataset {
     /// as the shape says; for text, UTF-8; for json, JSON text as
     /// [`crate::format::json::to_compact`] writes it (text and json rows have shape
     /// `[1]`).
-    pub async fn extend_packed(&mut self, tensor: &str, rows: PackedRows) -> Result<()> {
+    pub async fn extend_packed(&mut self, tensor: &str, mut rows: PackedRows) -> Result<()> {
         self.check_writable()?;
         self.ensure_lease().await?;
         let key = self.key_of(tensor)?;
@@ -227,21 +227,38 @@ impl Dataset {
                 .tensors
                 .get_mut(&key)
                 .ok_or_else(|| Error::not_found("tensor", tensor))?;
-            let it = (0..n).map(|i| {
-                let s: &[u32] = if rows.empty[i] { &zeros } else { &rows.shape };
-                (s, rows.row(i))
-            });
-            append_rows(
-                &store,
-                &self.locator,
-                &mut self.writer,
-                &node,
-                t,
-                it,
-                n,
-                &bounds,
-            )
-            .await?;
+            // Rows of one size (scalars without nulls) go in as runs.
+            let item = rows.ends[0];
+            let uniform = !rows.any_empty
+                && rows
+                    .ends
+                    .iter()
+                    .enumerate()
+                    .all(|(i, e)| *e == (i + 1) * item);
+            if uniform {
+                let fixed = FixedRows {
+                    shape: rows.shape.clone(),
+                    data: std::mem::take(&mut rows.data),
+                    n,
+                };
+                append_fixed(&store, &self.locator, &mut self.writer, &node, t, &fixed).await?;
+            } else {
+                let it = (0..n).map(|i| {
+                    let s: &[u32] = if rows.empty[i] { &zeros } else { &rows.shape };
+                    (s, rows.row(i))
+                });
+                append_rows(
+                    &store,
+                    &self.locator,
+                    &mut self.writer,
+                    &node,
+                    t,
+                    it,
+                    n,
+                    &bounds,
+                )
+                .await?;
+            }
         }
         for (ck, fixed) in companions {
             if let Some(c) = self.tensors.get_mut(&ck) {

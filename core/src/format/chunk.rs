@@ -434,9 +434,68 @@ impl ChunkBuilder {
             zeros.set_last(to_u32(n_before as usize - 1));
             self.shapes.push(zeros);
         }
+        // The common case, a sample of the last row's shape, only moves that row's
+        // last index: no row is built for it.
+        let n_shapes = rle::num_samples(&self.shapes);
+        if let Some(last) = self.shapes.last_mut()
+            && last.len() == shape.len() + 1
+            && last[..shape.len()] == *shape
+            && let Ok(n) = u32::try_from(n_shapes)
+        {
+            last.set_last(n);
+            return Ok(());
+        }
         let mut row = shape.to_vec();
         row.push(0);
         rle::push(&mut self.shapes, row);
+        Ok(())
+    }
+
+    /// Appends `n` samples of one shape whose bytes, `bytes.len() / n` each, lie back
+    /// to back: one run in each table, one copy. Errors like [`ChunkBuilder::try_push`],
+    /// changing nothing.
+    pub fn try_push_run(
+        &mut self,
+        shape: &[u32],
+        bytes: &[u8],
+        n: usize,
+    ) -> Result<(), Corruption> {
+        if n == 0 {
+            return Ok(());
+        }
+        let item = bytes.len() / n;
+        if item * n != bytes.len() {
+            return Err(Corruption::new("chunk builder: a run of unequal samples"));
+        }
+        let fits = u32::try_from(self.data.len() + bytes.len()).is_ok()
+            && rle::num_samples(&self.byte_positions) + n as u64 <= u64::from(u32::MAX);
+        if !fits {
+            return Err(Corruption::new(
+                "chunk builder: chunk would exceed 4 GiB or 2^32 samples",
+            ));
+        }
+        self.try_push(shape, &bytes[..item])?;
+        if n == 1 {
+            return Ok(());
+        }
+        // The first sample made (or continued) a row of this size and shape in both
+        // tables, ending at the chunk's end: the others extend those rows.
+        let last = u32::try_from(rle::num_samples(&self.byte_positions) - 1 + (n as u64 - 1))
+            .map_err(|_| Corruption::new("chunk builder: chunk already holds 2^32 samples"))?;
+        match (self.byte_positions.last_mut(), self.shapes.last_mut()) {
+            (Some(bp), Some(sh)) if bp[0] as usize == item => {
+                bp[2] = last;
+                sh.set_last(last);
+            }
+            _ => {
+                // A builder without tables of its own (a tile): one by one.
+                for k in 1..n {
+                    self.try_push(shape, &bytes[k * item..(k + 1) * item])?;
+                }
+                return Ok(());
+            }
+        }
+        self.data.extend_from_slice(&bytes[item..]);
         Ok(())
     }
 
@@ -628,6 +687,47 @@ fn shape_gap(local: usize) -> Corruption {
 
 #[cfg(test)]
 mod tests {
+
+    fn encoded(b: &ChunkBuilder) -> Vec<u8> {
+        b.encode_with_data(&b.data.contiguous())
+    }
+
+    #[test]
+    fn a_run_is_the_same_chunk_as_its_samples_one_by_one() {
+        // Runs after samples of another shape, of another size, and of the same kind.
+        let prefixes: [&[(&[u32], &[u8])]; 4] = [
+            &[],
+            &[(&[1], &[9, 9, 9, 9])],
+            &[(&[1], &[1, 2])],
+            &[(&[2], &[5, 6, 7, 8])],
+        ];
+        for prefix in prefixes {
+            for n in [1usize, 2, 7] {
+                let data: Vec<u8> = (0..(n * 4) as u8).collect();
+                let mut one = ChunkBuilder::default();
+                let mut run = ChunkBuilder::default();
+                for (shape, bytes) in prefix {
+                    one.push(shape, bytes);
+                    run.push(shape, bytes);
+                }
+                for k in 0..n {
+                    one.push(&[1], &data[k * 4..(k + 1) * 4]);
+                }
+                run.try_push_run(&[1], &data, n).unwrap();
+                assert_eq!(encoded(&one), encoded(&run), "prefix {prefix:?}, n {n}");
+                assert_eq!(one.num_samples(), run.num_samples());
+            }
+        }
+        let mut b = ChunkBuilder::default();
+        b.push(&[1, 1], &[0]);
+        let before = encoded(&b);
+        assert!(b.try_push_run(&[1], &[1, 2], 2).is_err(), "rank differs");
+        assert!(
+            b.try_push_run(&[1, 1], &[1, 2, 3], 2).is_err(),
+            "unequal samples"
+        );
+        assert_eq!(encoded(&b), before, "a refused run changes nothing");
+    }
 
     #[test]
     fn header_then_data_is_the_whole_chunk() {
