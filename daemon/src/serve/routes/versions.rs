@@ -256,7 +256,7 @@ pub async fn diff(
     let b = parse_ref(q.to.as_deref())?;
     let ds = state.read(&name, None).await?;
     let d = ds.diff(a.as_ref(), b.as_ref()).await?;
-    Ok(Json(d.to_json()))
+    Ok(Json(d.to_3x_json()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
