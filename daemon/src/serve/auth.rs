@@ -153,7 +153,9 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header is not a bearer token"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header is not a bearer token")
+            })?;
         match tokens.lookup(token) {
             Some(g) => {
                 tracing::debug!(token = %g.name, "authorized");

@@ -6,8 +6,8 @@
 //! their detail and answered with a generic message, so paths and backend text never
 //! reach a client.
 
-use axum::extract::{FromRequest, FromRequestParts};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use deeplake_core::Error;

@@ -59,7 +59,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let d = self.data.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP deeplake_http_requests_total HTTP requests answered.");
+        let _ = writeln!(
+            out,
+            "# HELP deeplake_http_requests_total HTTP requests answered."
+        );
         let _ = writeln!(out, "# TYPE deeplake_http_requests_total counter");
         for ((m, r, s), n) in &d.requests {
             let _ = writeln!(
@@ -72,7 +75,10 @@ impl Metrics {
             out,
             "# HELP deeplake_http_request_duration_seconds Time to answer HTTP requests."
         );
-        let _ = writeln!(out, "# TYPE deeplake_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# TYPE deeplake_http_request_duration_seconds histogram"
+        );
         for ((m, r), h) in &d.latency {
             let r = escape(r);
             for (k, b) in BUCKETS.iter().enumerate() {

@@ -173,7 +173,9 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .merge(routes::versions::router())
         .merge(routes::query::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.body_bytes,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(limits.body_bytes))
         .layer(layers)
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -66,6 +66,9 @@ pub fn parse_ref(s: Option<&str>) -> Result<Option<Ref>, ApiError> {
         .transpose()
 }
 
+/// A dataset name and the ref it was opened at (empty for the head of `main`).
+type CacheKey = (DatasetName, String);
+
 /// A query result kept for paging.
 pub struct StoredResult {
     pub dataset: DatasetName,
@@ -84,7 +87,7 @@ pub struct Inner {
     pub storage: StoreOptions,
     pub tokens: Tokens,
     pub metrics: Metrics,
-    cache: Mutex<HashMap<(DatasetName, String), (Arc<Dataset>, Instant)>>,
+    cache: Mutex<HashMap<CacheKey, (Arc<Dataset>, Instant)>>,
     results: Mutex<Vec<(String, Arc<StoredResult>)>>,
 }
 
@@ -115,8 +118,15 @@ impl AppState {
     }
 
     /// A read-only handle at `r` (the head of `main` when `None`), cached.
-    pub async fn read(&self, name: &DatasetName, r: Option<&Ref>) -> Result<Arc<Dataset>, ApiError> {
-        let key = (name.clone(), r.map(|r| r.as_str().to_owned()).unwrap_or_default());
+    pub async fn read(
+        &self,
+        name: &DatasetName,
+        r: Option<&Ref>,
+    ) -> Result<Arc<Dataset>, ApiError> {
+        let key = (
+            name.clone(),
+            r.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        );
         if let Some(ds) = self.cached(&key) {
             return Ok(ds);
         }
@@ -140,7 +150,7 @@ impl AppState {
         Ok(ds)
     }
 
-    fn cached(&self, key: &(DatasetName, String)) -> Option<Arc<Dataset>> {
+    fn cached(&self, key: &CacheKey) -> Option<Arc<Dataset>> {
         let cache = lock(&self.inner.cache);
         cache
             .get(key)

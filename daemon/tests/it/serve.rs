@@ -18,8 +18,8 @@ struct Server {
 
 async fn demo(root: &std::path::Path, name: &str) {
     let path = root.join(name).to_string_lossy().into_owned();
-    let parsed = Cli::try_parse_from(["deeplake", "demo", &path, "--rows", "12", "--size", "16"])
-        .unwrap();
+    let parsed =
+        Cli::try_parse_from(["deeplake", "demo", &path, "--rows", "12", "--size", "16"]).unwrap();
     let Command::Demo(a) = parsed.command else {
         panic!("not demo")
     };
@@ -48,11 +48,7 @@ fn tokens() -> Tokens {
 async fn server(tokens: Tokens) -> Server {
     let root = tempfile::tempdir().unwrap();
     demo(root.path(), "d").await;
-    let state = AppState::new(
-        &root.path().to_string_lossy(),
-        Default::default(),
-        tokens,
-    );
+    let state = AppState::new(&root.path().to_string_lossy(), Default::default(), tokens);
     let limits = Limits {
         body_bytes: 4096,
         ..Limits::default()
@@ -63,7 +59,13 @@ async fn server(tokens: Tokens) -> Server {
     }
 }
 
-async fn send(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Vec<u8>, String) {
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Vec<u8>, String) {
     let mut b = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
@@ -82,20 +84,34 @@ async fn send(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, 
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, bytes.to_vec(), ctype)
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     call_as(app, method, uri, None, body).await
 }
 
-async fn call_as(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+async fn call_as(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let (s, b, _) = send(app, method, uri, token, body).await;
     let v = if b.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
+        serde_json::from_slice(&b)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
     };
     (s, v)
 }
@@ -149,7 +165,12 @@ async fn datasets_create_list_info_delete() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["length"], 12);
     assert_eq!(v["branch"], "main");
-    let images = v["tensors"].as_array().unwrap().iter().find(|t| t["name"] == "images").unwrap();
+    let images = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "images")
+        .unwrap();
     assert_eq!(images["htype"], "image");
     assert_eq!(images["length"], 12);
     assert_eq!(images["sample_compression"], "jpeg");
@@ -180,7 +201,13 @@ async fn tensors_create_get_delete() {
     let (st, v) = call(&s.app, "GET", "/datasets/d/tensors/labels", None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["class_names"].as_array().unwrap().len(), 4);
-    let (st, v) = call(&s.app, "POST", "/datasets/d/tensors", Some(json!({"name": "a/../b", "htype": "generic"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/tensors",
+        Some(json!({"name": "a/../b", "htype": "generic"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     let (st, _) = call(&s.app, "DELETE", "/datasets/d/tensors/scores", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
@@ -191,20 +218,44 @@ async fn tensors_create_get_delete() {
 #[tokio::test]
 async fn samples_as_json_slices_and_raw_jpeg() {
     let s = server(Tokens::default()).await;
-    let (st, v) = call(&s.app, "GET", "/datasets/d/tensors/captions/samples/0", None).await;
+    let (st, v) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/captions/samples/0",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert!(v.is_string(), "{v}");
-    let (st, v) = call(&s.app, "GET", "/datasets/d/tensors/labels/samples?start=2&end=5", None).await;
+    let (st, v) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/labels/samples?start=2&end=5",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["samples"].as_array().unwrap().len(), 3);
     let (st, v) = call(&s.app, "GET", "/datasets/d/tensors/images/samples/1", None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["shape"], json!([16, 16, 3]));
-    let (st, body, ctype) = send(&s.app, "GET", "/datasets/d/tensors/images/samples/1?format=raw", None, None).await;
+    let (st, body, ctype) = send(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/images/samples/1?format=raw",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(ctype, "image/jpeg");
     assert_eq!(&body[..2], &[0xff, 0xd8]);
-    let ds = Dataset::open(&s.root.path().join("d").to_string_lossy(), OpenOptions::default()).await.unwrap();
+    let ds = Dataset::open(
+        &s.root.path().join("d").to_string_lossy(),
+        OpenOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(body, ds.read_stored("images", 1).await.unwrap().1.to_vec());
 
     let (st, v) = call(&s.app, "GET", "/datasets/d/tensors/images/samples/12", None).await;
@@ -212,13 +263,31 @@ async fn samples_as_json_slices_and_raw_jpeg() {
     assert_error(&v, "not_found");
     let (st, _) = call(&s.app, "GET", "/datasets/d/tensors/images/samples/x", None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let (st, _) = call(&s.app, "GET", "/datasets/d/tensors/images/samples/0?format=bmp", None).await;
+    let (st, _) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/images/samples/0?format=bmp",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let (st, _) = call(&s.app, "GET", "/datasets/d/tensors/labels/samples?start=5&end=2", None).await;
+    let (st, _) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/labels/samples?start=5&end=2",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, _) = call(&s.app, "GET", "/datasets/d/tensors/nope/samples/0", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    let (st, v) = call(&s.app, "GET", "/datasets/d/tensors/labels/samples/0?ref=nope", None).await;
+    let (st, v) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/labels/samples/0?ref=nope",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
 }
 
@@ -232,7 +301,9 @@ async fn set_caption(root: &std::path::Path, branch: &str, row: u64, text: &str)
     )
     .await
     .unwrap();
-    ds.update("captions", row, Sample::Text(text.to_owned())).await.unwrap();
+    ds.update("captions", row, Sample::Text(text.to_owned()))
+        .await
+        .unwrap();
     ds.close().await.unwrap();
 }
 
@@ -243,30 +314,78 @@ async fn versions_commit_log_branches_tags_diff_merge() {
     assert_eq!(st, StatusCode::OK);
     let first = log0.as_array().unwrap().len();
 
-    let (st, v) = call(&s.app, "POST", "/datasets/d/branches", Some(json!({"name": "alt"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/branches",
+        Some(json!({"name": "alt"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    let (st, v) = call(&s.app, "POST", "/datasets/d/branches", Some(json!({"name": "../x"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/branches",
+        Some(json!({"name": "../x"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     let (st, v) = call(&s.app, "GET", "/datasets/d/branches", None).await;
     assert_eq!(st, StatusCode::OK);
     assert!(v["branches"]["alt"].is_string(), "{v}");
 
     set_caption(s.root.path(), "alt", 0, "alt caption").await;
-    let (st, v) = call(&s.app, "POST", "/datasets/d/commit", Some(json!({"message": "on alt", "branch": "alt"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/commit",
+        Some(json!({"message": "on alt", "branch": "alt"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let alt_commit = v["commit"].as_str().unwrap().to_owned();
-    let (_, v) = call(&s.app, "GET", "/datasets/d/tensors/captions/samples/0?ref=alt", None).await;
+    let (_, v) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/captions/samples/0?ref=alt",
+        None,
+    )
+    .await;
     assert_eq!(v, json!("alt caption"));
-    let (_, v) = call(&s.app, "GET", &format!("/datasets/d/log?ref={alt_commit}"), None).await;
+    let (_, v) = call(
+        &s.app,
+        "GET",
+        &format!("/datasets/d/log?ref={alt_commit}"),
+        None,
+    )
+    .await;
     assert!(v.as_array().unwrap().len() > first);
 
-    let (st, v) = call(&s.app, "POST", "/datasets/d/tags", Some(json!({"name": "v1", "commit": alt_commit}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/tags",
+        Some(json!({"name": "v1", "commit": alt_commit})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (_, v) = call(&s.app, "GET", "/datasets/d/tags", None).await;
     assert_eq!(v["tags"]["v1"], json!(alt_commit));
-    let (st, _) = call(&s.app, "POST", "/datasets/d/tags", Some(json!({"name": "v1", "commit": alt_commit}))).await;
+    let (st, _) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/tags",
+        Some(json!({"name": "v1", "commit": alt_commit})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CONFLICT);
-    let (_, v) = call(&s.app, "GET", "/datasets/d/tensors/captions/samples/0?ref=v1", None).await;
+    let (_, v) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/captions/samples/0?ref=v1",
+        None,
+    )
+    .await;
     assert_eq!(v, json!("alt caption"));
 
     let (st, v) = call(&s.app, "GET", "/datasets/d/diff?from=alt", None).await;
@@ -277,17 +396,50 @@ async fn versions_commit_log_branches_tags_diff_merge() {
 
     // Row 0 changed on both sides: the merge fails with 409 and lists the row.
     set_caption(s.root.path(), "main", 0, "main caption").await;
-    let (st, v) = call(&s.app, "POST", "/datasets/d/commit", Some(json!({"message": "on main"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/commit",
+        Some(json!({"message": "on main"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    let (st, v) = call(&s.app, "POST", "/datasets/d/merge", Some(json!({"source": "alt"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/merge",
+        Some(json!({"source": "alt"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     assert_error(&v, "conflict");
-    assert!(v["error"]["message"].as_str().unwrap().contains("captions"), "{v}");
-    let (st, v) = call(&s.app, "POST", "/datasets/d/merge", Some(json!({"source": "alt", "policy": "theirs"}))).await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("captions"),
+        "{v}"
+    );
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/merge",
+        Some(json!({"source": "alt", "policy": "theirs"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (_, v) = call(&s.app, "GET", "/datasets/d/tensors/captions/samples/0", None).await;
+    let (_, v) = call(
+        &s.app,
+        "GET",
+        "/datasets/d/tensors/captions/samples/0",
+        None,
+    )
+    .await;
     assert_eq!(v, json!("alt caption"));
-    let (st, _) = call(&s.app, "POST", "/datasets/d/merge", Some(json!({"source": "alt", "policy": "bogus"}))).await;
+    let (st, _) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/merge",
+        Some(json!({"source": "alt", "policy": "bogus"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
 
@@ -301,23 +453,53 @@ async fn query_pages_and_views() {
     assert_eq!(v["rows"].as_array().unwrap().len(), 5);
     assert!(v["rows"][0]["captions"].is_string(), "{v}");
     let id = v["result_id"].as_str().unwrap().to_owned();
-    let (st, v) = call(&s.app, "GET", &format!("/datasets/d/results/{id}?offset=10&limit=5"), None).await;
+    let (st, v) = call(
+        &s.app,
+        "GET",
+        &format!("/datasets/d/results/{id}?offset=10&limit=5"),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["rows"].as_array().unwrap().len(), 2);
     assert_eq!(v["rows"][0]["__row"], 10);
     let (st, _) = call(&s.app, "GET", "/datasets/d/results/nope", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
-    let (st, v) = call(&s.app, "POST", "/datasets/d/query", Some(json!({"query": "SELEC"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/query",
+        Some(json!({"query": "SELEC"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_error(&v, "query");
     let outside = s.root.path().join("..").to_string_lossy().into_owned();
-    let (st, v) = call(&s.app, "POST", "/datasets/d/query", Some(json!({"query": format!("SELECT * FROM \"{outside}\"")}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/query",
+        Some(json!({"query": format!("SELECT * FROM \"{outside}\"")})),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
-    let (st, _) = call(&s.app, "POST", "/datasets/d/query", Some(json!({"query": "SELECT *", "limit": 100000}))).await;
+    let (st, _) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/query",
+        Some(json!({"query": "SELECT *", "limit": 100000})),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
-    let (st, v) = call(&s.app, "POST", "/datasets/d/views", Some(json!({"id": "zeros", "query": "SELECT * WHERE labels == 0"}))).await;
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/views",
+        Some(json!({"id": "zeros", "query": "SELECT * WHERE labels == 0"})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (_, v) = call(&s.app, "GET", "/datasets/d/views", None).await;
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
@@ -350,10 +532,24 @@ async fn scopes_on_read_write_admin_routes() {
         assert_eq!(st, StatusCode::OK, "{tok}");
     }
     let commit = json!({"message": "m"});
-    let (st, v) = call_as(app, "POST", "/datasets/d/commit", Some("r"), Some(commit.clone())).await;
+    let (st, v) = call_as(
+        app,
+        "POST",
+        "/datasets/d/commit",
+        Some("r"),
+        Some(commit.clone()),
+    )
+    .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert_error(&v, "forbidden");
-    let (st, v) = call_as(app, "POST", "/datasets/d/commit", Some("w"), Some(commit.clone())).await;
+    let (st, v) = call_as(
+        app,
+        "POST",
+        "/datasets/d/commit",
+        Some("w"),
+        Some(commit.clone()),
+    )
+    .await;
     assert_ne!(st, StatusCode::FORBIDDEN, "{v}");
     let (st, _) = call_as(app, "POST", "/datasets/d/commit", Some("a"), Some(commit)).await;
     assert_ne!(st, StatusCode::FORBIDDEN);
@@ -371,7 +567,12 @@ async fn scopes_on_read_write_admin_routes() {
     assert_eq!(st, StatusCode::OK);
     assert!(ctype.starts_with("text/plain"));
     let text = String::from_utf8(text).unwrap();
-    assert!(text.contains("deeplake_http_requests_total{method=\"GET\",route=\"/datasets/{name}\",status=\"200\"}"), "{text}");
+    assert!(
+        text.contains(
+            "deeplake_http_requests_total{method=\"GET\",route=\"/datasets/{name}\",status=\"200\"}"
+        ),
+        "{text}"
+    );
     assert!(text.contains("deeplake_http_request_duration_seconds_bucket"));
 
     // A token limited to `d` sees only `d`.

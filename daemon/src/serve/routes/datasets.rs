@@ -17,7 +17,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/datasets", get(list).post(create))
         .route("/datasets/{name}", get(info).delete(delete))
-        .route("/datasets/{name}/tensors", axum::routing::post(create_tensor))
+        .route(
+            "/datasets/{name}/tensors",
+            axum::routing::post(create_tensor),
+        )
         .route(
             "/datasets/{name}/tensors/{tensor}",
             get(tensor_info).delete(delete_tensor),

@@ -29,7 +29,10 @@ pub fn router() -> Router<AppState> {
         .route("/datasets/{name}/query", post(run))
         .route("/datasets/{name}/results/{id}", get(page))
         .route("/datasets/{name}/views", get(list_views).post(save_view))
-        .route("/datasets/{name}/views/{id}", get(load_view).delete(delete_view))
+        .route(
+            "/datasets/{name}/views/{id}",
+            get(load_view).delete(delete_view),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -100,7 +103,11 @@ fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
     Ok(l)
 }
 
-async fn render_page(r: &StoredResult, offset: usize, limit: usize) -> Result<Vec<Value>, ApiError> {
+async fn render_page(
+    r: &StoredResult,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<Value>, ApiError> {
     let res = &r.result;
     let ds = &r.dataset_handle;
     let end = offset.saturating_add(limit).min(res.rows.len());
@@ -109,7 +116,11 @@ async fn render_page(r: &StoredResult, offset: usize, limit: usize) -> Result<Ve
         .sources
         .iter()
         .position(|s| s.url == ds.url() && s.node == ds.node_id().as_str());
-    let tensors = if res.star { ds.tensor_names() } else { Vec::new() };
+    let tensors = if res.star {
+        ds.tensor_names()
+    } else {
+        Vec::new()
+    };
     let mut rows = Vec::with_capacity(end - start);
     for k in start..end {
         let (src, row) = res.rows[k];
@@ -263,7 +274,9 @@ pub async fn list_views(
     caller.require(Scope::Read, Some(name.as_str()))?;
     let ds = state.read(&name, None).await?;
     let views = ds.list_views().await?;
-    Ok(Json(views.into_iter().map(|v| Value::Object(v.info)).collect()))
+    Ok(Json(
+        views.into_iter().map(|v| Value::Object(v.info)).collect(),
+    ))
 }
 
 /// A saved view: its entry and its source rows.

@@ -21,7 +21,10 @@ pub const MAX_SLICE: u64 = 1000;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/datasets/{name}/tensors/{tensor}/samples", get(slice))
-        .route("/datasets/{name}/tensors/{tensor}/samples/{index}", get(one))
+        .route(
+            "/datasets/{name}/tensors/{tensor}/samples/{index}",
+            get(one),
+        )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -22,7 +22,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/datasets/{name}/log", get(log))
         .route("/datasets/{name}/commit", post(commit))
-        .route("/datasets/{name}/branches", get(branches).post(create_branch))
+        .route(
+            "/datasets/{name}/branches",
+            get(branches).post(create_branch),
+        )
         .route("/datasets/{name}/tags", get(tags).post(create_tag))
         .route("/datasets/{name}/diff", get(diff))
         .route("/datasets/{name}/merge", post(merge))
