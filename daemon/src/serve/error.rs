@@ -52,6 +52,16 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// The thing a create names exists already. Core reports that as invalid input;
+    /// to a client of this API it is a conflict with the current state.
+    pub fn exists(what: &str, name: &str) -> Self {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("{what} {name:?} already exists"),
+        )
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }

@@ -326,6 +326,15 @@ async fn versions_commit_log_branches_tags_diff_merge() {
         &s.app,
         "POST",
         "/datasets/d/branches",
+        Some(json!({"name": "alt"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_error(&v, "conflict");
+    let (st, v) = call(
+        &s.app,
+        "POST",
+        "/datasets/d/branches",
         Some(json!({"name": "../x"})),
     )
     .await;
@@ -493,13 +502,20 @@ async fn query_pages_and_views() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
+    // As in 3.x, a view needs a committed head; the demo leaves its rows uncommitted.
+    let view = json!({"id": "zeros", "query": "SELECT * WHERE labels == 0"});
+    let (st, v) = call(&s.app, "POST", "/datasets/d/views", Some(view.clone())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_error(&v, "invalid_input");
     let (st, v) = call(
         &s.app,
         "POST",
-        "/datasets/d/views",
-        Some(json!({"id": "zeros", "query": "SELECT * WHERE labels == 0"})),
+        "/datasets/d/commit",
+        Some(json!({"message": "demo rows"})),
     )
     .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = call(&s.app, "POST", "/datasets/d/views", Some(view)).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (_, v) = call(&s.app, "GET", "/datasets/d/views", None).await;
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");

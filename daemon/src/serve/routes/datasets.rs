@@ -236,6 +236,16 @@ pub async fn create_tensor(
     opts.chunk_compression = body.chunk_compression;
     opts.class_names = body.class_names;
     let mut ds = state.write(&name, branch).await?;
+    let t = tensor.as_str();
+    if ds
+        .tensor_names()
+        .iter()
+        .chain(&ds.hidden_tensor_names())
+        .any(|n| n == t)
+    {
+        state.finish(&name, ds, Ok(())).await?;
+        return Err(ApiError::exists("tensor", t));
+    }
     let result = async {
         ds.create_tensor(tensor.as_str(), opts).await?;
         ds.flush().await

@@ -169,6 +169,10 @@ pub async fn create_branch(
     let new: BranchName = body.name.parse()?;
     let from = branch_of(body.from.as_deref())?;
     let mut ds = state.write(&name, from).await?;
+    if ds.branch_head(new.as_str()).is_some() {
+        state.finish(&name, ds, Ok(())).await?;
+        return Err(ApiError::exists("branch", new.as_str()));
+    }
     let result = ds.checkout(new.as_str(), true).await;
     let base = ds.commit_id();
     state.finish(&name, ds, result).await?;
@@ -228,6 +232,9 @@ pub async fn create_tag(
     let mut opts = state.open_options();
     opts.read_only = true;
     let mut ds = deeplake_core::Dataset::open(&state.url(&name), opts).await?;
+    if ds.tags().contains_key(tag.as_str()) {
+        return Err(ApiError::exists("tag", tag.as_str()));
+    }
     let commit = ds.tag(tag.as_str(), body.commit.as_deref()).await;
     state.invalidate(&name);
     let commit = commit?;
