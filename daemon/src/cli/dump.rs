@@ -67,7 +67,7 @@ pub fn parse_rows(spec: Option<&str>, len: u64) -> anyhow::Result<std::ops::Rang
     Ok(r)
 }
 
-fn nested(a: &NdArray) -> Value {
+pub(crate) fn nested(a: &NdArray) -> Value {
     fn rec(a: &NdArray, dim: usize, offset: &mut usize) -> Value {
         if dim == a.shape.len() {
             let s = a.dtype.size();

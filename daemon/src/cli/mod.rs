@@ -14,6 +14,7 @@ pub mod merge;
 pub mod query;
 pub mod reset;
 pub mod tag;
+pub mod token;
 
 use std::io::Write;
 
@@ -90,6 +91,10 @@ pub enum Command {
     Reset(reset::ResetArgs),
     /// List the storage that no branch, tag or saved view reaches; delete it with --delete.
     Gc(gc::GcArgs),
+    /// Serve every dataset under a storage root over HTTP.
+    Serve(crate::serve::ServeArgs),
+    /// Token helpers for `serve` (hash a token for the config).
+    Token(token::TokenArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -110,6 +115,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,
         Command::Gc(a) => gc::run(&a, &mut out).await?,
+        Command::Serve(a) => crate::serve::run(&a, &mut out).await?,
+        Command::Token(a) => token::run(&a, &mut out)?,
     }
     out.flush()?;
     Ok(())

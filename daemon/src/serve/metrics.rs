@@ -1,0 +1,132 @@
+//! Request counts and latency histograms per route, in Prometheus text format.
+//!
+//! Routes are labelled by their matched pattern (`/datasets/{name}`), never by the raw
+//! path, so label sets stay bounded whatever clients send; unmatched requests share the
+//! label `unmatched`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::state::AppState;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Data {
+    requests: BTreeMap<(String, String, u16), u64>,
+    latency: BTreeMap<(String, String), Histogram>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    data: Mutex<Data>,
+}
+
+impl Metrics {
+    fn observe(&self, method: &str, route: &str, status: u16, secs: f64) {
+        let mut d = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        *d.requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
+        let h = d
+            .latency
+            .entry((method.to_owned(), route.to_owned()))
+            .or_default();
+        for (k, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[k] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let d = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP deeplake_http_requests_total HTTP requests answered."
+        );
+        let _ = writeln!(out, "# TYPE deeplake_http_requests_total counter");
+        for ((m, r, s), n) in &d.requests {
+            let _ = writeln!(
+                out,
+                "deeplake_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}",
+                escape(r)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP deeplake_http_request_duration_seconds Time to answer HTTP requests."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE deeplake_http_request_duration_seconds histogram"
+        );
+        for ((m, r), h) in &d.latency {
+            let r = escape(r);
+            for (k, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "deeplake_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"{b}\"}} {}",
+                    h.counts[k]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "deeplake_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "deeplake_http_request_duration_seconds_sum{{method=\"{m}\",route=\"{r}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "deeplake_http_request_duration_seconds_count{{method=\"{m}\",route=\"{r}\"}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Middleware recording each request's route, status and latency.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state.inner.metrics.observe(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}

@@ -1,0 +1,8 @@
+//! The HTTP routes, one file per resource. Each file's `router()` lists its routes
+//! next to their handlers; `serve::router` merges them.
+
+pub mod datasets;
+pub mod query;
+pub mod samples;
+pub mod system;
+pub mod versions;

@@ -1,0 +1,318 @@
+//! TQL over HTTP: run a query on one dataset, page through its result, and save,
+//! list, load and delete views.
+//!
+//! A query runs on the dataset named in the path only: a FROM naming a dataset URL is
+//! refused, since it could read storage outside the served root. Results are kept in
+//! memory under a random id for paging until the dataset is written or newer results
+//! push them out.
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use deeplake_core::tql::ast::{FromClause, Query as Tql};
+use deeplake_core::tql::{self, QueryOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::samples::sample_json;
+use crate::serve::auth::{Caller, Scope};
+use crate::serve::error::{ApiError, ErrorBody, Json, Path, Query};
+use crate::serve::state::{AppState, DatasetName, StoredResult, is_segment, parse_ref};
+
+/// Rows a page holds by default, and at most.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/datasets/{name}/query", post(run))
+        .route("/datasets/{name}/results/{id}", get(page))
+        .route("/datasets/{name}/views", get(list_views).post(save_view))
+        .route(
+            "/datasets/{name}/views/{id}",
+            get(load_view).delete(delete_view),
+        )
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub query: String,
+    /// Rows of the first page (default 100, at most 1000).
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+    /// Branch, commit id or tag to query (default: the head of `main`).
+    #[serde(rename = "ref")]
+    pub r#ref: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryPage {
+    /// Id of the kept result: `GET /datasets/{name}/results/{id}` pages through it.
+    pub result_id: String,
+    pub total: usize,
+    pub offset: usize,
+    /// One object per row: `__row` (the source row), the select list's columns, and
+    /// for `SELECT *` every tensor's sample.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Value>,
+    pub explain: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageParams {
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+/// Refuses a query that names any dataset in FROM (module docs say why).
+fn check_sources(q: &Tql) -> Result<(), ApiError> {
+    fn from(fc: &FromClause) -> Result<(), ApiError> {
+        match fc {
+            FromClause::Source { .. } => Err(ApiError::bad_request(
+                "FROM may not name a dataset here: the query runs on the dataset in the path",
+            )),
+            FromClause::Subquery { query, .. } => check_sources(query),
+            FromClause::Join { left, right, .. } => {
+                from(left)?;
+                from(right)
+            }
+            FromClause::Diff { .. } => Ok(()),
+        }
+    }
+    match q {
+        Tql::Select(s) => s.from.as_ref().map_or(Ok(()), from),
+        Tql::Set { left, right, .. } => {
+            check_sources(left)?;
+            check_sources(right)
+        }
+        Tql::Explain(q) => check_sources(q),
+    }
+}
+
+fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
+    let l = limit.unwrap_or(DEFAULT_LIMIT);
+    if l > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit {l} is above the most a page holds, {MAX_LIMIT}"
+        )));
+    }
+    Ok(l)
+}
+
+async fn render_page(
+    r: &StoredResult,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<Value>, ApiError> {
+    let res = &r.result;
+    let ds = &r.dataset_handle;
+    let end = offset.saturating_add(limit).min(res.rows.len());
+    let start = offset.min(end);
+    let main = res
+        .sources
+        .iter()
+        .position(|s| s.url == ds.url() && s.node == ds.node_id().as_str());
+    let tensors = if res.star {
+        ds.tensor_names()
+    } else {
+        Vec::new()
+    };
+    let mut rows = Vec::with_capacity(end - start);
+    for k in start..end {
+        let (src, row) = res.rows[k];
+        let mut m = Map::new();
+        m.insert("__row".into(), json!(row));
+        if Some(src as usize) == main {
+            for t in &tensors {
+                let s = ds.read(t, row).await?;
+                m.insert(t.clone(), sample_json(&s));
+            }
+        }
+        for (c, vals) in &res.columns {
+            if let Some(v) = vals.get(k) {
+                m.insert(c.clone(), v.to_json());
+            }
+        }
+        rows.push(Value::Object(m));
+    }
+    Ok(rows)
+}
+
+/// Runs a TQL query on the dataset; answers the first page and a result id.
+#[utoipa::path(post, path = "/datasets/{name}/query", tag = "query", params(("name" = String, Path)),
+    request_body = QueryRequest,
+    responses((status = 200, body = QueryPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn run(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<QueryRequest>,
+) -> Result<Json<QueryPage>, ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Read, Some(name.as_str()))?;
+    let limit = limit_of(body.limit)?;
+    let offset = body.offset.unwrap_or(0);
+    let parsed = tql::parser::parse(&body.query)?;
+    check_sources(&parsed)?;
+    let r = parse_ref(body.r#ref.as_deref())?;
+    let ds = state.read(&name, r.as_ref()).await?;
+    let opts = QueryOptions {
+        seed: body.seed,
+        storage: state.inner.storage.clone(),
+    };
+    let result = tql::query(&ds, &body.query, &opts).await?;
+    let explain = result.explain.clone();
+    let stored = StoredResult {
+        dataset: name,
+        query: body.query,
+        result,
+        dataset_handle: ds,
+    };
+    let rows = render_page(&stored, offset, limit).await?;
+    let total = stored.result.rows.len();
+    let result_id = state.keep_result(stored);
+    Ok(Json(QueryPage {
+        result_id,
+        total,
+        offset,
+        rows,
+        explain,
+    }))
+}
+
+/// Another page of a kept query result.
+#[utoipa::path(get, path = "/datasets/{name}/results/{id}", tag = "query",
+    params(("name" = String, Path), ("id" = String, Path), PageParams),
+    responses((status = 200, body = QueryPage), (status = 404, body = ErrorBody)))]
+pub async fn page(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<PageParams>,
+) -> Result<Json<QueryPage>, ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Read, Some(name.as_str()))?;
+    let limit = limit_of(q.limit)?;
+    let offset = q.offset.unwrap_or(0);
+    let r = state
+        .result(&id)
+        .filter(|r| r.dataset == name)
+        .ok_or_else(|| ApiError::not_found("no such query result (results expire on writes)"))?;
+    let rows = render_page(&r, offset, limit).await?;
+    Ok(Json(QueryPage {
+        result_id: id,
+        total: r.result.rows.len(),
+        offset,
+        rows,
+        explain: r.result.explain.clone(),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveView {
+    /// The view's id.
+    pub id: String,
+    /// The query whose rows the view keeps; it runs on the last commit of `main`.
+    pub query: String,
+    pub message: Option<String>,
+}
+
+fn view_id(id: &str) -> Result<&str, ApiError> {
+    if is_segment(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "view id {id:?} is not valid: 1..=128 of letters, digits, '_', '-', '.'"
+        )))
+    }
+}
+
+/// Runs a query and saves its rows as a view.
+#[utoipa::path(post, path = "/datasets/{name}/views", tag = "views", params(("name" = String, Path)),
+    request_body = SaveView,
+    responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn save_view(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<SaveView>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Write, Some(name.as_str()))?;
+    let id = view_id(&body.id)?;
+    check_sources(&tql::parser::parse(&body.query)?)?;
+    let mut opts = state.open_options();
+    opts.read_only = true;
+    let ds = deeplake_core::Dataset::open(&state.url(&name), opts.clone()).await?;
+    let qopts = QueryOptions {
+        seed: 0,
+        storage: state.inner.storage.clone(),
+    };
+    let res = tql::query(&ds, &body.query, &qopts).await?;
+    let view = res
+        .save_view(&ds, id, body.message.as_deref(), Some(&body.query), &opts)
+        .await;
+    state.invalidate(&name);
+    let view = view?;
+    Ok((StatusCode::CREATED, Json(Value::Object(view.info))))
+}
+
+/// The saved views' entries.
+#[utoipa::path(get, path = "/datasets/{name}/views", tag = "views", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<Object>), (status = 404, body = ErrorBody)))]
+pub async fn list_views(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Read, Some(name.as_str()))?;
+    let ds = state.read(&name, None).await?;
+    let views = ds.list_views().await?;
+    Ok(Json(
+        views.into_iter().map(|v| Value::Object(v.info)).collect(),
+    ))
+}
+
+/// A saved view: its entry and its source rows.
+#[utoipa::path(get, path = "/datasets/{name}/views/{id}", tag = "views",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub async fn load_view(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Read, Some(name.as_str()))?;
+    let id = view_id(&id)?;
+    let ds = state.read(&name, None).await?;
+    let v = ds.load_view(id, &state.open_options()).await?;
+    Ok(Json(json!({"info": v.info, "rows": v.indices})))
+}
+
+/// Deletes a saved view.
+#[utoipa::path(delete, path = "/datasets/{name}/views/{id}", tag = "views",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_view(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Write, Some(name.as_str()))?;
+    let id = view_id(&id)?;
+    let mut opts = state.open_options();
+    opts.read_only = true;
+    let ds = deeplake_core::Dataset::open(&state.url(&name), opts).await?;
+    let r = ds.delete_view(id).await;
+    state.invalidate(&name);
+    r?;
+    Ok(StatusCode::NO_CONTENT)
+}

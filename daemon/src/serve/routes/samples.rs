@@ -1,0 +1,173 @@
+//! `/datasets/{name}/tensors/{tensor}/samples`: one sample or a slice, decoded to
+//! JSON, or one sample's stored bytes (`?format=raw`: the original JPEG of a jpeg
+//! tensor). Rendering runs on the blocking pool: arrays can be large.
+
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use deeplake_core::Sample;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::serve::auth::{Caller, Scope};
+use crate::serve::error::{ApiError, ErrorBody, Json, Path, Query};
+use crate::serve::state::{AppState, DatasetName, parse_ref};
+
+/// Rows one slice request may return.
+pub const MAX_SLICE: u64 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/datasets/{name}/tensors/{tensor}/samples", get(slice))
+        .route(
+            "/datasets/{name}/tensors/{tensor}/samples/{index}",
+            get(one),
+        )
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SampleParams {
+    #[serde(rename = "ref")]
+    pub r#ref: Option<String>,
+    /// `json` (default) or `raw` (the stored bytes of one sample).
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SliceParams {
+    #[serde(rename = "ref")]
+    pub r#ref: Option<String>,
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SampleSlice {
+    pub start: u64,
+    pub end: u64,
+    /// One JSON value per row (see `GET .../samples/{index}`).
+    #[schema(value_type = Vec<Object>)]
+    pub samples: Vec<Value>,
+}
+
+fn nested(a: &deeplake_core::NdArray) -> Value {
+    crate::cli::dump::nested(a)
+}
+
+/// A decoded sample as JSON: arrays as `{shape, dtype, data}` (data nested lists),
+/// text, JSON and lists as themselves, links as their path, empty as null.
+pub fn sample_json(s: &Sample) -> Value {
+    match s {
+        Sample::Array(a) => json!({"shape": a.shape, "dtype": a.dtype.name(), "data": nested(a)}),
+        Sample::Encoded {
+            compression, shape, ..
+        } => json!({"shape": shape, "compression": compression.name()}),
+        Sample::Text(t) => json!(t),
+        Sample::Json(v) => v.clone(),
+        Sample::List(l) => Value::Array(l.clone()),
+        Sample::Link { path, .. } => json!(path),
+        Sample::Polygons(p) => Value::Array(p.iter().map(nested).collect()),
+        Sample::Sequence(items) => Value::Array(items.iter().map(sample_json).collect()),
+        Sample::Empty => Value::Null,
+    }
+}
+
+fn check_len(len: u64, index: u64) -> Result<(), ApiError> {
+    if index >= len {
+        return Err(ApiError::not_found(format!(
+            "row {index} is out of range for a tensor of {len} rows"
+        )));
+    }
+    Ok(())
+}
+
+/// One sample, as JSON or as its stored bytes.
+#[utoipa::path(get, path = "/datasets/{name}/tensors/{tensor}/samples/{index}", tag = "samples",
+    params(("name" = String, Path), ("tensor" = String, Path), ("index" = u64, Path), SampleParams),
+    responses((status = 200, description = "the sample as JSON, or its stored bytes with format=raw", body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn one(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path((name, tensor, index)): Path<(String, String, u64)>,
+    Query(q): Query<SampleParams>,
+) -> Result<Response, ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Read, Some(name.as_str()))?;
+    let tensor: deeplake_core::ids::TensorName = tensor.parse()?;
+    let r = parse_ref(q.r#ref.as_deref())?;
+    let ds = state.read(&name, r.as_ref()).await?;
+    check_len(ds.tensor_len(tensor.as_str())?, index)?;
+    match q.format.as_deref() {
+        None | Some("json") => {
+            let s = ds.read(tensor.as_str(), index).await?;
+            let v = tokio::task::spawn_blocking(move || sample_json(&s)).await?;
+            Ok(Json(v).into_response())
+        }
+        Some("raw") => {
+            let (shape, bytes) = ds.read_stored(tensor.as_str(), index).await?;
+            let meta = ds.tensor_meta(tensor.as_str())?;
+            let ctype = match meta.sample_compression.as_deref() {
+                Some("jpeg" | "jpg") => "image/jpeg",
+                Some("png") => "image/png",
+                _ => "application/octet-stream",
+            };
+            let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+            Ok((
+                [
+                    (CONTENT_TYPE, ctype.to_owned()),
+                    (
+                        axum::http::HeaderName::from_static("x-deeplake-shape"),
+                        shape.join(","),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format {other:?} is not one of json, raw"
+        ))),
+    }
+}
+
+/// Rows `start..end` of a tensor as JSON (at most 1000).
+#[utoipa::path(get, path = "/datasets/{name}/tensors/{tensor}/samples", tag = "samples",
+    params(("name" = String, Path), ("tensor" = String, Path), SliceParams),
+    responses((status = 200, body = SampleSlice), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn slice(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Caller,
+    Path((name, tensor)): Path<(String, String)>,
+    Query(q): Query<SliceParams>,
+) -> Result<Json<SampleSlice>, ApiError> {
+    let name: DatasetName = name.parse()?;
+    caller.require(Scope::Read, Some(name.as_str()))?;
+    let tensor: deeplake_core::ids::TensorName = tensor.parse()?;
+    let r = parse_ref(q.r#ref.as_deref())?;
+    let ds = state.read(&name, r.as_ref()).await?;
+    let len = ds.tensor_len(tensor.as_str())?;
+    let start = q.start.unwrap_or(0);
+    let end = q.end.unwrap_or(len).min(len);
+    if start > end {
+        return Err(ApiError::bad_request(format!(
+            "start {start} is after end {end}"
+        )));
+    }
+    if end - start > MAX_SLICE {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_SLICE} rows per request; ask for a smaller slice"
+        )));
+    }
+    let samples = ds.read_range(tensor.as_str(), start..end).await?;
+    let samples =
+        tokio::task::spawn_blocking(move || samples.iter().map(sample_json).collect()).await?;
+    Ok(Json(SampleSlice {
+        start,
+        end,
+        samples,
+    }))
+}
