@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 pub use encode::{EncodeCtx, Prepared, StoredItem};
 pub use merge::{MergeOptions, MergeOutcome, TensorMerge};
 pub use packed::PackedRows;
-pub use read::ReadOptions;
+pub use read::{ChunkParts, ReadOptions};
 use tensor::{CompanionRole, TensorState};
 
 use crate::error::{Error, Result};
@@ -1631,6 +1631,21 @@ impl Dataset {
         let mut full = vec![samples.len()];
         full.extend(shape.unwrap_or_default());
         NdArray::new(dtype.unwrap_or(Dtype::U8), full, data)
+    }
+
+    /// Rows `range` of a tensor as the chunks that hold them, for columnar readers that
+    /// decode stored bytes in bulk: `None` when the tensor's samples are not plain bytes
+    /// (sequences, links, sample-compressed or tiled data), which read with
+    /// [`Dataset::read_range`].
+    pub async fn read_chunk_parts(
+        &self,
+        tensor: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<read::ChunkParts>> {
+        let t = self.tensor_state(tensor)?;
+        read::read_chunk_parts(self, t, range, &ReadOptions::default())
+            .await
+            .map_err(|e| with_tensor(e, tensor))
     }
 
     /// Shape of sample `index` without decoding its data.

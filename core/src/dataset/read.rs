@@ -812,3 +812,60 @@ pub(super) async fn sample_shape(ds: &Dataset, t: &TensorState, index: u64) -> R
         _ => vec![1],
     })
 }
+
+/// Rows of a tensor as whole chunks: each part is a chunk (data section decompressed)
+/// and the chunk-local sample indexes it contributes, in row order.
+pub type ChunkParts = Vec<(Arc<Chunk>, Range<usize>)>;
+
+/// The chunks holding rows `range` of a tensor whose samples are stored as plain bytes
+/// (no sequence, no link, no sample compression, no tiled sample in the range), fetched
+/// whole and concurrently; `None` for any other tensor, which must be read through
+/// [`read_samples`]. Columnar readers decode the bytes themselves, without a
+/// [`Sample`] per row.
+pub(super) async fn read_chunk_parts(
+    ds: &Dataset,
+    t: &TensorState,
+    range: Range<u64>,
+    opts: &ReadOptions,
+) -> Result<Option<ChunkParts>> {
+    let n = t.num_samples();
+    if range.start > range.end || range.end > n {
+        return Err(Error::invalid(format!(
+            "rows {}..{} are out of range for tensor {} of length {n}",
+            range.start, range.end, t.key
+        )));
+    }
+    if t.seq.is_some()
+        || t.htype.is_link
+        || t.sample_compression.is_some()
+        || t.tiles.entries.range(range.clone()).next().is_some()
+    {
+        return Ok(None);
+    }
+    let mut jobs: Vec<(u64, Range<usize>)> = Vec::new();
+    let mut i = range.start;
+    while i < range.end {
+        let (row, local) = t.chunk_ids.locate(i).ok_or_else(|| {
+            Error::corrupt(
+                format!("{}/{}", ds.store.url(), t.key),
+                format!("sample {i} is not in the chunk index"),
+            )
+        })?;
+        let id = t.chunk_ids.rows.get(row).map(|r| r.0).unwrap_or_default();
+        // Rows covered by this chunk row, clamped to the range asked for.
+        let row_end = t.chunk_ids.first_index(row + 1).min(range.end);
+        if row_end <= i {
+            return Err(Error::internal("chunk index walk made no progress"));
+        }
+        let count = usize::try_from(row_end - i)
+            .map_err(|_| Error::invalid("row range too large for this platform"))?;
+        jobs.push((id, local..local + count));
+        i = row_end;
+    }
+    let parts: ChunkParts = futures::stream::iter(jobs)
+        .map(|(id, locals)| async move { Ok::<_, Error>((fetch_chunk(ds, t, id).await?, locals)) })
+        .buffered(opts.concurrency.max(1))
+        .try_collect()
+        .await?;
+    Ok(Some(parts))
+}

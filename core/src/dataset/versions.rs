@@ -384,6 +384,10 @@ pub(super) async fn id_column(
     let mut out = Vec::new();
     for r in ranges {
         let (mut start, end) = (r.start.min(n), r.end.min(n));
+        if let Some(fast) = plain_ids(ds, ids, start..end).await? {
+            out.extend(fast);
+            continue;
+        }
         while start < end {
             let stop = end.min(start.saturating_add(ID_BATCH));
             let samples = read::read_samples(ds, ids, start..stop, &ReadOptions::default()).await?;
@@ -396,6 +400,42 @@ pub(super) async fn id_column(
                 })?);
             }
             start = stop;
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Ids of rows `range` read straight from chunk bytes, when every row is one stored
+/// uint64; `None` otherwise (the sample reader then reads them and names a bad row).
+async fn plain_ids(ds: &Dataset, ids: &TensorState, range: Range<u64>) -> Result<Option<Vec<u64>>> {
+    if ids.dtype != Some(Dtype::U64) || range.is_empty() {
+        return Ok(None);
+    }
+    let Some(parts) = read::read_chunk_parts(ds, ids, range, &ReadOptions::default()).await? else {
+        return Ok(None);
+    };
+    let one = |dims: &[u32]| dims.iter().map(|&d| u64::from(d)).product::<u64>() == 1;
+    let id = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes);
+    let mut out = Vec::new();
+    for (c, locals) in &parts {
+        if let Some((dims, 8, span)) = c.uniform_run(locals.clone())
+            && one(dims)
+            && let Some(b) = c.data.get(span)
+        {
+            out.extend(b.chunks_exact(8).filter_map(id));
+            continue;
+        }
+        for l in locals.clone() {
+            let dims_ok = c.dims(l).is_ok_and(one);
+            match c
+                .byte_range(l)
+                .ok()
+                .and_then(|r| c.data.get(r))
+                .and_then(id)
+            {
+                Some(i) if dims_ok => out.push(i),
+                _ => return Ok(None),
+            }
         }
     }
     Ok(Some(out))

@@ -129,6 +129,48 @@ impl Chunk {
         Ok(dims.unwrap_or_default().to_vec())
     }
 
+    /// Dims of the sample at `local`, borrowed from the shape table (no allocation, for
+    /// readers that walk every sample of a chunk).
+    pub fn dims(&self, local: usize) -> Result<&[u32], Corruption> {
+        let row = rle::find(&self.shapes, local as u64).ok_or_else(|| {
+            Corruption::new(format!(
+                "chunk: sample {local} out of range ({} samples in the shape table)",
+                rle::num_samples(&self.shapes)
+            ))
+        })?;
+        Ok(self
+            .shapes
+            .get(row)
+            .and_then(|r| r.split_last())
+            .map_or(&[][..], |(_, dims)| dims))
+    }
+
+    /// For samples `locals` that share one shape row and one byte-position row: their
+    /// dims, the bytes of each, and the byte range they span together (they are laid out
+    /// back to back), so a reader can take them in one slice. `None` otherwise.
+    pub fn uniform_run(
+        &self,
+        locals: std::ops::Range<usize>,
+    ) -> Option<(&[u32], usize, std::ops::Range<usize>)> {
+        let last = locals.end.checked_sub(1)?;
+        if locals.is_empty() || self.byte_positions.is_empty() {
+            return None;
+        }
+        let srow = rle::find(&self.shapes, locals.start as u64)?;
+        let brow = rle::find(&self.byte_positions, locals.start as u64)?;
+        if rle::find(&self.shapes, last as u64)? != srow
+            || rle::find(&self.byte_positions, last as u64)? != brow
+        {
+            return None;
+        }
+        let dims = self.shapes.get(srow)?.split_last()?.1;
+        let size = usize::try_from(self.byte_positions.get(brow)?[0]).ok()?;
+        let start =
+            usize::try_from(rle::sized_range(&self.byte_positions, locals.start as u64)?.0).ok()?;
+        let end = start.checked_add(size.checked_mul(locals.len())?)?;
+        Some((dims, size, start..end))
+    }
+
     /// Byte range of sample `local` inside the (decompressed) data section.
     ///
     /// A chunk without byte positions holding one sample (a tile) spans the whole data

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rayon::prelude::*;
 
 use super::ast::*;
+use super::columnar;
 use super::eval::{Bm25, Env, Row, eval, splitmix};
 use super::frame::{ColKind, Frame, NO_ROW, Source, unknown};
 use super::value::{Val, order};
@@ -377,7 +378,13 @@ impl Exec {
             .collect();
         if let Some(w) = &s.filter {
             let w = self.bind(w, &frame, &[])?;
-            let keep: Vec<usize> = {
+            let keep: Vec<usize> = if let Some(t) = columnar::predicate(&w, &frame) {
+                t.iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v == columnar::TRUE)
+                    .map(|(p, _)| p)
+                    .collect()
+            } else {
                 let env = self.env(&frame);
                 let hits = (0..frame.len())
                     .into_par_iter()
@@ -472,6 +479,10 @@ impl Exec {
                     let mut e = self.bind(expr, input, &[])?;
                     let plain: Vec<Expr> = group_by.iter().map(Expr::without_positions).collect();
                     e.replace_group_keys(&plain);
+                    if let Some(v) = columnar::aggregate(&e, input, members) {
+                        virt.push((name, v));
+                        continue;
+                    }
                     let env = self.env(input);
                     (0..members.len())
                         .into_par_iter()
@@ -510,38 +521,10 @@ impl Exec {
             .iter()
             .map(|e| self.bind(e, &input, &[]))
             .collect::<Result<Vec<_>>>()?;
-        let env = self.env(&input);
-        let row_keys = (0..input.len())
-            .into_par_iter()
-            .map(|p| {
-                keys_exprs
-                    .iter()
-                    .map(|e| {
-                        let v = eval(
-                            e,
-                            &env,
-                            Row::One {
-                                pos: p,
-                                number: p as i64,
-                            },
-                        )?;
-                        scalar_key(v, e.pos, "GROUP")
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut keys: Vec<Vec<Val>> = Vec::new();
-        let mut members: Vec<Vec<usize>> = Vec::new();
-        for (p, k) in row_keys.into_iter().enumerate() {
-            let id = k.iter().map(Val::key).collect::<Vec<_>>().join("\u{1}");
-            let g = *index.entry(id).or_insert_with(|| {
-                keys.push(k);
-                members.push(Vec::new());
-                members.len() - 1
-            });
-            members[g].push(p);
-        }
+        let (mut keys, mut members) = match columnar::group_rows(&keys_exprs, &input) {
+            Some(g) => g,
+            None => self.group_rows(&keys_exprs, &input)?,
+        };
         if s.group_by.is_empty() && members.is_empty() {
             // COUNT over no rows is one row saying 0.
             keys.push(Vec::new());
@@ -597,6 +580,49 @@ impl Exec {
         self.apply_tail(out, &tail, &[])
     }
 
+    /// GROUP BY keys row by row: key values and member positions of each group, in order
+    /// of first appearance.
+    #[allow(clippy::type_complexity)]
+    fn group_rows(
+        &self,
+        keys_exprs: &[Expr],
+        input: &Frame,
+    ) -> Result<(Vec<Vec<Val>>, Vec<Vec<usize>>)> {
+        let env = self.env(input);
+        let row_keys = (0..input.len())
+            .into_par_iter()
+            .map(|p| {
+                keys_exprs
+                    .iter()
+                    .map(|e| {
+                        let v = eval(
+                            e,
+                            &env,
+                            Row::One {
+                                pos: p,
+                                number: p as i64,
+                            },
+                        )?;
+                        scalar_key(v, e.pos, "GROUP")
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut keys: Vec<Vec<Val>> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (p, k) in row_keys.into_iter().enumerate() {
+            let id = k.iter().map(Val::key).collect::<Vec<_>>().join("\u{1}");
+            let g = *index.entry(id).or_insert_with(|| {
+                keys.push(k);
+                members.push(Vec::new());
+                members.len() - 1
+            });
+            members[g].push(p);
+        }
+        Ok((keys, members))
+    }
+
     fn apply_tail<'s>(
         &'s self,
         mut frame: Frame<'s>,
@@ -612,52 +638,65 @@ impl Exec {
                     Ok((self.bind(&e, &frame, &[])?, k.desc))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let env = self.env(&frame);
-            let vals = (0..frame.len())
-                .into_par_iter()
-                .map(|p| {
-                    keys.iter()
-                        .map(|(e, _)| {
-                            let v = eval(
-                                e,
-                                &env,
-                                Row::One {
-                                    pos: p,
-                                    number: p as i64,
-                                },
-                            )?;
-                            scalar_key(v, e.pos, "ORDER")
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let first_desc = keys[0].1;
-            let cmp = |a: &usize, b: &usize| -> Ordering {
-                for (k, (_, desc)) in keys.iter().enumerate() {
-                    let o = order(&vals[*a][k], &vals[*b][k]);
-                    let o = if *desc { o.reverse() } else { o };
-                    if o != Ordering::Equal {
-                        return o;
-                    }
-                }
-                // Ties: source order, reversed when the first key is descending (the
-                // reference engine's DESC is the exact reverse of its stable ASC).
-                if first_desc { b.cmp(a) } else { a.cmp(b) }
-            };
-            let mut idx: Vec<usize> = (0..frame.len()).collect();
             let want = tail
                 .limit
                 .map(|l| l.saturating_add(tail.offset.unwrap_or(0)) as usize);
-            match want {
-                Some(k) if k < idx.len() => {
-                    if k > 0 {
-                        idx.select_nth_unstable_by(k - 1, cmp);
-                    }
-                    idx.truncate(k);
-                    idx.sort_by(cmp);
+            // Ties: source order, reversed when the first key is descending (the
+            // reference engine's DESC is the exact reverse of its stable ASC).
+            let first_desc = keys[0].1;
+            let tie = |a: &usize, b: &usize| if first_desc { b.cmp(a) } else { a.cmp(b) };
+            let typed = keys
+                .iter()
+                .map(|(e, _)| columnar::sort_keys(e, &frame))
+                .collect::<Option<Result<Vec<_>>>>();
+            let idx = match typed {
+                Some(cols) => {
+                    let cols = cols?;
+                    let cmp = |a: &usize, b: &usize| -> Ordering {
+                        for (col, (_, desc)) in cols.iter().zip(&keys) {
+                            let o = col[*a].cmp(&col[*b]);
+                            let o = if *desc { o.reverse() } else { o };
+                            if o != Ordering::Equal {
+                                return o;
+                            }
+                        }
+                        tie(a, b)
+                    };
+                    columnar::order_positions(frame.len(), want, cmp)
                 }
-                _ => idx.par_sort_by(cmp),
-            }
+                None => {
+                    let env = self.env(&frame);
+                    let vals = (0..frame.len())
+                        .into_par_iter()
+                        .map(|p| {
+                            keys.iter()
+                                .map(|(e, _)| {
+                                    let v = eval(
+                                        e,
+                                        &env,
+                                        Row::One {
+                                            pos: p,
+                                            number: p as i64,
+                                        },
+                                    )?;
+                                    scalar_key(v, e.pos, "ORDER")
+                                })
+                                .collect::<Result<Vec<_>>>()
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let cmp = |a: &usize, b: &usize| -> Ordering {
+                        for (k, (_, desc)) in keys.iter().enumerate() {
+                            let o = order(&vals[*a][k], &vals[*b][k]);
+                            let o = if *desc { o.reverse() } else { o };
+                            if o != Ordering::Equal {
+                                return o;
+                            }
+                        }
+                        tie(a, b)
+                    };
+                    columnar::order_positions(frame.len(), want, cmp)
+                }
+            };
             frame = frame.take(&idx);
         }
         let off = tail.offset.unwrap_or(0) as usize;

@@ -1,15 +1,24 @@
 //! Sources (a dataset at one version, with the columns a query reads loaded once) and
 //! frames (rows of one or more sources plus computed columns): what every stage of the
 //! executor takes and returns.
+//!
+//! A loaded column is typed where its stored samples allow it ([`Column::Num`]: one
+//! number per row; [`Column::Vecs`]: float32 arrays of one shape, in one buffer), decoded
+//! straight from chunk bytes in parallel; any other column holds one [`Val`] per row.
+//! Either way [`Column::get`] gives exactly the value the row-at-a-time evaluator sees,
+//! so columnar kernels and the row path agree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::value::{Arr, Elem, Val};
+use super::value::{Arr, Elem, Val, elem_val};
 use crate::dataset::Dataset;
 use crate::error::{Error, QueryErrorKind, Result};
-use crate::format::array::Sample;
+use crate::format::array::{Sample, element_to_f64};
+use crate::format::chunk::Chunk;
 use crate::format::dtype::Dtype;
+use bytes::Bytes;
+use rayon::prelude::*;
 
 /// Rows decoded per read while loading a column.
 const LOAD_BATCH: u64 = 4096;
@@ -33,6 +42,89 @@ pub enum ColKind {
 pub struct ColInfo {
     pub kind: ColKind,
     pub htype: String,
+    /// The stored dtype of a numeric tensor.
+    pub dtype: Option<Dtype>,
+}
+
+/// A loaded column: see the module doc.
+#[derive(Debug)]
+pub enum Column {
+    Vals(Vec<Val>),
+    /// One number per row as the row path reads it: integers are already cut to i64
+    /// range and booleans to 0/1, so `elem_val(data[r], elem)` is the row's value.
+    Num {
+        elem: Elem,
+        data: Vec<f64>,
+        /// Rows that hold a value (`None`: all of them); the others are NULL.
+        valid: Option<Vec<bool>>,
+    },
+    /// Float32 arrays of one shape (embeddings), as stored: little-endian bytes, row
+    /// after row, in parts that are slices of the chunks read (no copy).
+    Vecs {
+        shape: Vec<usize>,
+        /// (first row, bytes of the part's consecutive rows).
+        parts: Vec<(usize, Bytes)>,
+        rows: usize,
+    },
+}
+
+impl Column {
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Vals(v) => v.len(),
+            Column::Num { data, .. } => data.len(),
+            Column::Vecs { rows, .. } => *rows,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of row `r` (NULL past the end).
+    pub fn get(&self, r: usize) -> Val {
+        match self {
+            Column::Vals(v) => v.get(r).cloned().unwrap_or(Val::Null),
+            Column::Num { elem, data, valid } => match data.get(r) {
+                Some(&x) if valid.as_ref().is_none_or(|v| v[r]) => elem_val(x, *elem),
+                _ => Val::Null,
+            },
+            Column::Vecs { shape, .. } => match self.vec_row(r) {
+                Some(b) => Val::arr(Arr::new(
+                    shape.clone(),
+                    b.chunks_exact(4)
+                        .map(|x| f64::from(f32::from_le_bytes([x[0], x[1], x[2], x[3]])))
+                        .collect(),
+                    Elem::Float,
+                )),
+                None => Val::Null,
+            },
+        }
+    }
+
+    /// The stored bytes of row `r` of a Vecs column.
+    pub fn vec_row(&self, r: usize) -> Option<&[u8]> {
+        let Column::Vecs { shape, parts, rows } = self else {
+            return None;
+        };
+        if r >= *rows {
+            return None;
+        }
+        let w = shape.iter().product::<usize>() * 4;
+        let k = parts.partition_point(|p| p.0 <= r).checked_sub(1)?;
+        let (first, b) = &parts[k];
+        b.get((r - first) * w..(r - first + 1) * w)
+    }
+
+    /// Whether row `r` holds a value (is not NULL).
+    pub fn is_valid(&self, r: usize) -> bool {
+        match self {
+            Column::Num { valid, data, .. } => {
+                r < data.len() && valid.as_ref().is_none_or(|v| v[r])
+            }
+            other => r < other.len() && !matches!(other, Column::Vals(v) if v[r].is_null()),
+        }
+    }
 }
 
 /// A dataset at one version: its schema and the columns a query reads, decoded once.
@@ -47,7 +139,7 @@ pub struct Source {
     pub schema: BTreeMap<String, ColInfo>,
     /// Chunks of each tensor, for EXPLAIN's estimate.
     pub chunks: BTreeMap<String, usize>,
-    cols: Mutex<HashMap<String, Arc<Vec<Val>>>>,
+    cols: Mutex<HashMap<String, Arc<Column>>>,
 }
 
 impl Source {
@@ -83,7 +175,8 @@ impl Source {
                 _ if htype.starts_with("link") => ColKind::Text,
                 _ => ColKind::Array,
             };
-            schema.insert(name, ColInfo { kind, htype });
+            let dtype = meta.dtype.as_deref().and_then(|s| s.parse::<Dtype>().ok());
+            schema.insert(name, ColInfo { kind, htype, dtype });
         }
         Ok(Source {
             url: d.url().to_owned(),
@@ -101,30 +194,19 @@ impl Source {
         self.url == o.url && self.node == o.node
     }
 
-    /// Decodes a whole column into row values, once.
-    pub async fn load(&self, ds: &Dataset, name: &str) -> Result<Arc<Vec<Val>>> {
+    /// Decodes a whole column, once: typed from chunk bytes where the tensor allows it,
+    /// else through decoded samples.
+    pub async fn load(&self, ds: &Dataset, name: &str) -> Result<Arc<Column>> {
         if let Some(c) = self.cols.lock().map_err(|_| poisoned())?.get(name) {
             return Ok(c.clone());
         }
         let info = self.schema.get(name).ok_or_else(|| unknown(name, None))?;
         let n = ds.tensor_len(name)?;
-        let mut vals = Vec::with_capacity(n as usize);
-        let mut start = 0;
-        while start < n {
-            let end = (start + LOAD_BATCH).min(n);
-            let samples = ds.read_range(name, start..end).await?;
-            let kind = info.kind.clone();
-            let batch = crate::runtime::spawn_cpu(move || {
-                Ok(samples
-                    .into_iter()
-                    .map(|s| to_val(s, &kind))
-                    .collect::<Vec<_>>())
-            })
-            .await?;
-            vals.extend(batch);
-            start = end;
-        }
-        let col = Arc::new(vals);
+        let col = match load_plain(ds, name, info, n).await? {
+            Some(c) => c,
+            None => Column::Vals(load_samples(ds, name, info, n).await?),
+        };
+        let col = Arc::new(col);
         self.cols
             .lock()
             .map_err(|_| poisoned())?
@@ -132,8 +214,239 @@ impl Source {
         Ok(col)
     }
 
-    pub fn loaded(&self, name: &str) -> Option<Arc<Vec<Val>>> {
+    pub fn loaded(&self, name: &str) -> Option<Arc<Column>> {
         self.cols.lock().ok()?.get(name).cloned()
+    }
+
+    /// Puts a column in place of a loaded one (tests compare the typed and row paths).
+    #[cfg(test)]
+    pub fn set_column(&self, name: &str, col: Column) {
+        if let Ok(mut g) = self.cols.lock() {
+            g.insert(name.to_owned(), Arc::new(col));
+        }
+    }
+}
+
+async fn load_samples(ds: &Dataset, name: &str, info: &ColInfo, n: u64) -> Result<Vec<Val>> {
+    let mut vals = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut start = 0;
+    while start < n {
+        let end = (start + LOAD_BATCH).min(n);
+        let samples = ds.read_range(name, start..end).await?;
+        let kind = info.kind.clone();
+        let batch = crate::runtime::spawn_cpu(move || {
+            Ok(samples
+                .into_iter()
+                .map(|s| to_val(s, &kind))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        vals.extend(batch);
+        start = end;
+    }
+    Ok(vals)
+}
+
+/// Whether a tensor's samples are plain numeric arrays (what `read` decodes with
+/// `NdArray::new` on the stored bytes), so they can be decoded here in bulk.
+fn numeric_htype(htype: &str) -> bool {
+    !matches!(htype, "text" | "json" | "list" | "tag" | "polygon") && !htype.starts_with("link")
+}
+
+/// Rows decoded per task while loading a typed column.
+const DECODE_PIECE: usize = 1 << 15;
+
+/// A typed column decoded straight from the chunks of a plain numeric tensor; `None`
+/// when the tensor or any sample does not fit a typed layout (the caller then reads
+/// samples, which also reports damaged data as the sample reader does).
+async fn load_plain(ds: &Dataset, name: &str, info: &ColInfo, n: u64) -> Result<Option<Column>> {
+    let Some(dtype) = info.dtype else {
+        return Ok(None);
+    };
+    let scalar = matches!(
+        info.kind,
+        ColKind::Scalar { .. } | ColKind::ClassLabel { .. }
+    );
+    let vecs = matches!(info.kind, ColKind::Array) && dtype == Dtype::F32;
+    if !(scalar || vecs) || !numeric_htype(&info.htype) {
+        return Ok(None);
+    }
+    let Some(parts) = ds.read_chunk_parts(name, 0..n).await? else {
+        return Ok(None);
+    };
+    crate::runtime::spawn_cpu(move || {
+        // Shape of the first stored sample: every row of a Vecs column must have it.
+        let want: Vec<usize> = if vecs {
+            match parts.first() {
+                Some((c, locals)) if !locals.is_empty() => match c.dims(locals.start) {
+                    Ok(d) => d.iter().map(|&x| x as usize).collect(),
+                    Err(_) => return Ok(None),
+                },
+                _ => return Ok(None),
+            }
+        } else {
+            Vec::new()
+        };
+        if vecs {
+            if want.iter().product::<usize>() == 0 {
+                return Ok(None);
+            }
+            let mut out = Vec::with_capacity(parts.len());
+            let mut row = 0;
+            for (c, locals) in &parts {
+                let Some(b) = vec_part(c, locals.clone(), &want) else {
+                    return Ok(None);
+                };
+                out.push((row, b));
+                row += locals.len();
+            }
+            return Ok(Some(Column::Vecs {
+                shape: want,
+                parts: out,
+                rows: row,
+            }));
+        }
+        // Pieces of at most DECODE_PIECE rows, decoded in parallel into disjoint slices
+        // of the column.
+        let per = DECODE_PIECE;
+        let mut pieces: Vec<(&Chunk, std::ops::Range<usize>)> = Vec::new();
+        for (c, locals) in &parts {
+            let mut a = locals.start;
+            while a < locals.end {
+                let b = locals.end.min(a + per);
+                pieces.push((c, a..b));
+                a = b;
+            }
+        }
+        let rows: usize = pieces.iter().map(|p| p.1.len()).sum();
+        let mut data = vec![0f64; rows];
+        let mut valid = vec![false; rows];
+        let outs = split_out(&mut data, pieces.iter().map(|p| p.1.len()));
+        let vouts = split_out(&mut valid, pieces.iter().map(|p| p.1.len()));
+        let ok = pieces
+            .par_iter()
+            .zip(outs)
+            .zip(vouts)
+            .all(|(((c, locals), out), vout)| {
+                decode_nums(c, locals.clone(), dtype, out, vout).is_some()
+            });
+        let valid = (!valid.iter().all(|&v| v)).then_some(valid);
+        Ok(ok.then_some(Column::Num {
+            elem: elem_of(dtype),
+            data,
+            valid,
+        }))
+    })
+    .await
+}
+
+/// Splits `buf` into consecutive slices of the given lengths.
+fn split_out<T>(mut buf: &mut [T], lens: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    let mut out = Vec::new();
+    for n in lens {
+        let rest = std::mem::take(&mut buf);
+        let (a, b) = rest.split_at_mut(n.min(rest.len()));
+        out.push(a);
+        buf = b;
+    }
+    out
+}
+
+/// Rows `locals` of a chunk as float32 bytes of shape `want`: a slice of the chunk when
+/// they are stored back to back, else a copy; `None` when a row has another shape.
+fn vec_part(c: &Chunk, locals: std::ops::Range<usize>, want: &[usize]) -> Option<Bytes> {
+    let width: usize = want.iter().product();
+    let same = |dims: &[u32]| {
+        dims.len() == want.len() && dims.iter().zip(want).all(|(&a, &b)| a as usize == b)
+    };
+    if let Some((dims, size, span)) = c.uniform_run(locals.clone())
+        && same(dims)
+        && size == width * 4
+        && span.end <= c.data.len()
+    {
+        return Some(c.data.slice(span));
+    }
+    let mut out = Vec::with_capacity(locals.len().saturating_mul(width * 4).min(1 << 26));
+    for l in locals {
+        if !same(c.dims(l).ok()?) {
+            return None;
+        }
+        let bytes = c.data.get(c.byte_range(l).ok()?)?;
+        if bytes.len() != width * 4 {
+            return None;
+        }
+        out.extend_from_slice(bytes);
+    }
+    Some(Bytes::from(out))
+}
+
+fn decode_nums(
+    c: &Chunk,
+    locals: std::ops::Range<usize>,
+    dtype: Dtype,
+    out: &mut [f64],
+    valid: &mut [bool],
+) -> Option<()> {
+    let size = dtype.size();
+    if let Some((dims, each, span)) = c.uniform_run(locals.clone())
+        && dims.iter().map(|&d| d as usize).product::<usize>() == 1
+        && each == size
+    {
+        let bytes = c.data.get(span)?;
+        if bytes.len() != out.len() * size {
+            return None;
+        }
+        for ((o, v), b) in out
+            .iter_mut()
+            .zip(valid.iter_mut())
+            .zip(bytes.chunks_exact(size))
+        {
+            *o = normalize(element_to_f64(dtype, b), dtype);
+            *v = true;
+        }
+        return Some(());
+    }
+    for (k, l) in locals.enumerate() {
+        let dims = c.dims(l).ok()?;
+        let bytes = c.data.get(c.byte_range(l).ok()?)?;
+        let count = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize))?;
+        if count.checked_mul(size)? != bytes.len() {
+            // An empty sample reads as zero elements (NULL); other mismatches are damage
+            // the sample reader reports.
+            if !bytes.is_empty() {
+                return None;
+            }
+            continue;
+        }
+        match count {
+            0 => {}
+            1 => {
+                *out.get_mut(k)? = normalize(element_to_f64(dtype, bytes), dtype);
+                *valid.get_mut(k)? = true;
+            }
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+fn elem_of(d: Dtype) -> Elem {
+    match d {
+        Dtype::Bool => Elem::Bool,
+        d if d.is_float() => Elem::Float,
+        _ => Elem::Int,
+    }
+}
+
+/// A stored number as the row path holds it: `elem_val` turns an integer into an i64
+/// (saturating) and a boolean into 0 or 1, and comparisons read those back as f64.
+fn normalize(x: f64, d: Dtype) -> f64 {
+    match elem_of(d) {
+        Elem::Bool => f64::from(u8::from(x != 0.0)),
+        Elem::Int => (x as i64) as f64,
+        Elem::Float => x,
     }
 }
 
@@ -170,7 +483,7 @@ fn to_val(s: Sample, kind: &ColKind) -> Val {
                 }
                 if n == 1 {
                     let v = a.to_f64_vec()[0];
-                    return super::value::elem_val(v, elem);
+                    return elem_val(v, elem);
                 }
             }
             Val::arr(Arr::new(a.shape.clone(), a.to_f64_vec(), elem))
@@ -302,7 +615,7 @@ impl<'s> Frame<'s> {
         }
         let src = self.sources[s as usize];
         let col = src.loaded(name).ok_or_else(|| unknown(name, Some(pos)))?;
-        Ok(col.get(r as usize).cloned().unwrap_or(Val::Null))
+        Ok(usize::try_from(r).map_or(Val::Null, |r| col.get(r)))
     }
 
     /// Value of stored column `name` at source row `r` of the first source (DATA()).
@@ -316,11 +629,7 @@ impl<'s> Frame<'s> {
         let s = self.source_index(qualifier, pos)?.unwrap_or(0);
         let src = self.sources[s];
         let col = src.loaded(name).ok_or_else(|| unknown(name, Some(pos)))?;
-        Ok(usize::try_from(r)
-            .ok()
-            .and_then(|r| col.get(r))
-            .cloned()
-            .unwrap_or(Val::Null))
+        Ok(usize::try_from(r).map_or(Val::Null, |r| col.get(r)))
     }
 
     /// Whether `name` is a column here (computed or stored in every source).

@@ -12,6 +12,7 @@
 //! slices are clamped to the data).
 
 pub mod ast;
+mod columnar;
 mod eval;
 mod exec;
 pub mod frame;
@@ -206,7 +207,11 @@ async fn run(ds: Option<&Dataset>, text: &str, opts: &QueryOptions) -> Result<Qu
     for c in exec::bm25_columns(&q) {
         if let Some(col) = sources.iter().find_map(|s| s.loaded(&c)) {
             let stats = crate::runtime::spawn_cpu(move || {
-                Ok(eval::Bm25::build(col.iter().filter_map(|v| match v {
+                let frame::Column::Vals(vals) = &*col else {
+                    // Text columns hold values; a typed column has no text to score.
+                    return Ok(eval::Bm25::build(std::iter::empty()));
+                };
+                Ok(eval::Bm25::build(vals.iter().filter_map(|v| match v {
                     Val::Str(s) => Some(&**s),
                     _ => None,
                 })))
@@ -293,7 +298,8 @@ async fn diff_rows(
     let side = rd.sides.last();
     for (tensor, ch) in side.map(|s| s.tensors.iter()).into_iter().flatten() {
         if !ch.added.is_empty() || !ch.updated.is_empty() {
-            let at_b = row_of_ids(&after, tensor).await?;
+            let ids: Vec<u64> = ch.added.iter().chain(&ch.updated).copied().collect();
+            let at_b = row_of_ids(&after, tensor, &ids).await?;
             for id in &ch.added {
                 if let Some(&r) = at_b.get(id) {
                     changed.insert(r, 2);
@@ -308,7 +314,7 @@ async fn diff_rows(
         if !ch.deleted.is_empty()
             && let Some(base) = &base
         {
-            let at_base = row_of_ids(base, tensor).await?;
+            let at_base = row_of_ids(base, tensor, &ch.deleted).await?;
             deleted.extend(ch.deleted.iter().filter_map(|id| at_base.get(id).copied()));
         }
     }
@@ -332,18 +338,58 @@ async fn diff_rows(
     Ok((rows, change))
 }
 
-/// Sample id -> row of a tensor, from its `_<t>_id` companion.
-async fn row_of_ids(d: &Dataset, tensor: &str) -> Result<HashMap<u64, u64>> {
+/// Sample id -> row of a tensor, for the ids in `ids`, from its `_<t>_id` companion (a
+/// repeated id maps to its last row).
+async fn row_of_ids(d: &Dataset, tensor: &str, ids: &[u64]) -> Result<HashMap<u64, u64>> {
     let name = format!("_{tensor}_id");
     let n = d.tensor_len(&name).unwrap_or(0);
+    let wanted: std::collections::HashSet<u64> = ids.iter().copied().collect();
     let mut out = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    // Ids are random 64-bit numbers: read the bytes, not a float.
+    let id_of = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes);
+    if let Some(parts) = d.read_chunk_parts(&name, 0..n).await? {
+        let mut row = 0u64;
+        for (c, locals) in &parts {
+            let uniform = c.uniform_run(locals.clone()).filter(|(dims, size, _)| {
+                dims.iter().map(|&x| x as u64).product::<u64>() == 1 && *size == 8
+            });
+            match uniform.and_then(|(_, _, span)| c.data.get(span)) {
+                Some(bytes) => {
+                    for b in bytes.chunks_exact(8) {
+                        if let Some(id) = id_of(b).filter(|i| wanted.contains(i)) {
+                            out.insert(id, row);
+                        }
+                        row += 1;
+                    }
+                }
+                None => {
+                    for l in locals.clone() {
+                        let one = c
+                            .dims(l)
+                            .is_ok_and(|dims| dims.iter().map(|&x| x as u64).product::<u64>() == 1);
+                        let bytes = c.byte_range(l).ok().and_then(|r| c.data.get(r));
+                        if let (true, Some(id)) = (one, bytes.and_then(id_of))
+                            && wanted.contains(&id)
+                        {
+                            out.insert(id, row);
+                        }
+                        row += 1;
+                    }
+                }
+            }
+        }
+        return Ok(out);
+    }
     for (r, s) in d.read_range(&name, 0..n).await?.into_iter().enumerate() {
-        // Ids are random 64-bit numbers: read the bytes, not a float.
         if let crate::format::array::Sample::Array(a) = s
             && a.num_elements() == 1
-            && let Ok(b) = <[u8; 8]>::try_from(&a.data[..])
+            && let Some(id) = id_of(&a.data[..])
+            && wanted.contains(&id)
         {
-            out.insert(u64::from_le_bytes(b), r as u64);
+            out.insert(id, r as u64);
         }
     }
     Ok(out)
