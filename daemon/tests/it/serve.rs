@@ -133,7 +133,8 @@ async fn health_and_openapi_document_matches_committed_spec() {
     if std::env::var("DEEPLAKE_UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
         std::fs::write(&spec, &text).unwrap();
     }
-    let committed = std::fs::read_to_string(&spec).unwrap_or_default();
+    let committed = std::fs::read_to_string(&spec)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", spec.display()));
     assert!(
         committed == text,
         "spec/openapi.json differs from the served document; run with DEEPLAKE_UPDATE_OPENAPI=1"
