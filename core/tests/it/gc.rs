@@ -12,6 +12,7 @@ use deeplake_core::ids::CommitId;
 use deeplake_core::store::{Store, StoreOptions};
 use deeplake_core::version::{Ref, log};
 use deeplake_core::{Dataset, Dtype, Error, OpenOptions, Sample, TensorOptions};
+use testkit::oracle::dl3_json;
 use testkit::samples::int;
 
 fn opts(storage: &StoreOptions) -> OpenOptions {
@@ -355,9 +356,6 @@ async fn gc_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_local_and_deeplake3_reads_every_version_after() {
-    let python = std::env::var("DEEPLAKE_DL3_PYTHON").expect(
-        "DEEPLAKE_DL3_PYTHON must point at the deeplake 3.9.52 venv's python (scripts/test.sh sets it)",
-    );
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("ds").to_string_lossy().into_owned();
     let st = StoreOptions::default();
@@ -406,23 +404,7 @@ for ref in sys.argv[2:]:
     out[ref] = [int(v) for v in ds.x.numpy().reshape(-1)]
 print(json.dumps(out))
 "#;
-    let out = std::process::Command::new(python)
-        .args(["-c", script, &url])
-        .args(&refs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| l.starts_with(b"{"))
-            .unwrap(),
-    )
-    .unwrap();
+    let theirs = dl3_json(script, std::iter::once(&url).chain(&refs));
     assert_eq!(theirs, serde_json::Value::Object(ours));
 }
 
@@ -430,39 +412,6 @@ print(json.dumps(out))
 async fn gc_s3() {
     let (url, st) = testkit::storage::s3_url_and_options("gc");
     collect(&url, &st).await;
-}
-
-/// Runs a deeplake 3.9.52 script with `args`; returns the last JSON line it prints.
-fn dl3(script: &str, args: &[String]) -> serde_json::Value {
-    let python = std::env::var("DEEPLAKE_DL3_PYTHON").expect(
-        "DEEPLAKE_DL3_PYTHON must point at the deeplake 3.9.52 venv's python (scripts/test.sh sets it)",
-    );
-    let prelude = r#"
-import json, sys, warnings
-warnings.simplefilter("ignore")
-import deeplake, numpy as np
-from deeplake.util.bugout_reporter import deeplake_reporter
-from humbug.consent import HumbugConsent
-deeplake_reporter.consent = HumbugConsent(False)
-"#;
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(format!("{prelude}{script}"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| l.starts_with(b"{"))
-            .unwrap_or(b"{}"),
-    )
-    .unwrap()
 }
 
 /// A history deeplake 3.9.52 wrote (copy-on-write chunks under their old names, a merge
@@ -488,8 +437,12 @@ ds.y[1] = a(200)
 ds.commit("on main")
 ds.merge("alt", conflict_resolution="theirs")
 ds.y.append(a(6))
+print(json.dumps({"rows": len(ds.y)}))
 "#;
-    dl3(build, std::slice::from_ref(&url));
+    assert_eq!(
+        dl3_json(build, std::slice::from_ref(&url)),
+        serde_json::json!({"rows": 10})
+    );
     let dump = r#"
 ds = deeplake.load(sys.argv[1], read_only=True, verbose=False)
 out = {}
@@ -504,7 +457,7 @@ print(json.dumps(out))
     let mut args = vec![url.clone()];
     args.extend(tree.commits.keys().cloned());
     args.extend(tree.branches.keys().cloned());
-    let before = dl3(dump, &args);
+    let before = dl3_json(dump, &args);
     let mut linked = false;
     for k in keys(&store)
         .await
@@ -520,7 +473,7 @@ print(json.dumps(out))
     let all = keys(&store).await;
     gc::apply(&store, &p).await.unwrap();
     assert_eq!(keys(&store).await, all);
-    assert_eq!(dl3(dump, &args), before);
+    assert_eq!(dl3_json(dump, &args), before);
 
     // Our reads agree with 3.x's at every version.
     let ro = OpenOptions {

@@ -526,9 +526,8 @@ async fn golden_queries() {
 /// reads the same rows, and it can be deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saved_views_open_in_deeplake3() {
-    let python = std::env::var("DEEPLAKE_DL3_PYTHON").expect(
-        "DEEPLAKE_DL3_PYTHON must point at the deeplake 3.9.52 venv's python (scripts/test.sh sets it)",
-    );
+    // Fails at once without the oracle, before the work below.
+    testkit::oracle::dl3_python();
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("tqlds").to_str().unwrap().to_owned();
     build(&url).await;
@@ -572,22 +571,7 @@ views = [v.id for v in ds.get_views()]
 v = ds.load_view("good_dogs")
 print(json.dumps({"views": views, "ids": [int(x) for x in v.id.numpy().reshape(-1)]}))
 "#;
-    let out = std::process::Command::new(&python)
-        .args(["-c", script, &url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| l.starts_with(b"{"))
-            .unwrap(),
-    )
-    .unwrap();
+    let v = testkit::oracle::dl3_json(script, [&url]);
     assert_eq!(v["views"], json!(["good_dogs"]));
     assert_eq!(v["ids"], json!(want));
 

@@ -256,9 +256,6 @@ async fn concurrent_branches_commits_and_tags_s3() {
 /// deeplake 3.9.52 checks out every version we wrote and reads identical values.
 #[tokio::test]
 async fn deeplake3_reads_every_version() {
-    let python = std::env::var("DEEPLAKE_DL3_PYTHON").expect(
-        "DEEPLAKE_DL3_PYTHON must point at the deeplake 3.9.52 venv's python (scripts/test.sh sets it)",
-    );
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("ds").to_string_lossy().into_owned();
     let st = StoreOptions::default();
@@ -273,22 +270,7 @@ for ref in sys.argv[2:]:
 out["log"] = [c["commit"] for c in ds.commits]
 print(json.dumps(out))
 "#;
-    let out = std::process::Command::new(python)
-        .args(["-c", script, &url, &c1, &c2, &c3, "main", "alt"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| l.starts_with(b"{"))
-            .unwrap(),
-    )
-    .unwrap();
+    let v = testkit::oracle::dl3_json(script, [url.as_str(), &c1, &c2, &c3, "main", "alt"]);
     assert_eq!(v[&c1], serde_json::json!([1, 2, 3]));
     assert_eq!(v[&c2], serde_json::json!([1, 2, 3, 4]));
     assert_eq!(v[&c3], serde_json::json!([1, 2, 3, 4, 10]));
