@@ -349,15 +349,23 @@ pub enum ColumnOut {
     Packed(PackedRows),
 }
 
-fn pack_ints(rows: &[&RecordIn], v: impl Fn(&RecordIn) -> Option<i64>) -> PackedRows {
-    let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len() * 8);
+/// Scalars of `N` stored bytes each; `None` is an empty row.
+fn pack_fixed<const N: usize>(
+    rows: &[&RecordIn],
+    v: impl Fn(&RecordIn) -> Option<[u8; N]>,
+) -> PackedRows {
+    let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len() * N);
     for r in rows {
         match v(r) {
-            Some(x) => p.push(&x.to_le_bytes()),
+            Some(x) => p.push(&x),
             None => p.push_empty(),
         }
     }
     p
+}
+
+fn pack_ints(rows: &[&RecordIn], v: impl Fn(&RecordIn) -> Option<i64>) -> PackedRows {
+    pack_fixed(rows, |r| v(r).map(i64::to_le_bytes))
 }
 
 fn pack_texts<'a>(
@@ -401,34 +409,21 @@ fn packed(pack: Pack, src: &Source, rows: &[&RecordIn], rm: RowMeta) -> PackedRo
             pack_ints(rows, |r| Some(r.emitted_at))
         }
         (Pack::I64, _) => pack_ints(rows, |_| rm.generation_id),
-        (Pack::F64, src) => {
-            let ci = match src {
-                Source::Field(ci) => *ci,
-                _ => usize::MAX,
-            };
-            let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len() * 8);
-            for r in rows {
-                match cell(r, ci) {
-                    Cell::Float(v) => p.push(&v.to_le_bytes()),
-                    _ => p.push_empty(),
-                }
-            }
-            p
-        }
-        (Pack::Bool, src) => {
-            let ci = match src {
-                Source::Field(ci) => *ci,
-                _ => usize::MAX,
-            };
-            let mut p = PackedRows::with_capacity(vec![1], rows.len(), rows.len());
-            for r in rows {
-                match cell(r, ci) {
-                    Cell::Bool(v) => p.push(&[u8::from(*v)]),
-                    _ => p.push_empty(),
-                }
-            }
-            p
-        }
+        // Only field columns pack as float64 and bool (see `Pack::for_tensor`).
+        (Pack::F64, src) => pack_fixed(rows, |r| match (src, r) {
+            (Source::Field(ci), r) => match cell(r, *ci) {
+                Cell::Float(v) => Some(v.to_le_bytes()),
+                _ => None,
+            },
+            _ => None,
+        }),
+        (Pack::Bool, src) => pack_fixed(rows, |r| match (src, r) {
+            (Source::Field(ci), r) => match cell(r, *ci) {
+                Cell::Bool(v) => Some([u8::from(*v)]),
+                _ => None,
+            },
+            _ => None,
+        }),
         (Pack::Text, Source::Field(ci)) => pack_texts(rows, |r| match cell(r, *ci) {
             Cell::Text(s) | Cell::DateTime(s, _) => Some(s.as_str()),
             _ => None,

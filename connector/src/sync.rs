@@ -326,17 +326,19 @@ impl Sync {
     }
 
     async fn state(&mut self, state: Value) -> Result<()> {
-        let scope: Vec<usize> = match protocol::state_scope(&state) {
-            StateScope::Stream(key) => self.find(&key).into_iter().collect(),
-            StateScope::Global => (0..self.writers.len()).collect(),
+        let (global, scope): (bool, Vec<usize>) = match protocol::state_scope(&state) {
+            StateScope::Stream(key) => (false, self.find(&key).into_iter().collect()),
+            StateScope::Global => (true, (0..self.writers.len()).collect()),
+        };
+        // Records since the previous state of this scope.
+        let received = match (global, scope.first()) {
+            (false, Some(&i)) => self.writers[i].since_state,
+            (false, None) => 0,
+            (true, _) => self.since_global,
         };
         // A state the datasets already committed comes again when the last attempt died
         // between that commit and the echo: the records before it are stored already.
         let id = stream::state_identity(&state);
-        let received = match (protocol::state_scope(&state), scope.first()) {
-            (StateScope::Stream(_), Some(&i)) => self.writers[i].since_state,
-            _ => self.since_global,
-        };
         for &i in &scope {
             let w = &mut self.writers[i];
             let replayed = w.is_replay(&id, received);
@@ -351,32 +353,24 @@ impl Sync {
             }
             w.state_seen(&id, replayed);
         }
-        let (count, rejected) = match protocol::state_scope(&state) {
-            StateScope::Stream(_) => match scope.first() {
-                Some(&i) => {
-                    let w = &mut self.writers[i];
-                    w.state_received();
-                    let c = (w.since_state, w.rejected_since_state);
-                    w.since_state = 0;
-                    w.rejected_since_state = 0;
-                    c
-                }
-                None => (0, 0),
-            },
-            StateScope::Global => {
-                let c = (self.since_global, self.rejected_global);
-                self.since_global = 0;
-                self.rejected_global = 0;
-                for w in &mut self.writers {
-                    w.since_state = 0;
-                    w.rejected_since_state = 0;
-                    w.state_received();
-                }
-                c
-            }
+        let rejected = if global {
+            let r = self.rejected_global;
+            self.since_global = 0;
+            self.rejected_global = 0;
+            r
+        } else {
+            scope
+                .first()
+                .map_or(0, |&i| self.writers[i].rejected_since_state)
         };
+        for &i in &scope {
+            let w = &mut self.writers[i];
+            w.state_received();
+            w.since_state = 0;
+            w.rejected_since_state = 0;
+        }
         self.pending
-            .push(protocol::echo_state(state, count, rejected));
+            .push(protocol::echo_state(state, received, rejected));
         Ok(())
     }
 

@@ -11,6 +11,38 @@ use serde_json::Value;
 
 use crate::common::*;
 
+/// The lines of a message file.
+fn read_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Where each state (by its platform id) sits among `lines`: a retry starts after the
+/// last one echoed.
+fn state_lines(lines: &[String]) -> std::collections::HashMap<i64, usize> {
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(r#"{"type":"STATE""#))
+        .map(|(i, l)| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["state"]["id"].as_i64().unwrap(), i)
+        })
+        .collect()
+}
+
+/// The platform ids of the states a run echoed, in order.
+fn echoed_ids(out: &str) -> Vec<i64> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["type"] == "STATE")
+        .filter_map(|m| m["state"]["id"].as_i64())
+        .collect()
+}
+
 /// Runs `write` on `lines`, killing it after `kill_after` if given. Returns the ids of
 /// the states it echoed (complete lines only) and whether it finished by itself.
 fn attempt(
@@ -83,12 +115,7 @@ fn attempt(
     };
     let _ = feeder.join();
     let out = reader.join().unwrap();
-    let ids = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["type"] == "STATE")
-        .filter_map(|m| m["state"]["id"].as_i64())
-        .collect();
+    let ids = echoed_ids(&out);
     (ids, finished, out)
 }
 
@@ -111,21 +138,8 @@ async fn sigkill_at_20_random_points_then_resume_stores_each_record_once() {
             "--platform-ids",
         ],
     );
-    let lines: Vec<String> = std::fs::read_to_string(&msgs)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    // Where each state sits: a retry starts right after the last one echoed.
-    let state_line: std::collections::HashMap<i64, usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.starts_with(r#"{"type":"STATE""#))
-        .map(|(i, l)| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["state"]["id"].as_i64().unwrap(), i)
-        })
-        .collect();
+    let lines = read_lines(&msgs);
+    let state_line = state_lines(&lines);
     let root = dir.path().join("lake");
     let mut cfg_v = config_for(&root);
     cfg_v["batch_size"] = 3000.into();
@@ -224,12 +238,7 @@ fn attempt_crashing_before_echo(
     let _ = std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out);
     let ok = child.wait().unwrap().success();
     let _ = feeder.join();
-    let ids = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["type"] == "STATE")
-        .filter_map(|m| m["state"]["id"].as_i64())
-        .collect();
+    let ids = echoed_ids(&out);
     (ids, ok)
 }
 
@@ -275,11 +284,7 @@ async fn crash_between_commit_and_echo_does_not_duplicate_the_replayed_records()
                 "--platform-ids",
             ],
         );
-        let lines: Vec<String> = std::fs::read_to_string(&msgs)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let lines = read_lines(&msgs);
         // The stream each line belongs to (None: all of them, as a global state).
         let owner: Vec<Option<String>> = lines
             .iter()
@@ -291,15 +296,7 @@ async fn crash_between_commit_and_echo_does_not_duplicate_the_replayed_records()
                     .map(str::to_owned)
             })
             .collect();
-        let state_line: std::collections::HashMap<i64, usize> = lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.starts_with(r#"{"type":"STATE""#))
-            .map(|(i, l)| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                (v["state"]["id"].as_i64().unwrap(), i)
-            })
-            .collect();
+        let state_line = state_lines(&lines);
         // As the platform does, each stream resumes after its own last echoed state
         // (all of them after the last global one).
         let mut resume: std::collections::HashMap<String, usize> =
@@ -393,11 +390,7 @@ async fn a_new_sync_with_the_same_states_is_not_taken_for_a_replay() {
                 sync_id,
             ],
         );
-        let lines: Vec<String> = std::fs::read_to_string(&msgs)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let lines = read_lines(&msgs);
         let (_, ok) = attempt_crashing_before_echo(&cfg, &cat, &lines, None);
         assert!(ok, "sync {sync_id} failed");
     }

@@ -858,6 +858,28 @@ impl Dataset {
         }
     }
 
+    /// Gives the companions among `keys` that are named after tensor `old` (`_old_id`,
+    /// `_old_shape`, `_old_info`) the names of tensor `new`.
+    fn rename_companions(&mut self, keys: &[String], old: &TensorName, new: &TensorName) {
+        for ck in keys {
+            let Some(c) = self.tensors.get_mut(ck) else {
+                continue;
+            };
+            let Some(n) = c.meta.name.clone() else {
+                continue;
+            };
+            for suffix in ["id", "shape", "info"] {
+                if n == old.companion(suffix).as_str() {
+                    let nn = new.companion(suffix).to_string();
+                    self.meta.tensor_names.remove(&n);
+                    self.meta.tensor_names.insert(nn.clone(), ck.clone());
+                    c.meta.name = Some(nn);
+                    c.dirty = true;
+                }
+            }
+        }
+    }
+
     /// Renames a visible tensor. Keys (folders) stay; only names change, as in 3.x.
     pub async fn rename_tensor(&mut self, old: &str, new: &str) -> Result<()> {
         self.check_writable()?;
@@ -883,21 +905,7 @@ impl Dataset {
             }
             None => Vec::new(),
         };
-        for ck in companion_keys {
-            if let Some(c) = self.tensors.get_mut(&ck)
-                && let Some(n) = c.meta.name.clone()
-            {
-                for suffix in ["id", "shape", "info"] {
-                    if n == oldn.companion(suffix).as_str() {
-                        let nn = newn.companion(suffix).to_string();
-                        self.meta.tensor_names.remove(&n);
-                        self.meta.tensor_names.insert(nn.clone(), ck.clone());
-                        c.meta.name = Some(nn);
-                        c.dirty = true;
-                    }
-                }
-            }
-        }
+        self.rename_companions(&companion_keys, &oldn, &newn);
         let d = self.ds_diff_mut();
         // Chains of renames within one commit collapse to one entry.
         let original = d

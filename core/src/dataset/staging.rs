@@ -141,23 +141,7 @@ impl Dataset {
             t.meta.hidden = false;
             t.dirty = true;
         }
-        for ck in companions {
-            let Some(c) = self.tensors.get_mut(&ck) else {
-                continue;
-            };
-            let Some(n) = c.meta.name.clone() else {
-                continue;
-            };
-            for suffix in ["id", "shape", "info"] {
-                if n == old_name.companion(suffix).as_str() {
-                    let nn = new_name.companion(suffix).to_string();
-                    self.meta.tensor_names.remove(&n);
-                    self.meta.tensor_names.insert(nn.clone(), ck.clone());
-                    c.meta.name = Some(nn);
-                    c.dirty = true;
-                }
-            }
-        }
+        self.rename_companions(&companions, &old_name, &new_name);
         self.add_groups_of(name);
         self.ds_diff_mut()
             .renamed
