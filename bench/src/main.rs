@@ -231,12 +231,14 @@ async fn write_phase(
     let create = t0.elapsed();
     let mut files = Duration::ZERO;
     let mut ext = [Duration::ZERO; 4];
-    // Upcoming batches' files are read on blocking threads while the current batch is
-    // ingested, as `deeplake import` does; `read_files_s` is the time spent waiting.
+    // Upcoming batches' files are read in parallel on the CPU pool while the current
+    // batch is ingested, as `deeplake import` does; `read_files_s` is the time spent
+    // waiting.
     let read_batch = |batch: Vec<Row>, dir: std::path::PathBuf| {
         tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
+            use rayon::prelude::*;
             batch
-                .iter()
+                .par_iter()
                 .map(|r| {
                     let p = dir.join(&r.file);
                     std::fs::read(&p).with_context(|| format!("reading {}", p.display()))

@@ -28,6 +28,121 @@ pub struct Route {
     pub fields: Vec<(String, Kind)>,
     /// Primary-key paths (append_dedup streams only).
     pub pk: Option<Vec<Vec<String>>>,
+    /// Top-level keys of `data` that are read: the fields, and primary-key roots that
+    /// are not fields. Every other key is skipped unparsed.
+    keys: HashMap<String, Slot>,
+    /// Primary-key roots that are not fields, in `Slot::PkRoot` order.
+    pk_roots: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    /// Column `i` of `fields`.
+    Field(usize),
+    /// A primary-key root that is no field.
+    PkRoot(usize),
+}
+
+impl Route {
+    pub fn new(fields: Vec<(String, Kind)>, pk: Option<Vec<Vec<String>>>) -> Route {
+        let mut keys = HashMap::new();
+        for (i, (f, _)) in fields.iter().enumerate() {
+            keys.entry(f.clone()).or_insert(Slot::Field(i));
+        }
+        let mut pk_roots = 0;
+        for p in pk.iter().flatten() {
+            if let Some(root) = p.first()
+                && !keys.contains_key(root)
+            {
+                keys.insert(root.clone(), Slot::PkRoot(pk_roots));
+                pk_roots += 1;
+            }
+        }
+        Route {
+            fields,
+            pk,
+            keys,
+            pk_roots,
+        }
+    }
+
+    /// The value at `root` of this record's `data`.
+    fn root<'a>(&self, data: &'a Data, root: &str) -> Option<&'a Value> {
+        match self.keys.get(root)? {
+            Slot::Field(i) => data.fields.get(*i)?.as_ref(),
+            Slot::PkRoot(i) => data.pk_roots.get(*i)?.as_ref(),
+        }
+    }
+}
+
+/// The parts of one record's `data` object that its route reads.
+struct Data {
+    fields: Vec<Option<Value>>,
+    pk_roots: Vec<Option<Value>>,
+}
+
+/// Reads a `data` object straight into its route's slots: no map is built, and keys
+/// no column reads are skipped without building their values. A key given twice keeps
+/// its last value, as a JSON object would.
+struct DataVisitor<'r>(&'r Route);
+
+impl<'de> serde::de::Visitor<'de> for DataVisitor<'_> {
+    type Value = Data;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Data, A::Error> {
+        let route = self.0;
+        let mut data = Data {
+            fields: vec![None; route.fields.len()],
+            pk_roots: vec![None; route.pk_roots],
+        };
+        while let Some(slot) = m.next_key_seed(KeySeed(route))? {
+            match slot {
+                Some(Slot::Field(i)) => data.fields[i] = Some(m.next_value()?),
+                Some(Slot::PkRoot(i)) => data.pk_roots[i] = Some(m.next_value()?),
+                None => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// A key of `data`, looked up without allocating.
+struct KeySeed<'r>(&'r Route);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<Slot>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Slot>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed<'_> {
+    type Value = Option<Slot>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<Option<Slot>, E> {
+        Ok(self.0.keys.get(k).copied())
+    }
+}
+
+/// `data` of a record, read for `route`; `None` if it is not a JSON object.
+fn read_data(raw: &serde_json::value::RawValue, route: &Route) -> Option<Data> {
+    let text = raw.get();
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut de, DataVisitor(route)).ok()
 }
 
 /// Which stream a record belongs to, and how to read it.
@@ -153,30 +268,19 @@ pub fn parse_line(line: &[u8], router: &Router) -> Parsed {
             };
             let Some(si) = router.find(rec.namespace.as_deref(), &name) else {
                 return Parsed::Unknown {
-                    key: (rec.namespace, name),
+                    key: (rec.namespace, name.into_owned()),
                 };
             };
-            let Some(Value::Object(data)) = rec.data else {
+            let route = &router.routes[si];
+            let Some(data) = rec.data.and_then(|raw| read_data(raw, route)) else {
                 return Parsed::Rejected { stream: si };
             };
-            let route = &router.routes[si];
             let mut changes: Vec<Value> = rec
                 .meta
                 .and_then(|m| m.changes)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|c| !c.is_null())
-                .collect();
-            let cells = route
-                .fields
-                .iter()
-                .map(|(f, kind)| match data.get(f) {
-                    None => Cell::Null,
-                    Some(v) => to_cell(kind, v, &router.link_prefixes).unwrap_or_else(|()| {
-                        changes.push(typecast_change(f));
-                        Cell::Null
-                    }),
-                })
                 .collect();
             let pk = route.pk.as_ref().map(|paths| {
                 let key: Vec<&Value> = paths
@@ -185,7 +289,7 @@ pub fn parse_line(line: &[u8], router: &Router) -> Parsed {
                         let mut v: Option<&Value> = None;
                         for (i, part) in p.iter().enumerate() {
                             v = if i == 0 {
-                                data.get(part)
+                                route.root(&data, part)
                             } else {
                                 v.and_then(|x| x.get(part))
                             };
@@ -195,6 +299,18 @@ pub fn parse_line(line: &[u8], router: &Router) -> Parsed {
                     .collect();
                 serde_json::to_string(&key).unwrap_or_default()
             });
+            let cells = route
+                .fields
+                .iter()
+                .zip(data.fields)
+                .map(|((f, kind), v)| match v {
+                    None => Cell::Null,
+                    Some(v) => to_cell(kind, v, &router.link_prefixes).unwrap_or_else(|()| {
+                        changes.push(typecast_change(f));
+                        Cell::Null
+                    }),
+                })
+                .collect();
             Parsed::Record(Box::new(RecordIn {
                 stream: si,
                 emitted_at: rec.emitted_at.map_or(0, |t| t as i64),
@@ -296,10 +412,10 @@ mod tests {
     fn router() -> Router {
         Router::new(
             &[((None, "s".to_owned()), 0)].into_iter().collect(),
-            vec![Route {
-                fields: vec![("id".into(), Kind::Int), ("name".into(), Kind::Text)],
-                pk: Some(vec![vec!["id".into()]]),
-            }],
+            vec![Route::new(
+                vec![("id".into(), Kind::Int), ("name".into(), Kind::Text)],
+                Some(vec![vec!["id".into()]]),
+            )],
             vec![],
         )
     }

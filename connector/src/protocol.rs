@@ -66,19 +66,23 @@ pub fn trace_error(f: &Failure) {
 pub type StreamKey = (Option<String>, String);
 
 #[derive(Deserialize)]
-pub struct Envelope {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub record: Option<RawRecord>,
+pub struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub record: Option<RawRecord<'a>>,
     pub state: Option<Value>,
     pub trace: Option<RawTrace>,
 }
 
 #[derive(Deserialize)]
-pub struct RawRecord {
-    pub stream: Option<String>,
+pub struct RawRecord<'a> {
+    #[serde(borrow)]
+    pub stream: Option<std::borrow::Cow<'a, str>>,
     pub namespace: Option<String>,
-    pub data: Option<Value>,
+    /// Read later, with the stream's columns at hand (`input::parse_line`).
+    #[serde(borrow)]
+    pub data: Option<&'a serde_json::value::RawValue>,
     pub emitted_at: Option<f64>,
     pub meta: Option<RawMeta>,
 }

@@ -479,25 +479,28 @@ fn as_f64(v: &Value) -> Option<f64> {
 
 /// Converts one value; `Err(())` means it does not fit the column (store null, report).
 #[allow(clippy::result_unit_err)]
-pub fn to_cell(kind: &Kind, v: &Value, link_prefixes: &[String]) -> Result<Cell, ()> {
+pub fn to_cell(kind: &Kind, v: Value, link_prefixes: &[String]) -> Result<Cell, ()> {
     if v.is_null() {
         return Ok(Cell::Null);
     }
     let cell = match kind {
-        Kind::Int => Cell::Int(as_i64(v).ok_or(())?),
-        Kind::Float => Cell::Float(as_f64(v).ok_or(())?),
+        Kind::Int => Cell::Int(as_i64(&v).ok_or(())?),
+        Kind::Float => Cell::Float(as_f64(&v).ok_or(())?),
         Kind::Bool => match v {
-            Value::Bool(b) => Cell::Bool(*b),
+            Value::Bool(b) => Cell::Bool(b),
             Value::String(s) if s == "true" || s == "false" => Cell::Bool(s == "true"),
             _ => return Err(()),
         },
         Kind::Text => match v {
-            Value::String(s) => Cell::Text(s.clone()),
+            Value::String(s) => Cell::Text(s),
             // A number or object in a string column keeps its exact JSON text.
             other => Cell::Text(other.to_string()),
         },
         Kind::DateTime => match v {
-            Value::String(s) => Cell::DateTime(s.clone(), parse_timestamp_us(s)),
+            Value::String(s) => {
+                let ts = parse_timestamp_us(&s);
+                Cell::DateTime(s, ts)
+            }
             _ => return Err(()),
         },
         Kind::IntList => match v {
@@ -505,12 +508,12 @@ pub fn to_cell(kind: &Kind, v: &Value, link_prefixes: &[String]) -> Result<Cell,
             _ => return Err(()),
         },
         Kind::FloatList(_) | Kind::Numeric(_) => match v {
-            Value::Array(a) => Cell::Floats(flat_numbers(a).ok_or(())?),
-            other => Cell::Floats(vec![as_f64(other).ok_or(())?]),
+            Value::Array(a) => Cell::Floats(flat_numbers(&a).ok_or(())?),
+            other => Cell::Floats(vec![as_f64(&other).ok_or(())?]),
         },
         Kind::BBox(_) => match v {
             Value::Array(a) => {
-                let f = flat_numbers(a).ok_or(())?;
+                let f = flat_numbers(&a).ok_or(())?;
                 if f.len() % 4 != 0 {
                     return Err(());
                 }
@@ -519,21 +522,21 @@ pub fn to_cell(kind: &Kind, v: &Value, link_prefixes: &[String]) -> Result<Cell,
             _ => return Err(()),
         },
         Kind::StrList => match v {
-            Value::Array(_) => Cell::Json(v.clone()),
+            Value::Array(_) => Cell::Json(v),
             _ => return Err(()),
         },
-        Kind::Json => Cell::Json(v.clone()),
+        Kind::Json => Cell::Json(v),
         Kind::Link => match v {
             Value::String(s) if link_prefixes.iter().any(|p| s.starts_with(p.as_str())) => {
-                Cell::Text(s.clone())
+                Cell::Text(s)
             }
             Value::String(s) if s.is_empty() => Cell::Null,
             _ => return Err(()),
         },
         Kind::ClassLabel => match v {
-            Value::String(s) => Cell::Text(s.clone()),
-            Value::Number(_) => Cell::Int(as_i64(v).filter(|i| *i >= 0).ok_or(())?),
-            Value::Array(a) if a.iter().all(Value::is_string) => Cell::Json(v.clone()),
+            Value::String(s) => Cell::Text(s),
+            Value::Number(_) => Cell::Int(as_i64(&v).filter(|i| *i >= 0).ok_or(())?),
+            Value::Array(a) if a.iter().all(Value::is_string) => Cell::Json(Value::Array(a)),
             Value::Array(a) => Cell::Ints(
                 a.iter()
                     .map(|x| as_i64(x).filter(|i| *i >= 0))
@@ -727,20 +730,20 @@ mod tests {
     #[test]
     fn values_that_do_not_fit_are_refused() {
         let p: Vec<String> = vec!["https://".into()];
-        assert_eq!(to_cell(&Kind::Int, &json!(3), &p), Ok(Cell::Int(3)));
-        assert_eq!(to_cell(&Kind::Int, &json!(3.0), &p), Ok(Cell::Int(3)));
-        assert!(to_cell(&Kind::Int, &json!(3.5), &p).is_err());
-        assert!(to_cell(&Kind::Int, &json!("x"), &p).is_err());
-        assert_eq!(to_cell(&Kind::Int, &json!(null), &p), Ok(Cell::Null));
+        assert_eq!(to_cell(&Kind::Int, json!(3), &p), Ok(Cell::Int(3)));
+        assert_eq!(to_cell(&Kind::Int, json!(3.0), &p), Ok(Cell::Int(3)));
+        assert!(to_cell(&Kind::Int, json!(3.5), &p).is_err());
+        assert!(to_cell(&Kind::Int, json!("x"), &p).is_err());
+        assert_eq!(to_cell(&Kind::Int, json!(null), &p), Ok(Cell::Null));
         assert!(
-            matches!(to_cell(&Kind::Float, &json!("NaN"), &p), Ok(Cell::Float(f)) if f.is_nan())
+            matches!(to_cell(&Kind::Float, json!("NaN"), &p), Ok(Cell::Float(f)) if f.is_nan())
         );
         assert_eq!(
-            to_cell(&Kind::Text, &json!(5), &p),
+            to_cell(&Kind::Text, json!(5), &p),
             Ok(Cell::Text("5".into()))
         );
-        assert!(to_cell(&Kind::Link, &json!("ftp://x"), &p).is_err());
-        assert!(to_cell(&Kind::BBox(Dtype::F32), &json!([1, 2, 3]), &p).is_err());
+        assert!(to_cell(&Kind::Link, json!("ftp://x"), &p).is_err());
+        assert!(to_cell(&Kind::BBox(Dtype::F32), json!([1, 2, 3]), &p).is_err());
     }
 
     #[test]

@@ -229,6 +229,9 @@ impl StreamWriter {
         // Every flush stores each tensor's open chunk whole: a small fill keeps that,
         // and the memory of open chunks, independent of the sync's size.
         ds.set_chunk_fill(Some(CHUNK_FILL));
+        // A flush per STATE then writes the chunks and one record, not every tensor's
+        // 3.x files again; those follow at the commit or close that ends the sync.
+        ds.set_deferred_compat_files(true);
         repair(&mut ds, sidecar, &label).await?;
         let info = airbyte_info(&ds);
 

@@ -198,13 +198,14 @@ pub async fn write(cfg: Config, catalog: &Value) -> Result<()> {
         .collect();
     let routes = writers
         .iter()
-        .map(|w| Route {
-            fields: w
-                .cols
-                .iter()
-                .map(|c| (c.field.clone(), c.kind.clone()))
-                .collect(),
-            pk: (w.cfg.mode == Mode::Dedup).then(|| w.cfg.primary_key.clone()),
+        .map(|w| {
+            Route::new(
+                w.cols
+                    .iter()
+                    .map(|c| (c.field.clone(), c.kind.clone()))
+                    .collect(),
+                (w.cfg.mode == Mode::Dedup).then(|| w.cfg.primary_key.clone()),
+            )
         })
         .collect();
     let router = Arc::new(Router::new(

@@ -234,7 +234,7 @@ impl Dataset {
         .await?;
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
         // The writing policy outlives the handle swap.
-        fresh.writer.set_fill(self.writer.fill());
+        fresh.writer.set_policy(self.writer.policy());
         *self = fresh;
         self.lease = lease;
         self.tags = tags;
@@ -243,7 +243,7 @@ impl Dataset {
 
     /// Flushes and gives up the lease, so another writer can take the branch at once.
     pub async fn close(mut self) -> Result<()> {
-        self.flush().await?;
+        self.flush_all().await?;
         self.release_lease().await
     }
 
@@ -330,7 +330,7 @@ impl Dataset {
     ) -> Result<String> {
         self.check_writable()?;
         self.ensure_lease().await?;
-        self.flush().await?;
+        self.flush_all().await?;
         let head = self.node.clone();
         let branch = self.branch.clone();
         let next = CommitId::generate();
@@ -410,11 +410,11 @@ impl Dataset {
                         .await?;
                 other.tags = tags;
                 // The writing policy outlives the handle swap.
-                other.writer.set_fill(self.writer.fill());
+                other.writer.set_policy(self.writer.policy());
                 *self = other;
                 return Ok(());
             }
-            self.flush().await?;
+            self.flush_all().await?;
             let r: crate::version::Ref = target.parse()?;
             let (_, tree, tags) = log::load(&self.store).await?;
             let at = r.resolve(&tree, &tags)?;
@@ -438,7 +438,7 @@ impl Dataset {
             self.release_lease().await?;
             let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
             // The writing policy outlives the handle swap.
-            other.writer.set_fill(self.writer.fill());
+            other.writer.set_policy(self.writer.policy());
             *self = other;
             self.lease = lease;
             return Ok(());
@@ -614,7 +614,7 @@ impl Dataset {
         .await?;
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
         // The writing policy outlives the handle swap.
-        fresh.writer.set_fill(self.writer.fill());
+        fresh.writer.set_policy(self.writer.policy());
         *self = fresh;
         self.lease = lease;
         self.tags = rec.tags;

@@ -184,7 +184,7 @@ impl Dataset {
     pub async fn merge_with(&mut self, source: &str, opts: MergeOptions) -> Result<MergeOutcome> {
         self.check_writable()?;
         self.ensure_lease().await?;
-        self.flush().await?;
+        self.flush_all().await?;
         let r: Ref = source.parse()?;
         self.reload_tree().await?;
         let at = self.resolve_ref(&r)?;
@@ -516,7 +516,7 @@ impl Dataset {
                 outcome.kept.push(name.clone());
             }
         }
-        self.flush().await
+        self.flush_all().await
     }
 
     async fn merge_pair(

@@ -178,6 +178,8 @@ pub struct Dataset {
     /// Checked out at a past commit of a writable handle: the first write branches off
     /// (3.x's `auto_checkout`) instead of failing.
     detached: bool,
+    /// The newest flush record whose 3.x files are not written yet (deferred mode).
+    compat_pending: Option<record::FlushRecord>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -247,6 +249,7 @@ impl Dataset {
             lease: commit::Lease::new(opts.lease_ttl, opts.lease_wait),
             flush_seq: None,
             detached: false,
+            compat_pending: None,
         })
     }
 
@@ -367,6 +370,7 @@ impl Dataset {
             lease: commit::Lease::new(None, None),
             flush_seq,
             detached: false,
+            compat_pending: None,
         })
     }
 
@@ -505,7 +509,26 @@ impl Dataset {
     /// the memory of open chunks and what each flush writes again (a flush stores the
     /// open chunk whole, under a fresh name), at the cost of more, smaller chunks.
     pub fn set_chunk_fill(&mut self, bytes: Option<usize>) {
-        self.writer.set_fill(bytes);
+        let policy = self.writer.policy();
+        self.writer.set_policy(writer::WritePolicy {
+            fill: bytes,
+            ..policy
+        });
+    }
+
+    /// With `true`, a flush makes its data durable and visible to our readers (the
+    /// flush record) but leaves the 3.x files (metas, encoders) as they were; they are
+    /// brought up to date by [`Dataset::flush_all`], at each commit, checkout, merge
+    /// and structural change, and by the next writer to open the head after a crash.
+    /// Meanwhile 3.x readers see the head as of that last refresh. A writing policy,
+    /// not stored: frequent flushes of many tensors (the connector) then write one
+    /// record and the chunks, not every tensor's files again.
+    pub fn set_deferred_compat_files(&mut self, deferred: bool) {
+        let policy = self.writer.policy();
+        self.writer.set_policy(writer::WritePolicy {
+            deferred_compat: deferred,
+            ..policy
+        });
     }
 
     /// Names of the hidden tensors (companions, staged tensors), sorted.
@@ -922,7 +945,7 @@ impl Dataset {
             }
         }
         self.meta_dirty = true;
-        self.flush().await
+        self.flush_all().await
     }
 
     /// Deletes a visible tensor and its companions from the head.
@@ -945,7 +968,7 @@ impl Dataset {
         self.ds_diff_mut().deleted.push(name.to_owned());
         self.meta_dirty = true;
         // Make the removal visible first, then drop the head's objects of the tensor.
-        self.flush().await?;
+        self.flush_all().await?;
         for k in &keys {
             let tk: TensorName = k.parse()?;
             self.store
@@ -1350,21 +1373,43 @@ impl Dataset {
         };
         record::create(&self.store, &node, &record).await?;
         self.flush_seq = Some(record.seq);
-        // The 3.x files follow the record; after a crash here the next writer redoes them.
-        futures::future::try_join_all(self.tensors.values_mut().map(|t| {
-            let store = &store;
-            let node = &node;
-            async move { t.save_index(store, node).await }
-        }))
-        .await?;
-        record::write_dataset_files(&self.store, &node, &record.dataset).await?;
-        record::mark_applied(&self.store, &node, record.seq).await?;
+        if self.writer.policy().deferred_compat {
+            for t in self.tensors.values_mut() {
+                t.mark_saved();
+            }
+            self.compat_pending = Some(record);
+        } else {
+            // The 3.x files follow the record; after a crash here the next writer redoes
+            // them.
+            futures::future::try_join_all(self.tensors.values_mut().map(|t| {
+                let store = &store;
+                let node = &node;
+                async move { t.save_index(store, node).await }
+            }))
+            .await?;
+            record::write_dataset_files(&self.store, &node, &record.dataset).await?;
+            record::mark_applied(&self.store, &node, record.seq).await?;
+            self.compat_pending = None;
+        }
         self.info_dirty = false;
         self.meta_dirty = false;
         for t in self.tensors.values() {
             self.locator.invalidate(&node, &t.key)?;
         }
         self.cache.clear();
+        Ok(())
+    }
+
+    /// [`Dataset::flush`], then the 3.x files brought up to date if a deferred flush
+    /// left them behind (see [`Dataset::set_deferred_compat_files`]).
+    pub async fn flush_all(&mut self) -> Result<()> {
+        self.flush().await?;
+        if let Some(rec) = self.compat_pending.take()
+            && let Err(e) = record::apply(&self.store, &self.node, &rec).await
+        {
+            self.compat_pending = Some(rec);
+            return Err(e);
+        }
         Ok(())
     }
 

@@ -385,12 +385,17 @@ impl TensorState {
             return Ok(());
         }
         self.to_files(node).write(store, node, &self.key).await?;
+        self.mark_saved();
+        Ok(())
+    }
+
+    /// The current metas and encoders are on storage (in 3.x files or a flush record).
+    pub fn mark_saved(&mut self) {
         if self.pad_stored || !self.pad.ranges.is_empty() {
             self.pad_stored = true;
         }
         self.dirty = false;
         self.info_dirty = false;
-        Ok(())
     }
 }
 

@@ -24,9 +24,19 @@ pub type Inflight = Arc<Mutex<HashMap<u64, Arc<ChunkBuilder>>>>;
 pub struct ChunkWriter {
     tasks: JoinSet<Result<()>>,
     max_in_flight: usize,
+    policy: WritePolicy,
+}
+
+/// How a writing handle writes. Not stored with the dataset; it outlives the handle
+/// swaps of commit and checkout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WritePolicy {
     /// Bytes a chunk is filled to before the next one starts, if lower than half of the
     /// tensor's `max_chunk_size` (see [`crate::Dataset::set_chunk_fill`]).
-    fill: Option<usize>,
+    pub fill: Option<usize>,
+    /// Refresh the 3.x files at commits and structural changes only, not at every
+    /// flush (see [`crate::Dataset::set_deferred_compat_files`]).
+    pub deferred_compat: bool,
 }
 
 impl ChunkWriter {
@@ -34,22 +44,25 @@ impl ChunkWriter {
         ChunkWriter {
             tasks: JoinSet::new(),
             max_in_flight: max_in_flight.max(1),
-            fill: None,
+            policy: WritePolicy::default(),
         }
     }
 
-    pub fn set_fill(&mut self, bytes: Option<usize>) {
-        self.fill = bytes.map(|b| b.max(1));
+    pub fn set_policy(&mut self, policy: WritePolicy) {
+        self.policy = WritePolicy {
+            fill: policy.fill.map(|b| b.max(1)),
+            ..policy
+        };
     }
 
-    pub fn fill(&self) -> Option<usize> {
-        self.fill
+    pub fn policy(&self) -> WritePolicy {
+        self.policy
     }
 
     /// How full a chunk of a tensor whose `max_chunk_size` is `max` gets.
     pub fn fill_of(&self, max: usize) -> usize {
         let half = max / 2;
-        self.fill.map_or(half, |f| f.min(half))
+        self.policy.fill.map_or(half, |f| f.min(half))
     }
 
     /// Starts writing `builder` at `key`.

@@ -92,22 +92,32 @@ struct LocalSync {
     dir: std::path::PathBuf,
     files: Mutex<std::collections::HashSet<std::path::PathBuf>>,
     dirs: Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    /// Folders a past sync made durable: their own entries in their parents are on
+    /// disk, so writing into them again needs no fsync above them. Forgotten when this
+    /// store removes folders.
+    durable_dirs: Mutex<std::collections::HashSet<std::path::PathBuf>>,
 }
 
 impl LocalSync {
-    /// Remembers a written object: its file, and every folder from its own up to the
-    /// root, since `put` may have created any of them.
+    /// Remembers a written object: its file, its folder (a new entry), and the folders
+    /// above it up to the first one known to be durable, since `put` may have created
+    /// any of those.
     fn written(&self, full_key: &str) {
         let file = self.dir.join(full_key);
+        let durable = self.durable_dirs.lock();
         if let Ok(mut dirs) = self.dirs.lock() {
             let mut d = file.parent();
             while let Some(p) = d {
                 if !p.starts_with(&self.dir) || !dirs.insert(p.to_path_buf()) {
                     break;
                 }
+                if durable.as_ref().is_ok_and(|k| k.contains(p)) {
+                    break;
+                }
                 d = p.parent();
             }
         }
+        drop(durable);
         if let Ok(mut files) = self.files.lock() {
             files.insert(file);
         }
@@ -272,6 +282,7 @@ impl Store {
                     dir: dir.to_path_buf(),
                     files: Mutex::default(),
                     dirs: Mutex::default(),
+                    durable_dirs: Mutex::default(),
                 })
             }),
         })
@@ -351,7 +362,10 @@ impl Store {
             let files = LocalSync::take(&ls.files);
             let dirs = LocalSync::take(&ls.dirs);
             fsync_all(files, false).await?;
-            fsync_all(dirs, true).await?;
+            fsync_all(dirs.clone(), true).await?;
+            if let Ok(mut known) = ls.durable_dirs.lock() {
+                known.extend(dirs);
+            }
         }
         Ok(())
     }
@@ -604,6 +618,11 @@ impl Store {
         // Object stores have no folders; a local disk keeps empty ones, which would look
         // like leftovers (3.x lists `versions/` folders), so they go too.
         if !prefix.trim_matches('/').is_empty() {
+            if let Some(ls) = &self.local_sync
+                && let Ok(mut known) = ls.durable_dirs.lock()
+            {
+                known.clear();
+            }
             self.remove_empty_folders(prefix.trim_end_matches('/'))
                 .await?;
         }

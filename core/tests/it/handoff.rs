@@ -103,3 +103,89 @@ async fn flushed_chunks_are_never_rewritten() {
     }
     assert_eq!(ds.tensor_len("x").unwrap(), 6);
 }
+
+/// What deeplake 3.9.52 sees of tensor `x` at the head of `main`: its length, or -1
+/// without such a tensor.
+fn dl3_len_of_x(url: &str) -> i64 {
+    let script = r#"
+ds = deeplake.load(sys.argv[1], read_only=True, verbose=False)
+print(json.dumps({"len": len(ds["x"]) if "x" in ds.tensors else -1}))
+"#;
+    testkit::oracle::dl3_json(script, [url])["len"]
+        .as_i64()
+        .unwrap()
+}
+
+/// With deferred 3.x files, a flush is durable and visible to our readers at once, while
+/// deeplake 3.9.52 sees the head as of the last commit; a commit, `flush_all`, or the
+/// next writer after a crash brings the 3.x files up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_compat_files_follow_at_commit_flush_all_and_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("ds").to_string_lossy().into_owned();
+    let opts = OpenOptions {
+        lease_ttl: Some(Duration::from_millis(200)),
+        lease_wait: Some(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    let rows = |from: i64, n: i64| -> Vec<Sample> {
+        (from..from + n)
+            .map(|i| Sample::Array(NdArray::from_slice(vec![1], &[i]).unwrap()))
+            .collect()
+    };
+    let ours = |url: String| async move {
+        let ro = OpenOptions {
+            read_only: true,
+            ..Default::default()
+        };
+        let ds = Dataset::open(&url, ro).await.unwrap();
+        ds.tensor_len("x").unwrap()
+    };
+
+    let mut ds = Dataset::create(&url, opts.clone()).await.unwrap();
+    ds.set_deferred_compat_files(true);
+    ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    ds.extend("x", rows(0, 5)).await.unwrap();
+    ds.flush().await.unwrap();
+    assert_eq!(ours(url.clone()).await, 5);
+    assert_eq!(dl3_len_of_x(&url), -1, "3.x files wait for the commit");
+
+    ds.commit("five rows").await.unwrap();
+    assert_eq!(dl3_len_of_x(&url), 5);
+
+    // The policy outlives the commit's handle swap.
+    ds.extend("x", rows(5, 2)).await.unwrap();
+    ds.flush().await.unwrap();
+    assert_eq!(ours(url.clone()).await, 7);
+    assert_eq!(dl3_len_of_x(&url), 5);
+    ds.flush_all().await.unwrap();
+    assert_eq!(dl3_len_of_x(&url), 7);
+
+    ds.extend("x", rows(7, 3)).await.unwrap();
+    ds.flush().await.unwrap();
+    std::mem::forget(ds); // dies with its 3.x files behind its flush record
+    assert_eq!(dl3_len_of_x(&url), 7);
+    assert_eq!(ours(url.clone()).await, 10);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let next = Dataset::open(&url, opts.clone()).await.unwrap();
+    next.close().await.unwrap();
+    assert_eq!(
+        dl3_len_of_x(&url),
+        10,
+        "the next writer repairs the 3.x files"
+    );
+    let ds = Dataset::open(&url, OpenOptions::default()).await.unwrap();
+    let got: Vec<i64> = ds
+        .read_range("x", 0..10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| match s {
+            Sample::Array(a) => a.to_f64_vec()[0] as i64,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
