@@ -230,6 +230,7 @@ impl Dataset {
             head,
             self.branch.clone(),
             true,
+            Some(self.cache.shared().clone()),
         ))
         .await?;
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
@@ -405,9 +406,15 @@ impl Dataset {
                 let r: crate::version::Ref = target.parse()?;
                 let (_, tree, tags) = log::load(&self.store).await?;
                 let at = r.resolve(&tree, &tags)?;
-                let mut other =
-                    Dataset::open_at(self.store.clone(), tree.into(), at.node, at.branch, false)
-                        .await?;
+                let mut other = Dataset::open_at(
+                    self.store.clone(),
+                    tree.into(),
+                    at.node,
+                    at.branch,
+                    false,
+                    Some(self.cache.shared().clone()),
+                )
+                .await?;
                 other.tags = tags;
                 // The writing policy outlives the handle swap.
                 other.writer.set_policy(self.writer.policy());
@@ -430,9 +437,15 @@ impl Dataset {
                 Some(b) => (b, true),
                 None => (at.branch.clone(), false),
             };
-            let mut other =
-                Dataset::open_at(self.store.clone(), tree.into(), at.node, branch, writable)
-                    .await?;
+            let mut other = Dataset::open_at(
+                self.store.clone(),
+                tree.into(),
+                at.node,
+                branch,
+                writable,
+                Some(self.cache.shared().clone()),
+            )
+            .await?;
             other.tags = tags;
             other.detached = !writable;
             self.release_lease().await?;
@@ -570,6 +583,7 @@ impl Dataset {
             parent.clone(),
             self.branch.clone(),
             false,
+            Some(self.cache.shared().clone()),
         ))
         .await?;
         let next = CommitId::generate();
@@ -610,6 +624,7 @@ impl Dataset {
             next,
             self.branch.clone(),
             true,
+            Some(self.cache.shared().clone()),
         ))
         .await?;
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));

@@ -274,6 +274,7 @@ impl Dataset {
             head,
             branch.to_owned(),
             true,
+            Some(self.cache.shared().clone()),
         ))
         .await?;
         src.lease = super::commit::Lease::new(Some(self.lease.ttl), None);
@@ -326,6 +327,7 @@ impl Dataset {
             c,
             branch,
             false,
+            Some(self.cache.shared().clone()),
         ))
         .await?;
         ds.tags = self.tags.clone();

@@ -11,6 +11,7 @@
 //! u64 per sample, used by merge), `_<t>_shape` (the sample shape) and, for image-like
 //! htypes, `_<t>_info` (a JSON record per sample).
 
+mod cache;
 mod commit;
 mod encode;
 pub mod gc;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+pub use cache::{CacheStats, ChunkCache, DEFAULT_CACHE_BYTES};
 pub use encode::{EncodeCtx, Prepared, StoredItem};
 pub use merge::{MergeOptions, MergeOutcome, TensorMerge};
 pub use packed::PackedRows;
@@ -65,6 +67,9 @@ pub struct OpenOptions {
     pub lease_ttl: Option<std::time::Duration>,
     /// How long to wait for another writer's lease on the branch (default: fail at once).
     pub lease_wait: Option<std::time::Duration>,
+    /// A chunk cache to share with other handles (a server's one budget for every
+    /// dataset); unset, the handle makes its own of [`DEFAULT_CACHE_BYTES`].
+    pub cache: Option<std::sync::Arc<ChunkCache>>,
 }
 
 /// How to create a tensor. `htype` is a 3.x htype string such as `image`,
@@ -168,7 +173,7 @@ pub struct Dataset {
     ds_diff: Option<DatasetDiff>,
     tensors: BTreeMap<String, TensorState>,
     locator: ChunkLocator,
-    cache: read::ChunkCache,
+    cache: cache::CacheView,
     writer: writer::ChunkWriter,
     /// Tag name -> commit id, from the commit-tree log.
     tags: BTreeMap<String, String>,
@@ -230,6 +235,7 @@ impl Dataset {
         crate::version::log::refresh_3x(&store, &tree, &[]).await?;
         let tree = Arc::new(tree);
         let locator = ChunkLocator::new(&tree, &root)?;
+        let cache = cache::CacheView::new(opts.cache.clone(), store.url());
         Ok(Dataset {
             store,
             tree,
@@ -243,7 +249,7 @@ impl Dataset {
             ds_diff: None,
             tensors: BTreeMap::new(),
             locator,
-            cache: read::ChunkCache::new(256 << 20),
+            cache,
             writer: writer::ChunkWriter::new(4),
             tags: BTreeMap::new(),
             lease: commit::Lease::new(opts.lease_ttl, opts.lease_wait),
@@ -288,7 +294,15 @@ impl Dataset {
                 .get(node.as_str())
                 .map(|n| n.is_head())
                 .unwrap_or(true);
-        let mut ds = Dataset::open_at(store, tree.into(), node, branch, writable).await?;
+        let mut ds = Dataset::open_at(
+            store,
+            tree.into(),
+            node,
+            branch,
+            writable,
+            opts.cache.clone(),
+        )
+        .await?;
         ds.tags = tags;
         ds.lease = commit::Lease::new(opts.lease_ttl, opts.lease_wait);
         Ok(ds)
@@ -310,6 +324,7 @@ impl Dataset {
         node: CommitId,
         branch: String,
         writable: bool,
+        cache: Option<Arc<ChunkCache>>,
     ) -> Result<Dataset> {
         let mut latest = record::latest(&store, &node).await?;
         if latest.is_none() {
@@ -320,7 +335,15 @@ impl Dataset {
             latest = record::latest(&store, &node).await?;
             if latest.is_none() {
                 let (m, i, d, t) = files?;
-                return Dataset::assemble(store, tree, node, branch, writable, (m, i, d, t, None));
+                return Dataset::assemble(
+                    store,
+                    tree,
+                    node,
+                    branch,
+                    writable,
+                    (m, i, d, t, None),
+                    cache,
+                );
             }
         }
         let Some(rec) = latest else {
@@ -331,7 +354,15 @@ impl Dataset {
         }
         let seq = rec.seq;
         let (m, i, d, t) = Dataset::state_from_record(&store, &node, rec)?;
-        Dataset::assemble(store, tree, node, branch, writable, (m, i, d, t, Some(seq)))
+        Dataset::assemble(
+            store,
+            tree,
+            node,
+            branch,
+            writable,
+            (m, i, d, t, Some(seq)),
+            cache,
+        )
     }
 
     #[allow(clippy::type_complexity)]
@@ -348,9 +379,11 @@ impl Dataset {
             BTreeMap<String, TensorState>,
             Option<u64>,
         ),
+        cache: Option<Arc<ChunkCache>>,
     ) -> Result<Dataset> {
         let (meta, info, ds_diff, tensors, flush_seq) = state;
         let locator = ChunkLocator::new(&tree, &node)?;
+        let cache = cache::CacheView::new(cache, store.url());
         Ok(Dataset {
             store,
             tree,
@@ -364,7 +397,7 @@ impl Dataset {
             ds_diff,
             tensors,
             locator,
-            cache: read::ChunkCache::new(256 << 20),
+            cache,
             writer: writer::ChunkWriter::new(4),
             tags: BTreeMap::new(),
             lease: commit::Lease::new(None, None),
@@ -449,6 +482,11 @@ impl Dataset {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The chunk cache this handle reads through (shared when [`OpenOptions::cache`] set one).
+    pub fn chunk_cache(&self) -> &Arc<ChunkCache> {
+        self.cache.shared()
     }
 
     /// The node being read: for a writable head, the id its next commit will get.
@@ -1011,6 +1049,85 @@ impl Dataset {
         }
         .map_err(|e| with_tensor(e, tensor))?;
         self.append_prepared(&key, prepared).await
+    }
+
+    /// Appends columns of samples, all of the same length: every sample is checked and
+    /// encoded before anything changes, so a bad one leaves the handle as it was (the
+    /// error names its tensor and its index in the column). class_label columns take
+    /// label indexes here, not names. Failures of storage while appending may still
+    /// leave a prefix of the columns appended.
+    pub async fn extend_columns(&mut self, columns: Vec<(String, Vec<Sample>)>) -> Result<()> {
+        self.check_writable()?;
+        if let Some((first, rest)) = columns.split_first() {
+            for (t, c) in rest {
+                if c.len() != first.1.len() {
+                    return Err(Error::invalid(format!(
+                        "columns differ in length: {:?} has {}, {t:?} has {}",
+                        first.0,
+                        first.1.len(),
+                        c.len()
+                    )));
+                }
+            }
+        }
+        let mut checked = Vec::with_capacity(columns.len());
+        for (tensor, samples) in columns {
+            let key = self.key_of(&tensor)?;
+            let mut ctx = self.encode_ctx(&key)?;
+            let t = self
+                .tensors
+                .get(&key)
+                .ok_or_else(|| Error::not_found("tensor", &key))?;
+            if t.htype.base == BaseHtype::ClassLabel
+                && let Some(k) = samples
+                    .iter()
+                    .position(|s| matches!(s, Sample::Text(_) | Sample::List(_)))
+            {
+                return Err(Error::invalid(format!(
+                    "tensor {tensor:?}, row {k}: a class label is its index here, not a name"
+                )));
+            }
+            if ctx.dtype.is_none() && t.meta.dtype.is_none() && !t.htype.is_text_like() {
+                // The dtype the first array gives the tensor is the one all rows get.
+                ctx.dtype = samples.iter().find_map(|s| match s {
+                    Sample::Array(a) => Some(a.dtype),
+                    _ => None,
+                });
+            }
+            let originals = samples.clone();
+            let name = tensor.clone();
+            let prepared = crate::runtime::spawn_cpu(move || {
+                use rayon::prelude::*;
+                samples
+                    .into_par_iter()
+                    .enumerate()
+                    .map(|(k, s)| {
+                        encode::encode(&ctx, s).map_err(|e| match e {
+                            Error::InvalidInput { message } => Error::InvalidInput {
+                                message: format!("tensor {name:?}, row {k}: {message}"),
+                            },
+                            Error::Unsupported { message } => Error::Unsupported {
+                                message: format!("tensor {name:?}, row {k}: {message}"),
+                            },
+                            other => other,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+            if let Err((k, r, want)) = rank_of(t_state(&self.tensors, &key)?, &prepared) {
+                return Err(Error::invalid(format!(
+                    "tensor {tensor:?}, row {k}: the sample has {r} dimensions, the tensor's samples {want}"
+                )));
+            }
+            checked.push((key, originals, prepared));
+        }
+        self.ensure_lease().await?;
+        for (key, originals, prepared) in checked {
+            self.infer_dtype(&key, &originals)?;
+            self.append_prepared(&key, prepared).await?;
+        }
+        Ok(())
     }
 
     /// Appends one row: a sample for each named tensor.
@@ -1869,8 +1986,23 @@ fn update_shape_bounds(meta: &mut TensorMeta, shape: &[u64]) {
 /// Every sample of a tensor has the same number of dimensions (3.x refuses others).
 /// Checked before anything is appended, so a bad batch changes nothing.
 fn check_ranks(t: &TensorState, prepared: &[Prepared]) -> Result<Option<usize>> {
+    match rank_of(t, prepared) {
+        Ok(rank) => Ok(rank),
+        Err((_, r, want)) => Err(Error::invalid(format!(
+            "sample has {r} dimensions but tensor {} holds samples of {want}",
+            t.meta.name.as_deref().unwrap_or(t.key.as_str())
+        ))),
+    }
+}
+
+/// The rank of the tensor after `prepared`, or the first sample of another rank: its
+/// index in `prepared`, its rank, and the rank wanted.
+fn rank_of(
+    t: &TensorState,
+    prepared: &[Prepared],
+) -> std::result::Result<Option<usize>, (usize, usize, usize)> {
     let mut rank = (!t.meta.max_shape.is_empty()).then_some(t.meta.max_shape.len());
-    for p in prepared {
+    for (k, p) in prepared.iter().enumerate() {
         let items: &[StoredItem] = match p {
             Prepared::Item(it) => std::slice::from_ref(it),
             Prepared::Sequence(items) => items,
@@ -1885,18 +2017,19 @@ fn check_ranks(t: &TensorState, prepared: &[Prepared]) -> Result<Option<usize>> 
                 continue;
             }
             match rank {
-                Some(want) if want != r => {
-                    return Err(Error::invalid(format!(
-                        "sample has {r} dimensions but tensor {} holds samples of {want}",
-                        t.meta.name.as_deref().unwrap_or(t.key.as_str())
-                    )));
-                }
+                Some(want) if want != r => return Err((k, r, want)),
                 None => rank = Some(r),
                 _ => {}
             }
         }
     }
     Ok(rank)
+}
+
+fn t_state<'a>(tensors: &'a BTreeMap<String, TensorState>, key: &str) -> Result<&'a TensorState> {
+    tensors
+        .get(key)
+        .ok_or_else(|| Error::not_found("tensor", key))
 }
 
 /// An empty sample: no bytes and an all-zero shape. It takes the tensor's rank.

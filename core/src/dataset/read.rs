@@ -8,14 +8,15 @@
 //!   about one small range read per sample.
 //! * Chunks held by the writer (unflushed) are read from memory.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
+use super::cache::Kind;
 use super::encode::paste_block;
 use super::tensor::TensorState;
 use super::{Dataset, class_names};
@@ -43,78 +44,6 @@ impl Default for ReadOptions {
         ReadOptions {
             decode: true,
             concurrency: 8,
-        }
-    }
-}
-
-/// A bounded cache of chunks (data section decompressed) and of chunk headers.
-pub struct ChunkCache {
-    budget: usize,
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    chunks: HashMap<String, Arc<Chunk>>,
-    order: VecDeque<String>,
-    bytes: usize,
-    headers: HashMap<String, Arc<Chunk>>,
-}
-
-impl ChunkCache {
-    pub fn new(budget: usize) -> Self {
-        ChunkCache {
-            budget,
-            inner: Mutex::new(CacheInner::default()),
-        }
-    }
-
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, CacheInner>> {
-        self.inner
-            .lock()
-            .map_err(|_| Error::internal("chunk cache poisoned"))
-    }
-
-    fn get(&self, key: &str) -> Option<Arc<Chunk>> {
-        self.lock().ok()?.chunks.get(key).cloned()
-    }
-
-    fn header(&self, key: &str) -> Option<Arc<Chunk>> {
-        self.lock().ok()?.headers.get(key).cloned()
-    }
-
-    fn put_header(&self, key: &str, h: Arc<Chunk>) {
-        if let Ok(mut g) = self.lock() {
-            if g.headers.len() > 100_000 {
-                g.headers.clear();
-            }
-            g.headers.insert(key.to_owned(), h);
-        }
-    }
-
-    fn put(&self, key: &str, c: Arc<Chunk>) {
-        let Ok(mut g) = self.lock() else { return };
-        let sz = c.data.len();
-        if sz > self.budget {
-            return;
-        }
-        if g.chunks.insert(key.to_owned(), c).is_none() {
-            g.order.push_back(key.to_owned());
-            g.bytes += sz;
-        }
-        while g.bytes > self.budget {
-            let Some(old) = g.order.pop_front() else {
-                break;
-            };
-            if let Some(c) = g.chunks.remove(&old) {
-                g.bytes -= c.data.len();
-            }
-        }
-    }
-
-    pub fn clear(&self) {
-        if let Ok(mut g) = self.lock() {
-            *g = CacheInner::default();
         }
     }
 }
@@ -230,8 +159,8 @@ async fn fetch_chunk(ds: &Dataset, t: &TensorState, id: u64) -> Result<Arc<Chunk
     if let Some(c) = held_chunk(t, id, true) {
         return Ok(Arc::new(c));
     }
-    let key = ds.locator.locate(&ds.store, &t.key, ChunkId(id)).await?;
-    if let Some(c) = ds.cache.get(&key) {
+    let (key, ckey) = cache_key(ds, t, id, Kind::Chunk).await?;
+    if let Some(c) = ds.cache.get(&ckey) {
         return Ok(c);
     }
     let bytes = ds.store.get(&key).await.map_err(|e| match e {
@@ -244,6 +173,7 @@ async fn fetch_chunk(ds: &Dataset, t: &TensorState, id: u64) -> Result<Arc<Chunk
         ),
         other => other,
     })?;
+    ds.cache.shared().record_read(bytes.len());
     let path = format!("{}/{key}", ds.store.url());
     let cc = t.chunk_compression.clone();
     let max = t.max_chunk_size();
@@ -256,8 +186,23 @@ async fn fetch_chunk(ds: &Dataset, t: &TensorState, id: u64) -> Result<Arc<Chunk
     })
     .await?;
     let chunk = Arc::new(chunk);
-    ds.cache.put(&key, chunk.clone());
+    let size = header_encoded_len(&chunk) + chunk.data.len();
+    ds.cache.insert(&ckey, chunk.clone(), size);
     Ok(chunk)
+}
+
+/// The object key of chunk `id` and its cache key of `kind`: shared by every handle when
+/// the chunk lies in a committed version's folder, private to this handle otherwise
+/// (see the cache module).
+async fn cache_key(ds: &Dataset, t: &TensorState, id: u64, kind: Kind) -> Result<(String, String)> {
+    let (commit, key) = ds.locator.locate_in(&ds.store, &t.key, ChunkId(id)).await?;
+    let immutable = ds
+        .tree
+        .commits
+        .get(commit.as_str())
+        .is_some_and(|n| !n.is_head());
+    let ckey = ds.cache.key(kind, immutable, &key);
+    Ok((key, ckey))
 }
 
 /// Fetches a few samples of one uncompressed chunk with range reads.
@@ -267,22 +212,25 @@ async fn fetch_ranges(
     id: u64,
     locals: &[usize],
 ) -> Result<Vec<(Vec<u32>, Bytes)>> {
-    let key = ds.locator.locate(&ds.store, &t.key, ChunkId(id)).await?;
-    if let Some(c) = ds.cache.get(&key) {
+    let (key, ckey) = cache_key(ds, t, id, Kind::Chunk).await?;
+    if let Some(c) = ds.cache.get(&ckey) {
         return locals
             .iter()
             .map(|&l| slice_item(&c, l, &key, ds))
             .collect();
     }
     let path = format!("{}/{key}", ds.store.url());
-    let header = match ds.cache.header(&key) {
+    let hkey = cache_key(ds, t, id, Kind::Header).await?.1;
+    let header = match ds.cache.get(&hkey) {
         Some(h) => h,
         None => {
             let mut prefix = ds.store.get_prefix(&key, 16 * 1024).await?;
+            ds.cache.shared().record_read(prefix.len());
             let len = match header_len(&prefix).map_err(|e| e.at(&path))? {
                 Some(n) => n,
                 None => {
                     prefix = ds.store.get_prefix(&key, 1 << 20).await?;
+                    ds.cache.shared().record_read(prefix.len());
                     header_len(&prefix)
                         .map_err(|e| e.at(&path))?
                         .ok_or_else(|| Error::corrupt(&path, "chunk header is truncated"))?
@@ -290,6 +238,7 @@ async fn fetch_ranges(
             };
             if prefix.len() < len {
                 prefix = ds.store.get_prefix(&key, len as u64).await?;
+                ds.cache.shared().record_read(prefix.len());
             }
             if prefix.len() < len {
                 return Err(Error::corrupt(&path, "chunk header is truncated"));
@@ -297,7 +246,7 @@ async fn fetch_ranges(
             let mut h = Chunk::decode(prefix.slice(..len)).map_err(|e| e.at(&path))?;
             h.data = Bytes::new();
             let h = Arc::new(h);
-            ds.cache.put_header(&key, h.clone());
+            ds.cache.insert(&hkey, h.clone(), len);
             h
         }
     };
@@ -314,6 +263,7 @@ async fn fetch_ranges(
                 .get_range(&key, hlen + r.start as u64..hlen + r.end as u64)
                 .await?
         };
+        ds.cache.shared().record_read(bytes.len());
         if bytes.len() != r.len() {
             return Err(Error::corrupt(&path, format!("sample {l} is truncated")));
         }
@@ -782,8 +732,9 @@ pub(super) async fn sample_shape(ds: &Dataset, t: &TensorState, index: u64) -> R
         if t.chunk_compression.is_none() {
             // Loads (and caches) the chunk header without fetching sample bytes.
             fetch_ranges(ds, t, id, &[]).await?;
-            let key = ds.locator.locate(&ds.store, &t.key, ChunkId(id)).await?;
-            if let Some(h) = ds.cache.header(&key).or_else(|| ds.cache.get(&key)) {
+            let (key, hkey) = cache_key(ds, t, id, Kind::Header).await?;
+            let ckey = cache_key(ds, t, id, Kind::Chunk).await?.1;
+            if let Some(h) = ds.cache.get(&hkey).or_else(|| ds.cache.get(&ckey)) {
                 return Ok(h
                     .shape(local)
                     .map_err(|e| e.at(&key))?

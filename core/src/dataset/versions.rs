@@ -65,7 +65,15 @@ impl Dataset {
         }
         let (_, tree, tags) = crate::version::log::load(&store).await?;
         let at = r.resolve(&tree, &tags)?;
-        let mut ds = Dataset::open_at(store, tree.into(), at.node, at.branch, false).await?;
+        let mut ds = Dataset::open_at(
+            store,
+            tree.into(),
+            at.node,
+            at.branch,
+            false,
+            opts.cache.clone(),
+        )
+        .await?;
         ds.tags = tags;
         Ok(ds)
     }
@@ -250,8 +258,15 @@ impl Dataset {
             .get(node)
             .map(|n| n.branch.clone())
             .ok_or_else(|| Error::not_found("commit", node))?;
-        let mut ds =
-            Dataset::open_at(self.store.clone(), self.tree.clone(), c, branch, false).await?;
+        let mut ds = Dataset::open_at(
+            self.store.clone(),
+            self.tree.clone(),
+            c,
+            branch,
+            false,
+            Some(self.cache.shared().clone()),
+        )
+        .await?;
         ds.tags = self.tags.clone();
         Ok(At::Other(Box::new(ds)))
     }

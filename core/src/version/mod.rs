@@ -191,10 +191,20 @@ impl ChunkLocator {
     /// head of a long chain costs one round of parallel small reads per tensor, not one
     /// sequential read per commit per chunk.
     pub async fn locate(&self, store: &Store, key: &TensorName, id: ChunkId) -> Result<String> {
+        Ok(self.locate_in(store, key, id).await?.1)
+    }
+
+    /// [`ChunkLocator::locate`], with the commit whose folder holds the chunk.
+    pub async fn locate_in(
+        &self,
+        store: &Store,
+        key: &TensorName,
+        id: ChunkId,
+    ) -> Result<(CommitId, String)> {
         let map = self.resolve(store, key).await?;
         Ok(match map.get(&id.name()) {
-            Some((commit, k)) => paths::chunk(commit, k, id),
-            None => paths::chunk(&CommitId::root(), key, id),
+            Some((commit, k)) => (commit.clone(), paths::chunk(commit, k, id)),
+            None => (CommitId::root(), paths::chunk(&CommitId::root(), key, id)),
         })
     }
 

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cache;
 mod corrupt;
 mod fuzz_corpus;
 mod gc;

@@ -7,7 +7,7 @@
 //! every request acts as admin, which `serve` allows only on a loopback address.
 //!
 //! Route scopes: reads of datasets, samples, history and queries need `read`; writes
-//! inside a dataset (tensors, commits, branches, tags, merges, views) need `write`;
+//! inside a dataset (tensors, appends, commits, branches, tags, merges, views) need `write`;
 //! creating and deleting datasets and `/metrics` need `admin`.
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //!
 //! Routes are labelled by their matched pattern (`/datasets/{name}`), never by the raw
 //! path, so label sets stay bounded whatever clients send; unmatched requests share the
-//! label `unmatched`.
+//! label `unmatched`. The shared chunk cache's counters are rendered with them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::state::AppState;
+use deeplake_core::dataset::CacheStats;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
@@ -55,10 +56,64 @@ impl Metrics {
         h.count += 1;
     }
 
-    /// The Prometheus text exposition of every series.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every series, and of `cache`'s counters.
+    pub fn render(&self, cache: &CacheStats) -> String {
         let d = self.data.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
+        for (name, kind, help, v) in [
+            (
+                "deeplake_chunk_cache_hits_total",
+                "counter",
+                "Chunk cache lookups that found their chunk or chunk header.",
+                cache.hits,
+            ),
+            (
+                "deeplake_chunk_cache_misses_total",
+                "counter",
+                "Chunk cache lookups that went to storage.",
+                cache.misses,
+            ),
+            (
+                "deeplake_chunk_cache_evictions_total",
+                "counter",
+                "Chunks evicted to stay within the cache budget.",
+                cache.evictions,
+            ),
+            (
+                "deeplake_chunk_cache_bytes",
+                "gauge",
+                "Bytes held by the chunk cache.",
+                cache.bytes,
+            ),
+            (
+                "deeplake_chunk_cache_entries",
+                "gauge",
+                "Chunks and chunk headers held by the chunk cache.",
+                cache.entries,
+            ),
+            (
+                "deeplake_chunk_reads_total",
+                "counter",
+                "Reads of chunk objects from storage (whole chunks, headers, sample ranges).",
+                cache.reads,
+            ),
+            (
+                "deeplake_chunk_read_bytes_total",
+                "counter",
+                "Bytes of chunk objects read from storage.",
+                cache.read_bytes,
+            ),
+            (
+                "deeplake_chunk_cache_budget_bytes",
+                "gauge",
+                "The chunk cache's byte budget.",
+                cache.budget,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {v}");
+        }
         let _ = writeln!(
             out,
             "# HELP deeplake_http_requests_total HTTP requests answered."

@@ -9,6 +9,7 @@
 //! non-loopback bind when no token is configured, binds, prints the API address, and
 //! serves until SIGINT or SIGTERM, letting requests in flight finish.
 
+pub mod arrow;
 pub mod auth;
 pub mod error;
 pub mod metrics;
@@ -43,9 +44,14 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub bind: SocketAddr,
-    /// JSON config file: {"tokens": [...], "limits": {...}, "storage_options": {...}}.
+    /// JSON config file: {"tokens": [...], "limits": {...}, "storage_options": {...},
+    /// "cache_bytes": N}.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// Bytes of decoded chunks kept in memory for all datasets together (overrides the
+    /// config's `cache_bytes`; default 256 MiB).
+    #[arg(long)]
+    pub cache_bytes: Option<usize>,
     #[command(flatten)]
     pub storage: crate::cli::StorageArgs,
 }
@@ -76,6 +82,8 @@ pub struct Config {
     pub tokens: Vec<auth::TokenConfig>,
     pub limits: Limits,
     pub storage_options: std::collections::BTreeMap<String, String>,
+    /// The chunk cache's budget in bytes (default 256 MiB).
+    pub cache_bytes: Option<usize>,
 }
 
 impl Config {
@@ -116,6 +124,7 @@ impl Config {
         routes::datasets::delete_tensor,
         routes::samples::one,
         routes::samples::slice,
+        routes::append::append,
         routes::versions::log,
         routes::versions::commit,
         routes::versions::branches,
@@ -170,6 +179,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .merge(routes::system::router())
         .merge(routes::datasets::router())
         .merge(routes::samples::router())
+        .merge(routes::append::router())
         .merge(routes::versions::router())
         .merge(routes::query::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
@@ -227,7 +237,12 @@ pub async fn run(a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     for (k, v) in &config.storage_options {
         storage = storage.with(k.clone(), v.clone());
     }
-    let state = AppState::new(&a.root, storage, tokens);
+    let cache_bytes = a
+        .cache_bytes
+        .or(config.cache_bytes)
+        .unwrap_or(deeplake_core::dataset::DEFAULT_CACHE_BYTES);
+    let cache = std::sync::Arc::new(deeplake_core::dataset::ChunkCache::new(cache_bytes));
+    let state = AppState::with_cache(&a.root, storage, tokens, cache);
     let app = router(state, &config.limits);
     let listener = tokio::net::TcpListener::bind(a.bind)
         .await

@@ -1,5 +1,6 @@
-//! Shared server state: the storage root, tokens, the cache of opened datasets, query
-//! results kept for paging, and metrics.
+//! Shared server state: the storage root, tokens, the cache of opened datasets, the
+//! one chunk cache every dataset handle reads through (a byte budget for the whole
+//! server), query results kept for paging, and metrics.
 //!
 //! Dataset names are validated once ([`DatasetName`]) and only then joined to the root,
 //! so no request can name storage outside it. Read handles are cached per
@@ -11,6 +12,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deeplake_core::dataset::{ChunkCache, DEFAULT_CACHE_BYTES};
 use deeplake_core::store::StoreOptions;
 use deeplake_core::tql::QueryResult;
 use deeplake_core::version::Ref;
@@ -87,18 +89,35 @@ pub struct Inner {
     pub storage: StoreOptions,
     pub tokens: Tokens,
     pub metrics: Metrics,
+    pub chunk_cache: Arc<ChunkCache>,
     cache: Mutex<HashMap<CacheKey, (Arc<Dataset>, Instant)>>,
     results: Mutex<Vec<(String, Arc<StoredResult>)>>,
 }
 
 impl AppState {
+    /// State with a chunk cache of [`DEFAULT_CACHE_BYTES`].
     pub fn new(root: &str, storage: StoreOptions, tokens: Tokens) -> AppState {
+        AppState::with_cache(
+            root,
+            storage,
+            tokens,
+            Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES)),
+        )
+    }
+
+    pub fn with_cache(
+        root: &str,
+        storage: StoreOptions,
+        tokens: Tokens,
+        chunk_cache: Arc<ChunkCache>,
+    ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 root: root.trim_end_matches('/').to_owned(),
                 storage,
                 tokens,
                 metrics: Metrics::default(),
+                chunk_cache,
                 cache: Mutex::new(HashMap::new()),
                 results: Mutex::new(Vec::new()),
             }),
@@ -113,6 +132,7 @@ impl AppState {
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
             storage: self.inner.storage.clone(),
+            cache: Some(self.inner.chunk_cache.clone()),
             ..Default::default()
         }
     }

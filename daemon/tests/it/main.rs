@@ -6,4 +6,5 @@
 mod cli;
 mod import;
 mod serve;
+mod serve_arrow;
 mod vc;

@@ -210,6 +210,8 @@ pub async fn delete(
     store.delete_prefix("").await?;
     store.remove_empty_folders("").await?;
     state.invalidate(&name);
+    // A dataset created later under the name must not find these chunks.
+    state.inner.chunk_cache.forget_dataset(store.url());
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP routes, one file per resource. Each file's `router()` lists its routes
 //! next to their handlers; `serve::router` merges them.
 
+pub mod append;
 pub mod datasets;
 pub mod query;
 pub mod samples;

@@ -5,9 +5,16 @@
 //! refused, since it could read storage outside the served root. Results are kept in
 //! memory under a random id for paging until the dataset is written or newer results
 //! push them out.
+//!
+//! Both the first page and later pages come as JSON, or with `?format=arrow` (a query
+//! parameter on both routes, as on the sample routes; the Accept header is not
+//! consulted) as an Arrow IPC stream: `__row`, one column per tensor for `SELECT *`, and
+//! the computed columns (the mapping of `serve::arrow`). The result id and total then
+//! travel in the `X-Deeplake-Result-Id` and `X-Deeplake-Total` headers.
 
 use axum::Router;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use deeplake_core::tql::ast::{FromClause, Query as Tql};
 use deeplake_core::tql::{self, QueryOptions};
@@ -15,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::samples::sample_json;
+use super::samples::{arrow_response, sample_json};
+use crate::serve::arrow;
 use crate::serve::auth::{Caller, Scope};
 use crate::serve::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::serve::state::{AppState, DatasetName, StoredResult, is_segment, parse_ref};
@@ -66,6 +74,96 @@ pub struct QueryPage {
 pub struct PageParams {
     pub limit: Option<usize>,
     pub offset: Option<usize>,
+    /// `json` (default) or `arrow` (an Arrow IPC stream).
+    pub format: Option<String>,
+    /// With `format=arrow`: decode images to arrays (default true) or send their stored
+    /// bytes as Binary.
+    pub decode: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FormatParams {
+    /// `json` (default) or `arrow` (an Arrow IPC stream).
+    pub format: Option<String>,
+    /// With `format=arrow`: decode images to arrays (default true) or send their stored
+    /// bytes as Binary.
+    pub decode: Option<bool>,
+}
+
+/// Whether a page goes out as Arrow (else JSON).
+fn wants_arrow(format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("arrow") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format {other:?} is not one of json, arrow"
+        ))),
+    }
+}
+
+/// A page as an Arrow IPC stream, with the result's id and total in headers.
+async fn arrow_page(
+    r: &StoredResult,
+    id: &str,
+    offset: usize,
+    limit: usize,
+    decode: bool,
+) -> Result<Response, ApiError> {
+    let res = &r.result;
+    let ds = &r.dataset_handle;
+    let end = offset.saturating_add(limit).min(res.rows.len());
+    let start = offset.min(end);
+    let main = res
+        .sources
+        .iter()
+        .position(|s| s.url == ds.url() && s.node == ds.node_id().as_str());
+    let tensors = if res.star {
+        ds.tensor_names()
+    } else {
+        Vec::new()
+    };
+    let opts = deeplake_core::dataset::ReadOptions {
+        decode,
+        ..Default::default()
+    };
+    let mut columns = Vec::with_capacity(tensors.len());
+    for t in &tensors {
+        let spec = arrow::column_spec(ds, t, decode)?;
+        let mut samples = Vec::with_capacity(end - start);
+        for &(src, row) in &res.rows[start..end] {
+            if Some(src as usize) == main {
+                let mut s = ds.read_range_with(t, row..row + 1, &opts).await?;
+                samples.push(s.pop().unwrap_or(deeplake_core::Sample::Empty));
+            } else {
+                samples.push(deeplake_core::Sample::Empty);
+            }
+        }
+        columns.push((spec, samples));
+    }
+    let computed = res
+        .columns
+        .iter()
+        .map(|(c, vals)| {
+            let v = (start..end)
+                .map(|k| vals.get(k).map(|v| v.to_json().to_string()))
+                .collect();
+            (c.clone(), v)
+        })
+        .collect();
+    let page = arrow::Page {
+        rows: Some(res.rows[start..end].iter().map(|&(_, row)| row).collect()),
+        tensors: columns,
+        computed,
+    };
+    let bytes = tokio::task::spawn_blocking(move || arrow::encode(page)).await??;
+    let mut resp = arrow_response(bytes);
+    let h = resp.headers_mut();
+    let header = |v: String| {
+        axum::http::HeaderValue::from_str(&v).map_err(|e| ApiError::internal(e.to_string()))
+    };
+    h.insert("x-deeplake-result-id", header(id.to_owned())?);
+    h.insert("x-deeplake-total", header(res.rows.len().to_string())?);
+    Ok(resp)
 }
 
 /// Refuses a query that names any dataset in FROM (module docs say why).
@@ -143,17 +241,21 @@ async fn render_page(
 }
 
 /// Runs a TQL query on the dataset; answers the first page and a result id.
-#[utoipa::path(post, path = "/datasets/{name}/query", tag = "query", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/datasets/{name}/query", tag = "query", params(("name" = String, Path), FormatParams),
     request_body = QueryRequest,
-    responses((status = 200, body = QueryPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the page as JSON, or as an Arrow IPC stream with format=arrow (result id and total in X-Deeplake-Result-Id and X-Deeplake-Total)",
+            content((QueryPage = "application/json"), (arrow::ArrowStream = "application/vnd.apache.arrow.stream"))),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn run(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    Query(f): Query<FormatParams>,
     Json(body): Json<QueryRequest>,
-) -> Result<Json<QueryPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let name: DatasetName = name.parse()?;
     caller.require(Scope::Read, Some(name.as_str()))?;
+    let arrow = wants_arrow(f.format.as_deref())?;
     let limit = limit_of(body.limit)?;
     let offset = body.offset.unwrap_or(0);
     let parsed = tql::parser::parse(&body.query)?;
@@ -172,6 +274,13 @@ pub async fn run(
         result,
         dataset_handle: ds,
     };
+    if arrow {
+        let stored = state.keep_result(stored);
+        let kept = state
+            .result(&stored)
+            .ok_or_else(|| ApiError::internal("a result kept a moment ago is gone"))?;
+        return arrow_page(&kept, &stored, offset, limit, f.decode.unwrap_or(true)).await;
+    }
     let rows = render_page(&stored, offset, limit).await?;
     let total = stored.result.rows.len();
     let result_id = state.keep_result(stored);
@@ -181,27 +290,34 @@ pub async fn run(
         offset,
         rows,
         explain,
-    }))
+    })
+    .into_response())
 }
 
 /// Another page of a kept query result.
 #[utoipa::path(get, path = "/datasets/{name}/results/{id}", tag = "query",
     params(("name" = String, Path), ("id" = String, Path), PageParams),
-    responses((status = 200, body = QueryPage), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the page as JSON, or as an Arrow IPC stream with format=arrow (result id and total in X-Deeplake-Result-Id and X-Deeplake-Total)",
+            content((QueryPage = "application/json"), (arrow::ArrowStream = "application/vnd.apache.arrow.stream"))),
+        (status = 404, body = ErrorBody)))]
 pub async fn page(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Caller,
     Path((name, id)): Path<(String, String)>,
     Query(q): Query<PageParams>,
-) -> Result<Json<QueryPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let name: DatasetName = name.parse()?;
     caller.require(Scope::Read, Some(name.as_str()))?;
+    let arrow = wants_arrow(q.format.as_deref())?;
     let limit = limit_of(q.limit)?;
     let offset = q.offset.unwrap_or(0);
     let r = state
         .result(&id)
         .filter(|r| r.dataset == name)
         .ok_or_else(|| ApiError::not_found("no such query result (results expire on writes)"))?;
+    if arrow {
+        return arrow_page(&r, &id, offset, limit, q.decode.unwrap_or(true)).await;
+    }
     let rows = render_page(&r, offset, limit).await?;
     Ok(Json(QueryPage {
         result_id: id,
@@ -209,7 +325,8 @@ pub async fn page(
         offset,
         rows,
         explain: r.result.explain.clone(),
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

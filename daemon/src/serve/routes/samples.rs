@@ -1,6 +1,7 @@
 //! `/datasets/{name}/tensors/{tensor}/samples`: one sample or a slice, decoded to
-//! JSON, or one sample's stored bytes (`?format=raw`: the original JPEG of a jpeg
-//! tensor). Rendering runs on the blocking pool: arrays can be large.
+//! JSON, as an Arrow IPC stream (`?format=arrow`, the mapping of `serve::arrow`), or
+//! one sample's stored bytes (`?format=raw`: the original JPEG of a jpeg tensor).
+//! Rendering runs on the blocking pool: arrays can be large.
 
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::serve::arrow;
 use crate::serve::auth::{Caller, Scope};
 use crate::serve::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::serve::state::{AppState, DatasetName, parse_ref};
@@ -31,8 +33,12 @@ pub fn router() -> Router<AppState> {
 pub struct SampleParams {
     #[serde(rename = "ref")]
     pub r#ref: Option<String>,
-    /// `json` (default) or `raw` (the stored bytes of one sample).
+    /// `json` (default), `arrow` (an Arrow IPC stream of one row) or `raw` (the stored
+    /// bytes of one sample).
     pub format: Option<String>,
+    /// With `format=arrow`: decode images to arrays (default true) or send their stored
+    /// bytes as Binary.
+    pub decode: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -41,6 +47,11 @@ pub struct SliceParams {
     pub r#ref: Option<String>,
     pub start: Option<u64>,
     pub end: Option<u64>,
+    /// `json` (default) or `arrow` (an Arrow IPC stream).
+    pub format: Option<String>,
+    /// With `format=arrow`: decode images to arrays (default true) or send their stored
+    /// bytes as Binary.
+    pub decode: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,7 +97,9 @@ fn check_len(len: u64, index: u64) -> Result<(), ApiError> {
 /// One sample, as JSON or as its stored bytes.
 #[utoipa::path(get, path = "/datasets/{name}/tensors/{tensor}/samples/{index}", tag = "samples",
     params(("name" = String, Path), ("tensor" = String, Path), ("index" = u64, Path), SampleParams),
-    responses((status = 200, description = "the sample as JSON, or its stored bytes with format=raw", body = Object),
+    responses((status = 200, description = "the sample as JSON, an Arrow IPC stream with format=arrow, or its stored bytes with format=raw",
+            content((Object = "application/json"), (arrow::ArrowStream = "application/vnd.apache.arrow.stream"),
+                (arrow::ArrowStream = "application/octet-stream"))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn one(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -106,6 +119,7 @@ pub async fn one(
             let v = tokio::task::spawn_blocking(move || sample_json(&s)).await?;
             Ok(Json(v).into_response())
         }
+        Some("arrow") => arrow_rows(&ds, tensor.as_str(), index..index + 1, q.decode).await,
         Some("raw") => {
             let (shape, bytes) = ds.read_stored(tensor.as_str(), index).await?;
             let meta = ds.tensor_meta(tensor.as_str())?;
@@ -128,22 +142,23 @@ pub async fn one(
                 .into_response())
         }
         Some(other) => Err(ApiError::bad_request(format!(
-            "format {other:?} is not one of json, raw"
+            "format {other:?} is not one of json, arrow, raw"
         ))),
     }
 }
 
-/// Rows `start..end` of a tensor as JSON (at most 1000).
+/// Rows `start..end` of a tensor as JSON or as an Arrow IPC stream (at most 1000).
 #[utoipa::path(get, path = "/datasets/{name}/tensors/{tensor}/samples", tag = "samples",
     params(("name" = String, Path), ("tensor" = String, Path), SliceParams),
-    responses((status = 200, body = SampleSlice), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "JSON, or an Arrow IPC stream with format=arrow",
+            content((SampleSlice = "application/json"), (arrow::ArrowStream = "application/vnd.apache.arrow.stream"))),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn slice(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Caller,
     Path((name, tensor)): Path<(String, String)>,
     Query(q): Query<SliceParams>,
-) -> Result<Json<SampleSlice>, ApiError> {
+) -> Result<Response, ApiError> {
     let name: DatasetName = name.parse()?;
     caller.require(Scope::Read, Some(name.as_str()))?;
     let tensor: deeplake_core::ids::TensorName = tensor.parse()?;
@@ -162,6 +177,15 @@ pub async fn slice(
             "at most {MAX_SLICE} rows per request; ask for a smaller slice"
         )));
     }
+    match q.format.as_deref() {
+        None | Some("json") => {}
+        Some("arrow") => return arrow_rows(&ds, tensor.as_str(), start..end, q.decode).await,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format {other:?} is not one of json, arrow"
+            )));
+        }
+    }
     let samples = ds.read_range(tensor.as_str(), start..end).await?;
     let samples =
         tokio::task::spawn_blocking(move || samples.iter().map(sample_json).collect()).await?;
@@ -169,5 +193,34 @@ pub async fn slice(
         start,
         end,
         samples,
-    }))
+    })
+    .into_response())
+}
+
+/// Rows `range` of one tensor as an Arrow IPC stream.
+async fn arrow_rows(
+    ds: &deeplake_core::Dataset,
+    tensor: &str,
+    range: std::ops::Range<u64>,
+    decode: Option<bool>,
+) -> Result<Response, ApiError> {
+    let decode = decode.unwrap_or(true);
+    let spec = arrow::column_spec(ds, tensor, decode)?;
+    let opts = deeplake_core::dataset::ReadOptions {
+        decode,
+        ..Default::default()
+    };
+    let samples = ds.read_range_with(tensor, range, &opts).await?;
+    let page = arrow::Page {
+        rows: None,
+        tensors: vec![(spec, samples)],
+        computed: Vec::new(),
+    };
+    let bytes = tokio::task::spawn_blocking(move || arrow::encode(page)).await??;
+    Ok(arrow_response(bytes))
+}
+
+/// An Arrow IPC stream response.
+pub fn arrow_response(bytes: Vec<u8>) -> Response {
+    ([(CONTENT_TYPE, arrow::ARROW_STREAM)], bytes).into_response()
 }

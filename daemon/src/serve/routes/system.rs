@@ -22,7 +22,8 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Request counts and latency histograms per route (needs admin).
+/// Request counts and latency histograms per route, and the chunk cache's counters
+/// (needs admin).
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -33,7 +34,7 @@ pub async fn metrics(
     caller.require(Scope::Admin, None)?;
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.inner.metrics.render(),
+        state.inner.metrics.render(&state.inner.chunk_cache.stats()),
     ))
 }
 
