@@ -7,11 +7,14 @@
 //! ```
 //! Startup reads the config (a JSON file and/or `DEEPLAKE_TOKENS`), refuses a
 //! non-loopback bind when no token is configured, binds, prints the API address, and
-//! serves until SIGINT or SIGTERM, letting requests in flight finish.
+//! serves until SIGINT or SIGTERM, letting requests in flight finish and giving
+//! background jobs (`jobs`) a grace period before cancelling them.
 
 pub mod arrow;
 pub mod auth;
 pub mod error;
+pub mod gc_job;
+pub mod jobs;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -35,6 +38,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 pub const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Requests served at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 256;
+/// How long shutdown waits for running jobs by default (seconds) before cancelling them.
+pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 30;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -63,6 +68,8 @@ pub struct Limits {
     pub body_bytes: usize,
     pub timeout_s: u64,
     pub concurrency: usize,
+    /// Seconds shutdown waits for running jobs before cancelling them.
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for Limits {
@@ -71,6 +78,7 @@ impl Default for Limits {
             body_bytes: DEFAULT_BODY_LIMIT,
             timeout_s: DEFAULT_TIMEOUT_S,
             concurrency: DEFAULT_CONCURRENCY,
+            shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
         }
     }
 }
@@ -139,6 +147,10 @@ impl Config {
         routes::query::list_views,
         routes::query::load_view,
         routes::query::delete_view,
+        routes::jobs::start,
+        routes::jobs::list,
+        routes::jobs::status,
+        routes::jobs::cancel,
     ),
     modifiers(&Security)
 )]
@@ -182,6 +194,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .merge(routes::append::router())
         .merge(routes::versions::router())
         .merge(routes::query::router())
+        .merge(routes::jobs::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             limits.body_bytes,
@@ -243,15 +256,38 @@ pub async fn run(a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .unwrap_or(deeplake_core::dataset::DEFAULT_CACHE_BYTES);
     let cache = std::sync::Arc::new(deeplake_core::dataset::ChunkCache::new(cache_bytes));
     let state = AppState::with_cache(&a.root, storage, tokens, cache);
-    let app = router(state, &config.limits);
     let listener = tokio::net::TcpListener::bind(a.bind)
         .await
         .with_context(|| format!("binding {}", a.bind))?;
     let addr = listener.local_addr()?;
     writeln!(out, "serving {} at http://{addr}", a.root)?;
+    writeln!(out, "API document: http://{addr}/openapi.json")?;
     out.flush()?;
+    serve(listener, state, &config.limits, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `stop` resolves, then shuts down in order: stop
+/// accepting, finish the requests in flight, wait for running jobs up to
+/// `limits.shutdown_grace_s`, cancel the ones left and wait for them to stop.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: &Limits,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state.clone(), limits);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await?;
+    let left = state
+        .jobs()
+        .shutdown(Duration::from_secs(limits.shutdown_grace_s))
+        .await;
+    if left > 0 {
+        tracing::warn!(
+            jobs = left,
+            "stopping with jobs that did not stop when cancelled"
+        );
+    }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Shared server state: the storage root, tokens, the cache of opened datasets, the
 //! one chunk cache every dataset handle reads through (a byte budget for the whole
-//! server), query results kept for paging, and metrics.
+//! server), query results kept for paging, background jobs, and metrics.
 //!
 //! Dataset names are validated once ([`DatasetName`]) and only then joined to the root,
 //! so no request can name storage outside it. Read handles are cached per
@@ -20,6 +20,7 @@ use deeplake_core::{Dataset, OpenOptions};
 
 use super::auth::Tokens;
 use super::error::ApiError;
+use super::jobs::Jobs;
 use super::metrics::Metrics;
 
 /// How long a cached read handle is reused.
@@ -90,6 +91,7 @@ pub struct Inner {
     pub tokens: Tokens,
     pub metrics: Metrics,
     pub chunk_cache: Arc<ChunkCache>,
+    jobs: Jobs,
     cache: Mutex<HashMap<CacheKey, (Arc<Dataset>, Instant)>>,
     results: Mutex<Vec<(String, Arc<StoredResult>)>>,
 }
@@ -118,10 +120,16 @@ impl AppState {
                 tokens,
                 metrics: Metrics::default(),
                 chunk_cache,
+                jobs: Jobs::default(),
                 cache: Mutex::new(HashMap::new()),
                 results: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The job registry (`serve::jobs`).
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
     }
 
     /// The storage URL of a dataset.
