@@ -66,5 +66,7 @@ s3_venv() { ensure_venv s3 "$REPO_ROOT/scripts/requirements/s3.txt"; }
 # that shared/airbyte/validate_messages.py needs, for the connector tests.
 faker_venv() { ensure_venv airbyte-faker "$REPO_ROOT/scripts/requirements/airbyte-faker.txt"; }
 proto_venv() { ensure_venv airbyte-proto "$REPO_ROOT/scripts/requirements/airbyte-proto.txt"; }
+# schemathesis, which fuzzes the HTTP API from spec/openapi.json (scripts/schemathesis.sh).
+schemathesis_venv() { ensure_venv schemathesis "$REPO_ROOT/scripts/requirements/schemathesis.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).
 hadolint_venv() { ensure_venv hadolint "$REPO_ROOT/scripts/requirements/hadolint.txt"; }

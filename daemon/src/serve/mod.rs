@@ -152,9 +152,100 @@ impl Config {
         routes::jobs::status,
         routes::jobs::cancel,
     ),
-    modifiers(&Security)
+    modifiers(&Security, &CommonResponses)
 )]
 struct ApiDoc;
+
+/// Routes that need no token.
+const OPEN_ROUTES: [&str; 2] = ["/healthz", "/openapi.json"];
+
+/// The responses that layers and extractors give any route, so that the document
+/// lists every status a client can get (the handlers' annotations list their own):
+/// 400 (a path, query or body that does not parse), 408 (the timeout layer), 401 and
+/// 403 (a route that needs a token), 404 (a route naming a resource), 409 (a route
+/// that writes: another writer may hold the dataset), 413 (a route with a body), 422
+/// (a dataset using something core does not support). It also marks the open routes
+/// as needing no token and spells the dataset-name rule into every `name` path
+/// parameter.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let name_schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(state::DATASET_NAME_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .build();
+        for (path, item) in api.paths.paths.iter_mut() {
+            let open = OPEN_ROUTES.contains(&path.as_str());
+            let names_resource = path.contains('{');
+            let in_dataset = path.starts_with("/datasets/{name}");
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
+            ];
+            for (op, writes) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                let mut add = |code: &str, what: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(what).into());
+                };
+                add("400", "bad input");
+                add("408", "the request took too long");
+                if open {
+                    continue;
+                }
+                add("401", "no token, or an unknown one");
+                add("403", "the token's scope or datasets do not cover this");
+                if names_resource {
+                    add("404", "not found");
+                }
+                let reads_only = path.ends_with("/query") || path.starts_with("/jobs");
+                if in_dataset && writes && !reads_only {
+                    add("409", "conflict with the dataset's state or another writer");
+                }
+                if op.request_body.is_some() {
+                    add("413", "the body is too large");
+                }
+                if in_dataset {
+                    add("422", "the dataset uses something not supported");
+                }
+                for p in op.parameters.iter_mut().flatten() {
+                    if p.name == "name"
+                        && matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path)
+                        && in_dataset
+                    {
+                        p.schema = Some(name_schema.clone().into());
+                    }
+                }
+            }
+        }
+        for path in OPEN_ROUTES {
+            if let Some(op) = api.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) {
+                op.security = Some(Vec::new());
+            }
+        }
+    }
+}
 
 struct Security;
 

@@ -54,6 +54,9 @@ impl FromStr for DatasetName {
     }
 }
 
+/// [`is_segment`] as a regular expression, for the API document.
+pub const DATASET_NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]*$";
+
 /// The naming rule of datasets and saved views.
 pub fn is_segment(s: &str) -> bool {
     !s.is_empty()
