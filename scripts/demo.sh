@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=${1:-./deeplake-data}
 rows=${2:-2000}
 bind=${DEEPLAKE_BIND:-127.0.0.1:7400}
-cargo build --release --locked --bin deeplake
+cargo build --release --locked -p deeplake-daemon --bin deeplake
 bin=./target/release/deeplake
 # A dataset's root holds these two files once its first write completed.
 if [ ! -f "$root/demo/dataset_meta.json" ] || [ ! -f "$root/demo/version_control_info.json" ]; then

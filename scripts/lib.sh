@@ -70,3 +70,17 @@ proto_venv() { ensure_venv airbyte-proto "$REPO_ROOT/scripts/requirements/airbyt
 schemathesis_venv() { ensure_venv schemathesis "$REPO_ROOT/scripts/requirements/schemathesis.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).
 hadolint_venv() { ensure_venv hadolint "$REPO_ROOT/scripts/requirements/hadolint.txt"; }
+
+# ensure_wrk: makes sure the HTTP load generator `wrk` is on PATH (the daemon bench),
+# installing Debian's package when it is missing. Idempotent: nothing is done when it
+# is there.
+ensure_wrk() {
+    command -v wrk >/dev/null && return 0
+    command -v apt-get >/dev/null || die "wrk is missing and apt-get is not available: install wrk"
+    local sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    log "installing wrk (apt)"
+    $sudo apt-get update -qq >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >&2 || die "installing wrk failed"
+    command -v wrk >/dev/null || die "wrk is still missing after installing it"
+}
