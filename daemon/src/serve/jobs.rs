@@ -338,7 +338,12 @@ impl Jobs {
             let permit = slots.acquire_owned().await;
             let outcome = if permit.is_ok() && job.start() {
                 tracing::info!(job = %job.id, kind = job.kind, dataset = %job.dataset.as_str(), "job started");
-                Some(run(ctx).await)
+                // Its own task, so that a panic in a run fails the job instead of
+                // leaving it `running` and shutdown waiting for it.
+                Some(match tokio::spawn(run(ctx)).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Err(ApiError::internal(format!("job {} panicked: {e}", job.id))),
+                })
             } else {
                 None
             };

@@ -49,6 +49,25 @@ impl JobKind for Steps {
     }
 }
 
+/// A kind whose run panics: the job fails instead of staying `running`.
+struct Panics;
+
+impl JobKind for Panics {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Write
+    }
+
+    fn prepare(&self, _: &Map<String, Value>) -> Result<JobRun, ApiError> {
+        Ok(Box::new(|_: JobContext| -> JobFuture {
+            Box::pin(async { panic!("a bug in a job") })
+        }))
+    }
+}
+
 struct Fixture {
     root: tempfile::TempDir,
     state: AppState,
@@ -60,6 +79,7 @@ async fn fixture(tokens: Tokens) -> Fixture {
     demo(root.path(), "d").await;
     let state = AppState::new(&root.path().to_string_lossy(), Default::default(), tokens);
     state.jobs().register(Arc::new(Steps));
+    state.jobs().register(Arc::new(Panics));
     Fixture {
         app: serve::router(state.clone(), &Limits::default()),
         state,
@@ -188,7 +208,7 @@ async fn bad_job_requests_answer_400_and_404() {
     assert_error(&v, "invalid_input");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("\"materialize\"") && msg.contains("gc, steps"),
+        msg.contains("\"materialize\"") && msg.contains("gc, panics, steps"),
         "{msg}"
     );
     for body in [
@@ -215,6 +235,16 @@ async fn bad_job_requests_answer_400_and_404() {
     }
     let (_, v) = call(app, "GET", "/jobs", None).await;
     assert_eq!(v, json!({"jobs": []}));
+
+    // A run that panics fails its job with an internal error (no detail to the client).
+    let job = start(app, json!({"kind": "panics"})).await;
+    let v = wait_for(app, job["id"].as_str().unwrap(), finished).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_error(&v, "internal");
+    assert!(
+        !v["error"]["message"].as_str().unwrap().contains("a bug"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
