@@ -26,8 +26,8 @@ const MAX_ITEMS: usize = 1000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GcParams {
-    #[serde(default)]
-    delete: bool,
+    // Null reads as absent, as the API document allows.
+    delete: Option<bool>,
     grace_s: Option<u64>,
 }
 
@@ -46,7 +46,7 @@ impl JobKind for GcJob {
         let p: GcParams = serde_json::from_value(Value::Object(params.clone()))
             .map_err(|e| ApiError::bad_request(format!("gc parameters: {e}")))?;
         let grace = p.grace_s.map_or(gc::DEFAULT_GRACE, Duration::from_secs);
-        let delete = p.delete;
+        let delete = p.delete.unwrap_or(false);
         Ok(Box::new(move |ctx: JobContext| -> JobFuture {
             Box::pin(run(ctx, delete, grace))
         }))

@@ -130,10 +130,10 @@ async fn gc_job_lists_then_deletes_garbage() {
     // A rewrite of a flushed row leaves its old chunk behind (as core's gc tests do).
     set_caption(f.root.path(), "main", 0, "rewritten").await;
 
-    let job = start(&f.app, json!({"kind": "gc", "grace_s": 0})).await;
+    let job = start(&f.app, json!({"kind": "gc", "grace_s": 0, "delete": null})).await;
     assert_eq!(job["kind"], "gc");
     assert_eq!(job["dataset"], "d");
-    assert_eq!(job["params"], json!({"grace_s": 0}));
+    assert_eq!(job["params"], json!({"grace_s": 0, "delete": null}));
     let id = job["id"].as_str().unwrap().to_owned();
     let first = id.clone();
     let dry = wait_for(&f.app, &id, finished).await;
