@@ -66,5 +66,21 @@ s3_venv() { ensure_venv s3 "$REPO_ROOT/scripts/requirements/s3.txt"; }
 # that shared/airbyte/validate_messages.py needs, for the connector tests.
 faker_venv() { ensure_venv airbyte-faker "$REPO_ROOT/scripts/requirements/airbyte-faker.txt"; }
 proto_venv() { ensure_venv airbyte-proto "$REPO_ROOT/scripts/requirements/airbyte-proto.txt"; }
+# schemathesis, which fuzzes the HTTP API from spec/openapi.json (scripts/schemathesis.sh).
+schemathesis_venv() { ensure_venv schemathesis "$REPO_ROOT/scripts/requirements/schemathesis.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).
 hadolint_venv() { ensure_venv hadolint "$REPO_ROOT/scripts/requirements/hadolint.txt"; }
+
+# ensure_wrk: makes sure the HTTP load generator `wrk` is on PATH (the daemon bench),
+# installing Debian's package when it is missing. Idempotent: nothing is done when it
+# is there.
+ensure_wrk() {
+    command -v wrk >/dev/null && return 0
+    command -v apt-get >/dev/null || die "wrk is missing and apt-get is not available: install wrk"
+    local sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    log "installing wrk (apt)"
+    $sudo apt-get update -qq >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >&2 || die "installing wrk failed"
+    command -v wrk >/dev/null || die "wrk is still missing after installing it"
+}

@@ -55,11 +55,13 @@ dl4=$(dl4_venv)
 s3=$(s3_venv)
 faker=$(faker_venv)
 proto=$(proto_venv)
+schemathesis=$(schemathesis_venv)
 printf 'deeplake3 venv: %s\n' "$dl3"
 printf 'deeplake4 venv: %s\n' "$dl4"
 printf 's3 venv:        %s\n' "$s3"
 printf 'faker venv:     %s\n' "$faker"
 printf 'proto venv:     %s\n' "$proto"
+printf 'schemathesis:   %s\n' "$schemathesis"
 
 # The image test: hadolint (+ pytest, PyYAML) and Podman with its debootstrapped base
 # image (first run about 2 minutes, then cached).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's full check, as CI runs it: installs the test tools (scripts/setup.sh),
 # starts the local S3 server, then runs formatting, lints, the dependency-direction
-# rule, every Rust test, the interop suite against deeplake 3.9.52 / 4.7.4, and the
-# Airbyte connector with a real source.
+# rule, every Rust test, schemathesis against the HTTP API, the interop suite against
+# deeplake 3.9.52 / 4.7.4, and the Airbyte connector with a real source.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -94,6 +94,7 @@ run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_step "dependency direction" check_dependency_direction
 run_step "cargo test" cargo test --workspace
+run_step "API fuzzing (schemathesis)" bash scripts/schemathesis.sh
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
 run_step "image (hadolint, podman)" run_image_test

@@ -34,6 +34,11 @@
 //! * a flush record of a live commit that a newer record superseded more than the grace
 //!   period ago.
 //!
+//! [`apply_with`] reports progress (one step per planned key) and stops between deletes
+//! when its [`Control`] is cancelled: the keys not yet deleted are reported as kept
+//! ([`GcKept::Cancelled`]). Plan and apply are idempotent, so a cancelled collection is
+//! simply run again.
+//!
 //! Nothing is deleted when any part of the scan fails: a live state that does not parse
 //! is an error (`Corrupt` for bad bytes) before the first delete.
 //!
@@ -56,6 +61,7 @@ use crate::format::compression::Compression;
 use crate::format::encoders::ChunkIdEncoder;
 use crate::format::meta::{DatasetMeta, TensorMeta};
 use crate::ids::{ChunkId, CommitId, TensorName};
+use crate::runtime::Control;
 use crate::store::Store;
 use crate::store::paths::{self, CommitFile, KeyPlace};
 use crate::version::{ChunkLocation, ChunkSet, log};
@@ -155,6 +161,8 @@ pub enum GcKept {
     Changed,
     /// It was written again since the plan and is younger than the grace period.
     Young,
+    /// The collection was cancelled before this key's turn.
+    Cancelled,
 }
 
 impl GcKept {
@@ -162,6 +170,7 @@ impl GcKept {
         match self {
             GcKept::Changed => "changed_since_plan",
             GcKept::Young => "younger_than_grace",
+            GcKept::Cancelled => "cancelled",
         }
     }
 }
@@ -173,6 +182,8 @@ pub struct GcReport {
     pub deleted: Vec<GcItem>,
     /// Planned but left alone, sorted by key.
     pub kept: Vec<(GcItem, GcKept)>,
+    /// Whether the collection was cancelled before it went through the plan.
+    pub cancelled: bool,
 }
 
 impl GcReport {
@@ -286,6 +297,12 @@ pub async fn plan(store: &Store, opts: &GcOptions) -> Result<GcPlan> {
 /// Deletes the garbage `plan` lists, after checking again that each key is still
 /// garbage (for the same reason) and still older than the plan's grace period.
 pub async fn apply(store: &Store, plan: &GcPlan) -> Result<GcReport> {
+    apply_with(store, plan, &Control::default()).await
+}
+
+/// [`apply`], reporting one step of `control` per planned key and stopping between
+/// deletes once it is cancelled (module docs).
+pub async fn apply_with(store: &Store, plan: &GcPlan, control: &Control) -> Result<GcReport> {
     if store.url() != plan.url {
         return Err(Error::invalid(format!(
             "the plan is for {}, not {}",
@@ -299,42 +316,62 @@ pub async fn apply(store: &Store, plan: &GcPlan) -> Result<GcReport> {
         Delete(GcItem),
         Keep(GcItem, GcKept),
     }
-    let verdicts: Vec<Verdict> = futures::stream::iter(&plan.items)
-        .map(|item| {
-            let live = &live;
-            async move {
-                if live.garbage(&item.key) != Some(item.reason) {
-                    return Ok::<_, Error>(Verdict::Keep(item.clone(), GcKept::Changed));
-                }
-                Ok(match store.stat(&item.key).await? {
-                    Some(e) if age(now, e.modified) < plan.grace => {
-                        Verdict::Keep(item.clone(), GcKept::Young)
-                    }
-                    Some(e) => Verdict::Delete(GcItem {
-                        bytes: e.size,
-                        ..item.clone()
-                    }),
-                    None => Verdict::Delete(item.clone()),
-                })
+    // Owned items: a future borrowing its item would keep the whole future from being
+    // `Send` for every lifetime, which a caller on a spawned task needs.
+    let live = &live;
+    let verdicts: Vec<Verdict> = futures::stream::iter(plan.items.iter().cloned())
+        .map(|item: GcItem| async move {
+            if live.garbage(&item.key) != Some(item.reason) {
+                return Ok::<_, Error>(Verdict::Keep(item, GcKept::Changed));
             }
+            Ok(match store.stat(&item.key).await? {
+                Some(e) if age(now, e.modified) < plan.grace => Verdict::Keep(item, GcKept::Young),
+                Some(e) => Verdict::Delete(GcItem {
+                    bytes: e.size,
+                    ..item
+                }),
+                None => Verdict::Delete(item),
+            })
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
+    control.start_stage(plan.items.len() as u64);
     let mut report = GcReport::default();
+    let mut to_delete = Vec::new();
     for v in verdicts {
         match v {
-            Verdict::Delete(i) => report.deleted.push(i),
-            Verdict::Keep(i, why) => report.kept.push((i, why)),
+            Verdict::Delete(i) => to_delete.push(i),
+            Verdict::Keep(i, why) => {
+                control.advance(1);
+                report.kept.push((i, why));
+            }
+        }
+    }
+    // Each delete checks the flag first, so a cancel stops the deletes not yet started
+    // and the ones under way finish.
+    let done: Vec<(GcItem, bool)> = futures::stream::iter(to_delete)
+        .map(|i| async move {
+            if control.is_cancelled() {
+                return Ok::<_, Error>((i, false));
+            }
+            store.delete(&i.key).await?;
+            control.advance(1);
+            Ok((i, true))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (i, deleted) in done {
+        if deleted {
+            report.deleted.push(i);
+        } else {
+            report.cancelled = true;
+            report.kept.push((i, GcKept::Cancelled));
         }
     }
     report.deleted.sort_by(|a, b| a.key.cmp(&b.key));
     report.kept.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-    futures::stream::iter(&report.deleted)
-        .map(|i| store.delete(&i.key))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
     // Local disk keeps the emptied folders of dead commits; they go too.
     let dead: BTreeSet<String> = report
         .deleted

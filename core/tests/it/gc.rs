@@ -322,7 +322,26 @@ async fn collect(url: &str, st: &StoreOptions) {
     assert_eq!(keys(&store).await, all, "nothing was deleted");
     store.put(&victim, good).await.unwrap();
 
-    let r = gc::apply(&store, &p).await.unwrap();
+    // Cancelled before its first delete: every planned key is kept, nothing changes,
+    // and the progress names the whole plan as the stage.
+    let control = deeplake_core::runtime::Control::default();
+    control.cancel();
+    let r = gc::apply_with(&store, &p, &control).await.unwrap();
+    assert!(r.cancelled);
+    assert!(r.deleted.is_empty(), "{:?}", r.deleted);
+    assert_eq!(r.kept.len(), p.items.len());
+    assert!(r.kept.iter().all(|(_, why)| *why == gc::GcKept::Cancelled));
+    assert_eq!(control.progress(), (0, p.items.len() as u64));
+    assert_eq!(keys(&store).await, all, "a cancelled apply deletes nothing");
+
+    // Run again, it finishes the job.
+    let control = deeplake_core::runtime::Control::default();
+    let r = gc::apply_with(&store, &p, &control).await.unwrap();
+    assert!(!r.cancelled);
+    assert_eq!(
+        control.progress(),
+        (p.items.len() as u64, p.items.len() as u64)
+    );
     assert!(r.kept.is_empty(), "{:?}", r.kept);
     let deleted: BTreeSet<String> = r.deleted.iter().map(|i| i.key.clone()).collect();
     assert_eq!(deleted, s.garbage);

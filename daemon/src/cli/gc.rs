@@ -110,14 +110,14 @@ fn reason_text(r: GcReason) -> &'static str {
     }
 }
 
-fn items_json(items: &[GcItem]) -> Vec<Value> {
+pub(crate) fn items_json(items: &[GcItem]) -> Vec<Value> {
     items
         .iter()
         .map(|i| json!({"key": i.key, "bytes": i.bytes, "reason": i.reason.as_str()}))
         .collect()
 }
 
-fn totals_json(totals: &BTreeMap<GcReason, (usize, u64)>) -> Value {
+pub(crate) fn totals_json(totals: &BTreeMap<GcReason, (usize, u64)>) -> Value {
     totals
         .iter()
         .map(|(r, (n, b))| (r.as_str().to_owned(), json!({"objects": n, "bytes": b})))

@@ -20,7 +20,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable kind: `invalid_input`, `not_found`, `conflict`, `unauthorized`,
     /// `forbidden`, `payload_too_large`, `query`, `unsupported`, `timeout`, `internal`, ...

@@ -7,11 +7,14 @@
 //! ```
 //! Startup reads the config (a JSON file and/or `DEEPLAKE_TOKENS`), refuses a
 //! non-loopback bind when no token is configured, binds, prints the API address, and
-//! serves until SIGINT or SIGTERM, letting requests in flight finish.
+//! serves until SIGINT or SIGTERM, letting requests in flight finish and giving
+//! background jobs (`jobs`) a grace period before cancelling them.
 
 pub mod arrow;
 pub mod auth;
 pub mod error;
+pub mod gc_job;
+pub mod jobs;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -35,6 +38,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 pub const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Requests served at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 256;
+/// How long shutdown waits for running jobs by default (seconds) before cancelling them.
+pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 30;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -63,6 +68,8 @@ pub struct Limits {
     pub body_bytes: usize,
     pub timeout_s: u64,
     pub concurrency: usize,
+    /// Seconds shutdown waits for running jobs before cancelling them.
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for Limits {
@@ -71,6 +78,7 @@ impl Default for Limits {
             body_bytes: DEFAULT_BODY_LIMIT,
             timeout_s: DEFAULT_TIMEOUT_S,
             concurrency: DEFAULT_CONCURRENCY,
+            shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
         }
     }
 }
@@ -139,10 +147,105 @@ impl Config {
         routes::query::list_views,
         routes::query::load_view,
         routes::query::delete_view,
+        routes::jobs::start,
+        routes::jobs::list,
+        routes::jobs::status,
+        routes::jobs::cancel,
     ),
-    modifiers(&Security)
+    modifiers(&Security, &CommonResponses)
 )]
 struct ApiDoc;
+
+/// Routes that need no token.
+const OPEN_ROUTES: [&str; 2] = ["/healthz", "/openapi.json"];
+
+/// The responses that layers and extractors give any route, so that the document
+/// lists every status a client can get (the handlers' annotations list their own):
+/// 400 (a path, query or body that does not parse), 408 (the timeout layer), 401 and
+/// 403 (a route that needs a token), 404 (a route naming a resource), 409 (a route
+/// that writes: another writer may hold the dataset), 413 (a route with a body), 422
+/// (a dataset using something core does not support). It also marks the open routes
+/// as needing no token and spells the dataset-name rule into every `name` path
+/// parameter.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let name_schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(state::DATASET_NAME_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .build();
+        for (path, item) in api.paths.paths.iter_mut() {
+            let open = OPEN_ROUTES.contains(&path.as_str());
+            let names_resource = path.contains('{');
+            let in_dataset = path.starts_with("/datasets/{name}");
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
+            ];
+            for (op, writes) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                let mut add = |code: &str, what: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(what).into());
+                };
+                add("400", "bad input");
+                add("408", "the request took too long");
+                if open {
+                    continue;
+                }
+                add("401", "no token, or an unknown one");
+                add("403", "the token's scope or datasets do not cover this");
+                if names_resource {
+                    add("404", "not found");
+                }
+                let reads_only = path.ends_with("/query") || path.starts_with("/jobs");
+                if in_dataset && writes && !reads_only {
+                    add("409", "conflict with the dataset's state or another writer");
+                }
+                if op.request_body.is_some() {
+                    add("413", "the body is too large");
+                }
+                if in_dataset {
+                    add("422", "the dataset uses something not supported");
+                }
+                for p in op.parameters.iter_mut().flatten() {
+                    if p.name == "name"
+                        && matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path)
+                        && in_dataset
+                    {
+                        p.schema = Some(name_schema.clone().into());
+                    }
+                }
+            }
+        }
+        for path in OPEN_ROUTES {
+            if let Some(op) = api.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) {
+                op.security = Some(Vec::new());
+            }
+        }
+    }
+}
 
 struct Security;
 
@@ -182,6 +285,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .merge(routes::append::router())
         .merge(routes::versions::router())
         .merge(routes::query::router())
+        .merge(routes::jobs::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             limits.body_bytes,
@@ -243,15 +347,38 @@ pub async fn run(a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .unwrap_or(deeplake_core::dataset::DEFAULT_CACHE_BYTES);
     let cache = std::sync::Arc::new(deeplake_core::dataset::ChunkCache::new(cache_bytes));
     let state = AppState::with_cache(&a.root, storage, tokens, cache);
-    let app = router(state, &config.limits);
     let listener = tokio::net::TcpListener::bind(a.bind)
         .await
         .with_context(|| format!("binding {}", a.bind))?;
     let addr = listener.local_addr()?;
     writeln!(out, "serving {} at http://{addr}", a.root)?;
+    writeln!(out, "API document: http://{addr}/openapi.json")?;
     out.flush()?;
+    serve(listener, state, &config.limits, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `stop` resolves, then shuts down in order: stop
+/// accepting, finish the requests in flight, wait for running jobs up to
+/// `limits.shutdown_grace_s`, cancel the ones left and wait for them to stop.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: &Limits,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state.clone(), limits);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await?;
+    let left = state
+        .jobs()
+        .shutdown(Duration::from_secs(limits.shutdown_grace_s))
+        .await;
+    if left > 0 {
+        tracing::warn!(
+            jobs = left,
+            "stopping with jobs that did not stop when cancelled"
+        );
+    }
     Ok(())
 }

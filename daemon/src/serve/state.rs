@@ -1,11 +1,13 @@
 //! Shared server state: the storage root, tokens, the cache of opened datasets, the
 //! one chunk cache every dataset handle reads through (a byte budget for the whole
-//! server), query results kept for paging, and metrics.
+//! server), query results kept for paging, background jobs, and metrics.
 //!
 //! Dataset names are validated once ([`DatasetName`]) and only then joined to the root,
 //! so no request can name storage outside it. Read handles are cached per
 //! (dataset, ref) for a few seconds (a branch head may move under another writer) and
-//! dropped at once when this server writes to that dataset.
+//! dropped at once when this server writes to that dataset. One request at a time opens
+//! a given (dataset, ref); the others wait for its handle, so the requests that arrive
+//! as a handle expires do not each open the dataset again.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -20,6 +22,7 @@ use deeplake_core::{Dataset, OpenOptions};
 
 use super::auth::Tokens;
 use super::error::ApiError;
+use super::jobs::Jobs;
 use super::metrics::Metrics;
 
 /// How long a cached read handle is reused.
@@ -52,6 +55,9 @@ impl FromStr for DatasetName {
         }
     }
 }
+
+/// [`is_segment`] as a regular expression, for the API document.
+pub const DATASET_NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]*$";
 
 /// The naming rule of datasets and saved views.
 pub fn is_segment(s: &str) -> bool {
@@ -90,7 +96,10 @@ pub struct Inner {
     pub tokens: Tokens,
     pub metrics: Metrics,
     pub chunk_cache: Arc<ChunkCache>,
+    jobs: Jobs,
     cache: Mutex<HashMap<CacheKey, (Arc<Dataset>, Instant)>>,
+    /// A gate per key being opened (see the module docs).
+    opening: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
     results: Mutex<Vec<(String, Arc<StoredResult>)>>,
 }
 
@@ -118,10 +127,17 @@ impl AppState {
                 tokens,
                 metrics: Metrics::default(),
                 chunk_cache,
+                jobs: Jobs::default(),
                 cache: Mutex::new(HashMap::new()),
+                opening: Mutex::new(HashMap::new()),
                 results: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The job registry (`serve::jobs`).
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
     }
 
     /// The storage URL of a dataset.
@@ -150,6 +166,33 @@ impl AppState {
         if let Some(ds) = self.cached(&key) {
             return Ok(ds);
         }
+        let gate = lock(&self.inner.opening)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let opened = async {
+            let _turn = gate.lock().await;
+            // The request ahead of this one may have opened it meanwhile.
+            if let Some(ds) = self.cached(&key) {
+                return Ok(ds);
+            }
+            self.open_and_keep(name, r, key.clone()).await
+        }
+        .await;
+        let mut opening = lock(&self.inner.opening);
+        // The map's reference and ours: nobody else waits at this gate.
+        if Arc::strong_count(&gate) <= 2 {
+            opening.remove(&key);
+        }
+        opened
+    }
+
+    async fn open_and_keep(
+        &self,
+        name: &DatasetName,
+        r: Option<&Ref>,
+        key: CacheKey,
+    ) -> Result<Arc<Dataset>, ApiError> {
         let mut opts = self.open_options();
         opts.read_only = true;
         let url = self.url(name);
@@ -232,4 +275,42 @@ impl AppState {
 /// (each update is one insert or retain), so a poisoned lock is used as is.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_share_one_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("d").to_string_lossy().into_owned();
+        let ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+        ds.close().await.unwrap();
+        let state = AppState::new(
+            &dir.path().to_string_lossy(),
+            Default::default(),
+            Tokens::default(),
+        );
+        let name: DatasetName = "d".parse().unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (state, name) = (state.clone(), name.clone());
+                tokio::spawn(async move { state.read(&name, None).await.unwrap() })
+            })
+            .collect();
+        let mut handles = Vec::new();
+        for t in tasks {
+            handles.push(t.await.unwrap());
+        }
+        assert!(
+            handles.iter().all(|h| Arc::ptr_eq(h, &handles[0])),
+            "one open for all"
+        );
+        assert!(lock(&state.inner.opening).is_empty(), "no gate left behind");
+        // A write drops the handle; the next read opens a new one.
+        state.invalidate(&name);
+        let again = state.read(&name, None).await.unwrap();
+        assert!(!Arc::ptr_eq(&again, &handles[0]));
+    }
 }

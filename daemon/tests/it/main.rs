@@ -7,4 +7,5 @@ mod cli;
 mod import;
 mod serve;
 mod serve_arrow;
+mod serve_jobs;
 mod vc;

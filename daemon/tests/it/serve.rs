@@ -16,7 +16,7 @@ struct Server {
     app: axum::Router,
 }
 
-async fn demo(root: &std::path::Path, name: &str) {
+pub(crate) async fn demo(root: &std::path::Path, name: &str) {
     let path = root.join(name).to_string_lossy().into_owned();
     let parsed =
         Cli::try_parse_from(["deeplake", "demo", &path, "--rows", "12", "--size", "16"]).unwrap();
@@ -59,7 +59,7 @@ async fn server(tokens: Tokens) -> Server {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &axum::Router,
     method: &str,
     uri: &str,
@@ -90,7 +90,7 @@ async fn send(
     (status, bytes.to_vec(), ctype)
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &axum::Router,
     method: &str,
     uri: &str,
@@ -99,7 +99,7 @@ async fn call(
     call_as(app, method, uri, None, body).await
 }
 
-async fn call_as(
+pub(crate) async fn call_as(
     app: &axum::Router,
     method: &str,
     uri: &str,
@@ -116,7 +116,7 @@ async fn call_as(
     (s, v)
 }
 
-fn assert_error(v: &Value, kind: &str) {
+pub(crate) fn assert_error(v: &Value, kind: &str) {
     assert_eq!(v["error"]["kind"], kind, "{v}");
     assert!(v["error"]["message"].is_string(), "{v}");
 }
@@ -292,7 +292,7 @@ async fn samples_as_json_slices_and_raw_jpeg() {
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
 }
 
-async fn set_caption(root: &std::path::Path, branch: &str, row: u64, text: &str) {
+pub(crate) async fn set_caption(root: &std::path::Path, branch: &str, row: u64, text: &str) {
     let mut ds = Dataset::open(
         &root.join("d").to_string_lossy(),
         OpenOptions {
@@ -695,7 +695,7 @@ async fn real_socket_serves_and_stops() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())

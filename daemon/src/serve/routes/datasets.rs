@@ -42,6 +42,12 @@ pub struct DatasetList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDataset {
+    /// One segment of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+    #[schema(
+        pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub name: String,
 }
 

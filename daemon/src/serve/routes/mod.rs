@@ -3,6 +3,7 @@
 
 pub mod append;
 pub mod datasets;
+pub mod jobs;
 pub mod query;
 pub mod samples;
 pub mod system;
