@@ -356,13 +356,17 @@ impl Store {
 
     /// Makes every write that returned before this call durable. Object stores are
     /// durable once a put returns; a local folder fsyncs what this store wrote since
-    /// the last sync: the files first, then the folders that name them.
+    /// the last sync: the files and the folders that name them.
     pub async fn sync(&self) -> Result<()> {
         if let Some(ls) = &self.local_sync {
             let files = LocalSync::take(&ls.files);
             let dirs = LocalSync::take(&ls.dirs);
-            fsync_all(files, false).await?;
-            fsync_all(dirs.clone(), true).await?;
+            // A new file is durable once both its data and its folder's entry are; the
+            // two need no order between them, so they go to the device together.
+            let (data, entries) =
+                tokio::join!(fsync_all(files, false), fsync_all(dirs.clone(), true));
+            data?;
+            entries?;
             if let Ok(mut known) = ls.durable_dirs.lock() {
                 known.extend(dirs);
             }
