@@ -1464,15 +1464,27 @@ impl Dataset {
             self.ensure_lease().await?;
         }
         // Chunks written in the background must land before any index points at them.
-        self.writer.drain().await?;
+        // The open chunks are written meanwhile: their ids differ from every chunk in
+        // flight (a written chunk that changes gets a fresh id), which is checked, since
+        // two writes of one chunk must not overlap.
+        let clash = self.tensors.values().any(|t| {
+            writer::lock(&t.inflight)
+                .map(|m| t.dirty_chunks.iter().any(|id| m.contains_key(id)))
+                .unwrap_or(true)
+        });
+        if clash {
+            self.writer.drain().await?;
+        }
         let store = self.store.clone();
         let node = self.node.clone();
-        futures::future::try_join_all(self.tensors.values_mut().map(|t| {
+        let saves = futures::future::try_join_all(self.tensors.values_mut().map(|t| {
             let store = &store;
             let node = &node;
             async move { t.save_chunks(store, node).await }
-        }))
-        .await?;
+        }));
+        let (drained, saved) = tokio::join!(self.writer.drain(), saves);
+        drained?;
+        saved?;
         let changed = pending || self.tensors.values().any(|t| t.dirty || t.info_dirty);
         if !changed {
             return Ok(());
