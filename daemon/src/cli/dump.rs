@@ -88,6 +88,88 @@ pub(crate) fn nested(a: &NdArray) -> Value {
     rec(a, 0, &mut off)
 }
 
+/// [`nested`] without building the tree: serializes to the same JSON text, element by
+/// element (a decoded image is tens of thousands of numbers).
+pub(crate) struct NestedView<'a>(pub &'a NdArray);
+
+impl serde::Serialize for NestedView<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        if a.shape.is_empty() {
+            return if a.data.is_empty() {
+                ser.collect_seq(std::iter::empty::<u8>())
+            } else {
+                Element(a.dtype, &a.data).serialize(ser)
+            };
+        }
+        Dim {
+            a,
+            dim: 0,
+            offset: 0,
+        }
+        .serialize(ser)
+    }
+}
+
+/// The elements of `a` from flat index `offset` on, nested from dimension `dim` down.
+struct Dim<'a> {
+    a: &'a NdArray,
+    dim: usize,
+    offset: usize,
+}
+
+impl serde::Serialize for Dim<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let a = self.a;
+        let n = a.shape[self.dim];
+        // Elements one level below covers.
+        let inner: usize = a.shape[self.dim + 1..].iter().product();
+        let mut seq = ser.serialize_seq(Some(n))?;
+        for i in 0..n {
+            let offset = self.offset + i * inner;
+            if self.dim + 1 == a.shape.len() {
+                let s = a.dtype.size();
+                seq.serialize_element(&Element(a.dtype, &a.data[offset * s..(offset + 1) * s]))?;
+            } else {
+                seq.serialize_element(&Dim {
+                    a,
+                    dim: self.dim + 1,
+                    offset,
+                })?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// One element, as [`scalar`] writes it.
+struct Element<'a>(Dtype, &'a [u8]);
+
+impl serde::Serialize for Element<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let (d, b) = (self.0, self.1);
+        let word = || {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[..8]);
+            x
+        };
+        match d {
+            Dtype::U64 => ser.serialize_u64(u64::from_le_bytes(word())),
+            Dtype::I64 => ser.serialize_i64(i64::from_le_bytes(word())),
+            _ => {
+                let v = element_to_f64(d, b);
+                match d {
+                    Dtype::Bool => ser.serialize_bool(v != 0.0),
+                    d if d.is_float() && v.is_finite() => ser.serialize_f64(v),
+                    d if d.is_float() => ser.serialize_unit(),
+                    _ => ser.serialize_i64(v as i64),
+                }
+            }
+        }
+    }
+}
+
 fn scalar(d: Dtype, b: &[u8]) -> Value {
     let v = element_to_f64(d, b);
     match d {
@@ -294,6 +376,26 @@ mod tests {
         assert_eq!(parse_rows(Some("4"), 5).unwrap(), 4..5);
         assert!(parse_rows(Some("9"), 5).is_err());
         assert!(parse_rows(Some("x:1"), 5).is_err());
+    }
+
+    #[test]
+    fn nested_view_writes_what_nested_builds() {
+        let cases = [
+            NdArray::from_slice(vec![2, 3, 2], &(0..12u8).collect::<Vec<_>>()).unwrap(),
+            NdArray::from_slice(vec![3], &[1.5f32, f32::NAN, -0.1]).unwrap(),
+            NdArray::from_slice(vec![2, 1], &[i64::MIN, 7]).unwrap(),
+            NdArray::from_slice(vec![2], &[u64::MAX, 0]).unwrap(),
+            NdArray::from_slice(vec![2], &[true, false]).unwrap(),
+            NdArray::from_slice(vec![0, 4], &[] as &[i32]).unwrap(),
+            NdArray::scalar(-3i16),
+        ];
+        for a in &cases {
+            assert_eq!(
+                serde_json::to_string(&NestedView(a)).unwrap(),
+                nested(a).to_string(),
+                "{a:?}"
+            );
+        }
     }
 
     #[test]

@@ -67,6 +67,15 @@ fn nested(a: &deeplake_core::NdArray) -> Value {
     crate::cli::dump::nested(a)
 }
 
+/// [`sample_json`] of an array, written without building its tree (keys in the same
+/// order as the map gives them).
+#[derive(Serialize)]
+struct ArrayJson<'a> {
+    data: crate::cli::dump::NestedView<'a>,
+    dtype: &'a str,
+    shape: &'a [usize],
+}
+
 /// A decoded sample as JSON: arrays as `{shape, dtype, data}` (data nested lists),
 /// text, JSON and lists as themselves, links as their path, empty as null.
 pub fn sample_json(s: &Sample) -> Value {
@@ -116,8 +125,18 @@ pub async fn one(
     match q.format.as_deref() {
         None | Some("json") => {
             let s = ds.read(tensor.as_str(), index).await?;
-            let v = tokio::task::spawn_blocking(move || sample_json(&s)).await?;
-            Ok(Json(v).into_response())
+            // Rendered to text off the reactor, arrays without an intermediate tree.
+            let body = tokio::task::spawn_blocking(move || match &s {
+                Sample::Array(a) => serde_json::to_vec(&ArrayJson {
+                    data: crate::cli::dump::NestedView(a),
+                    dtype: a.dtype.name(),
+                    shape: &a.shape,
+                }),
+                other => serde_json::to_vec(&sample_json(other)),
+            })
+            .await?
+            .map_err(|e| ApiError::internal(format!("rendering row {index}: {e}")))?;
+            Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
         }
         Some("arrow") => arrow_rows(&ds, tensor.as_str(), index..index + 1, q.decode).await,
         Some("raw") => {
