@@ -401,17 +401,7 @@ async fn gc_local_and_deeplake3_reads_every_version_after() {
         let ds = Dataset::open_ref(&url, &r.parse().unwrap(), ro.clone())
             .await
             .unwrap();
-        let n = ds.tensor_len("x").unwrap();
-        let xs: Vec<i64> = ds
-            .read_range("x", 0..n)
-            .await
-            .unwrap()
-            .iter()
-            .map(|s| match s {
-                Sample::Array(a) => a.to_f64_vec()[0] as i64,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let xs = crate::int_column(&ds, "x").await;
         ours.insert(r.clone(), serde_json::json!(xs));
     }
     let script = r#"

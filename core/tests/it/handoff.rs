@@ -5,15 +5,22 @@ use std::time::Duration;
 
 use deeplake_core::{Dataset, Dtype, NdArray, OpenOptions, Sample, TensorOptions};
 
+use crate::int_column;
+
+/// Writers whose lease lapses 200 ms after they die, and who wait for one that holds it.
+fn short_lease() -> OpenOptions {
+    OpenOptions {
+        lease_ttl: Some(Duration::from_millis(200)),
+        lease_wait: Some(Duration::from_secs(10)),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_writers_hand_over_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("ds").to_string_lossy().into_owned();
-    let opts = OpenOptions {
-        lease_ttl: Some(Duration::from_millis(200)),
-        lease_wait: Some(Duration::from_secs(10)),
-        ..Default::default()
-    };
+    let opts = short_lease();
     let mut steps = 0u64;
     for round in 0..12u64 {
         let mut ds = Dataset::open_or_create(&url, opts.clone()).await.unwrap();
@@ -42,16 +49,7 @@ async fn dropped_writers_hand_over_cleanly() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let ds = Dataset::open(&url, OpenOptions::default()).await.unwrap();
-    let got: Vec<i64> = ds
-        .read_range("x", 0..ds.tensor_len("x").unwrap())
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| match s {
-            Sample::Array(a) => a.to_f64_vec()[0] as i64,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let got = int_column(&ds, "x").await;
     assert_eq!(got, (0..steps as i64).collect::<Vec<_>>());
 }
 
@@ -123,11 +121,7 @@ print(json.dumps({"len": len(ds["x"]) if "x" in ds.tensors else -1}))
 async fn deferred_compat_files_follow_at_commit_flush_all_and_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("ds").to_string_lossy().into_owned();
-    let opts = OpenOptions {
-        lease_ttl: Some(Duration::from_millis(200)),
-        lease_wait: Some(Duration::from_secs(10)),
-        ..Default::default()
-    };
+    let opts = short_lease();
     let rows = |from: i64, n: i64| -> Vec<Sample> {
         (from..from + n)
             .map(|i| Sample::Array(NdArray::from_slice(vec![1], &[i]).unwrap()))
@@ -177,15 +171,5 @@ async fn deferred_compat_files_follow_at_commit_flush_all_and_after_a_crash() {
         "the next writer repairs the 3.x files"
     );
     let ds = Dataset::open(&url, OpenOptions::default()).await.unwrap();
-    let got: Vec<i64> = ds
-        .read_range("x", 0..10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| match s {
-            Sample::Array(a) => a.to_f64_vec()[0] as i64,
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert_eq!(int_column(&ds, "x").await, (0..10).collect::<Vec<_>>());
 }
