@@ -703,6 +703,44 @@ mod tests {
         assert!(!s2.exists("a/b.json").await.unwrap());
     }
 
+    /// The folders a local sync will fsync: a write's own folder always, the ones above
+    /// it only until one that a past sync made durable (and all again after this store
+    /// removed folders).
+    #[tokio::test]
+    async fn a_sync_fsyncs_only_folders_that_may_be_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let s = Store::create(root.to_str().unwrap(), &StoreOptions::default()).unwrap();
+        let pending = |s: &Store| -> Vec<String> {
+            let ls = s.local_sync.as_ref().unwrap();
+            let mut v: Vec<String> = ls
+                .dirs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    p.strip_prefix(&ls.dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        s.put("a/b/x", Bytes::from_static(b"1")).await.unwrap();
+        assert_eq!(pending(&s), ["", "a", "a/b"]);
+        s.sync().await.unwrap();
+        assert!(pending(&s).is_empty());
+        s.put("a/b/y", Bytes::from_static(b"2")).await.unwrap();
+        s.put("a/c/z", Bytes::from_static(b"3")).await.unwrap();
+        assert_eq!(pending(&s), ["a", "a/b", "a/c"]);
+        s.sync().await.unwrap();
+        s.delete_prefix("a/c").await.unwrap();
+        s.put("a/b/w", Bytes::from_static(b"4")).await.unwrap();
+        assert_eq!(pending(&s), ["", "a", "a/b"]);
+    }
+
     #[test]
     fn links_inside_the_root_map_to_keys() {
         let o = StoreOptions::default();
