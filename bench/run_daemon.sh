@@ -62,17 +62,7 @@ trap stop_server EXIT
 DEEPLAKE_TOKENS="[{\"name\": \"bench\", \"sha256\": \"$hash\", \"scope\": \"read\"}]" \
     "$BIN" serve --root "$WORK/root" --bind 127.0.0.1:0 >"$out/serve.out" 2>"$out/serve.log" &
 pid=$!
-addr=
-for _ in $(seq 1 100); do
-    addr=$(sed -n 's/^serving .* at \(http:[^ ]*\)$/\1/p' "$out/serve.out")
-    [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || {
-        cat "$out/serve.log" >&2
-        die "deeplake serve exited"
-    }
-    sleep 0.1
-done
-[ -n "$addr" ] || die "deeplake serve printed no address"
+addr=$(wait_for_serve "$pid" "$out/serve.out" "$out/serve.log")
 log "serving at $addr (pid $pid)"
 
 samples=/datasets/bench/tensors

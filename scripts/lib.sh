@@ -16,6 +16,25 @@ die() {
     exit 1
 }
 
+# wait_for_serve PID OUT ERR
+#
+# Prints the address that `deeplake serve` (process PID, stdout in OUT, stderr in ERR)
+# announces; fails with its log if it exits first, or if it names none within 10 s.
+wait_for_serve() {
+    local pid=$1 out=$2 err=$3 addr=
+    for _ in $(seq 1 100); do
+        addr=$(sed -n 's/^serving .* at \(http:[^ ]*\)$/\1/p' "$out")
+        [ -n "$addr" ] && break
+        kill -0 "$pid" 2>/dev/null || {
+            cat "$err" >&2
+            die "deeplake serve exited"
+        }
+        sleep 0.1
+    done
+    [ -n "$addr" ] || die "deeplake serve printed no address"
+    printf '%s\n' "$addr"
+}
+
 # ensure_venv NAME REQFILE
 #
 # Prints the path of a venv holding the packages of REQFILE, creating it first if

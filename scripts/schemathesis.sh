@@ -42,17 +42,7 @@ hash=$(awk '$1 == "sha256" {print $2}' <<<"$new")
 DEEPLAKE_TOKENS="[{\"name\": \"fuzz\", \"sha256\": \"$hash\", \"scope\": \"admin\"}]" \
     "$bin" serve --root "$tmp/root" --bind 127.0.0.1:0 >"$tmp/serve.out" 2>"$tmp/serve.log" &
 pid=$!
-addr=
-for _ in $(seq 1 100); do
-    addr=$(sed -n 's/^serving .* at \(http:[^ ]*\)$/\1/p' "$tmp/serve.out")
-    [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || {
-        cat "$tmp/serve.log" >&2
-        die "deeplake serve exited"
-    }
-    sleep 0.1
-done
-[ -n "$addr" ] || die "deeplake serve printed no address"
+addr=$(wait_for_serve "$pid" "$tmp/serve.out" "$tmp/serve.log")
 log "fuzzing $addr"
 
 # Two runs: every operation with generated values (names mostly unknown, so the
