@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, UInt32Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int32Type, UInt8Type, UInt32Type, UInt64Type};
 use arrow_array::{
@@ -404,32 +403,22 @@ async fn typed_dataset(app: &axum::Router) {
     }
 }
 
+/// A list column of `T`, a null where a row is `None`.
+fn list_of<T: arrow_array::types::ArrowPrimitiveType>(rows: &[Option<Vec<T::Native>>]) -> ArrayRef {
+    Arc::new(ListArray::from_iter_primitive::<T, _, _>(rows.iter().map(
+        |r| {
+            r.as_ref()
+                .map(|v| v.iter().map(|x| Some(*x)).collect::<Vec<_>>())
+        },
+    )))
+}
+
 fn list_f32(rows: &[Option<Vec<f32>>]) -> ArrayRef {
-    let mut b = ListBuilder::new(arrow_array::builder::Float32Builder::new());
-    for r in rows {
-        match r {
-            Some(v) => {
-                b.values().append_slice(v);
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-    Arc::new(b.finish())
+    list_of::<Float32Type>(rows)
 }
 
 fn shapes(rows: &[Option<Vec<u32>>]) -> ArrayRef {
-    let mut b = ListBuilder::new(UInt32Builder::new());
-    for r in rows {
-        match r {
-            Some(v) => {
-                b.values().append_slice(v);
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-    Arc::new(b.finish())
+    list_of::<UInt32Type>(rows)
 }
 
 fn stream(cols: Vec<(&str, ArrayRef)>) -> Vec<u8> {
