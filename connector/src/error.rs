@@ -59,6 +59,13 @@ impl Failure {
                 FailureType::Config
             }
             E::Conflict { .. } => FailureType::Transient,
+            E::Link { retryable, .. } => {
+                if *retryable {
+                    FailureType::Transient
+                } else {
+                    FailureType::Config
+                }
+            }
             _ => FailureType::System,
         };
         Failure {

@@ -54,6 +54,18 @@ pub enum Error {
         message: String,
     },
 
+    /// A linked tensor's target could not be fetched (missing, refused, unreachable,
+    /// too slow). Whoever owns the target or its credentials must act; `retryable`
+    /// marks failures that may pass later (timeouts, 5xx, dropped connections), after
+    /// the retries were spent. `target` never holds a query string (signed URLs).
+    #[error("link {target}: {reason}")]
+    Link {
+        target: String,
+        status: Option<u16>,
+        reason: String,
+        retryable: bool,
+    },
+
     /// An impossible state: a bug in this crate.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -139,6 +151,7 @@ impl Error {
             Error::Storage(_) => "storage",
             Error::Io(_) => "io",
             Error::Query { .. } => "query",
+            Error::Link { .. } => "link",
             Error::Internal { .. } => "internal",
         }
     }

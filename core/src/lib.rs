@@ -3,19 +3,23 @@
 //! Module order (a module uses only those before it):
 //!
 //! ```text
-//! error, ids, runtime -> format (pure bytes <-> structs) -> store (object_store; the only
-//! place keys are spelled) -> version (commit tree, chunk lookup) -> dataset (read, write)
+//! error, ids, runtime, bytecache -> format (pure bytes <-> structs) -> store (object_store;
+//! the only place keys are spelled) -> link (fetching link targets) -> version (commit
+//! tree, chunk lookup) -> dataset (read, write) -> tql
 //! ```
 //!
 //! Datasets are stored in the Deep Lake 3.x Tensor Storage Format, byte-compatible with
 //! deeplake 3.9.52: it opens what we write and we open what it writes.
 
+pub mod bytecache;
 pub mod error;
 pub mod ids;
 pub mod runtime;
 
 pub mod format;
 pub mod store;
+
+pub mod link;
 pub mod version;
 
 pub mod dataset;

@@ -88,6 +88,8 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Unsupported { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            // The daemon stood in for the client in front of a link's target.
+            Error::Link { .. } => StatusCode::BAD_GATEWAY,
             _ => {
                 tracing::error!(error = %e, kind = e.kind(), "request failed");
                 return ApiError::new(
