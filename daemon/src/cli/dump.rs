@@ -88,82 +88,114 @@ pub(crate) fn nested(a: &NdArray) -> Value {
     rec(a, 0, &mut off)
 }
 
-/// [`nested`] without building the tree: serializes to the same JSON text, element by
-/// element (a decoded image is tens of thousands of numbers).
-pub(crate) struct NestedView<'a>(pub &'a NdArray);
-
-impl serde::Serialize for NestedView<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let a = self.0;
-        if a.shape.is_empty() {
-            return if a.data.is_empty() {
-                ser.collect_seq(std::iter::empty::<u8>())
-            } else {
-                Element(a.dtype, &a.data).serialize(ser)
-            };
+/// Appends [`nested`]'s JSON text for `a` to `out` without building the tree: a decoded
+/// image is tens of thousands of numbers, and a request for one is bound by this loop.
+/// The innermost dimension is one typed loop per dtype.
+pub(crate) fn write_nested(a: &NdArray, out: &mut Vec<u8>) {
+    if a.shape.is_empty() {
+        if a.data.is_empty() {
+            out.extend_from_slice(b"[]");
+        } else {
+            write_elements(a.dtype, &a.data, out);
         }
-        Dim {
-            a,
-            dim: 0,
-            offset: 0,
-        }
-        .serialize(ser)
+        return;
     }
+    let s = a.dtype.size();
+    // Most elements of decoded images take up to four bytes with their comma.
+    out.reserve(a.data.len() / s * 4 + 16);
+    write_dim(a, 0, 0, s, out);
 }
 
-/// The elements of `a` from flat index `offset` on, nested from dimension `dim` down.
-struct Dim<'a> {
-    a: &'a NdArray,
-    dim: usize,
-    offset: usize,
-}
-
-impl serde::Serialize for Dim<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let a = self.a;
-        let n = a.shape[self.dim];
-        // Elements one level below covers.
-        let inner: usize = a.shape[self.dim + 1..].iter().product();
-        let mut seq = ser.serialize_seq(Some(n))?;
+fn write_dim(a: &NdArray, dim: usize, offset: usize, size: usize, out: &mut Vec<u8>) {
+    let n = a.shape[dim];
+    let inner: usize = a.shape[dim + 1..].iter().product();
+    out.push(b'[');
+    if dim + 1 == a.shape.len() {
+        write_elements(a.dtype, &a.data[offset * size..(offset + n) * size], out);
+    } else {
         for i in 0..n {
-            let offset = self.offset + i * inner;
-            if self.dim + 1 == a.shape.len() {
-                let s = a.dtype.size();
-                seq.serialize_element(&Element(a.dtype, &a.data[offset * s..(offset + 1) * s]))?;
-            } else {
-                seq.serialize_element(&Dim {
-                    a,
-                    dim: self.dim + 1,
-                    offset,
-                })?;
+            if i > 0 {
+                out.push(b',');
+            }
+            write_dim(a, dim + 1, offset + i * inner, size, out);
+        }
+    }
+    out.push(b']');
+}
+
+/// The decimal text of every byte value: up to three digits, then the length.
+const U8_TEXT: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut v = 0;
+    while v < 256 {
+        let (h, d, u) = ((v / 100) as u8, (v / 10 % 10) as u8, (v % 10) as u8);
+        t[v] = if v >= 100 {
+            [b'0' + h, b'0' + d, b'0' + u, 3]
+        } else if v >= 10 {
+            [b'0' + d, b'0' + u, 0, 2]
+        } else {
+            [b'0' + u, 0, 0, 1]
+        };
+        v += 1;
+    }
+    t
+};
+
+/// Comma-separated elements of `bytes` (little-endian values of `d`), as [`scalar`]
+/// writes each one.
+fn write_elements(d: Dtype, bytes: &[u8], out: &mut Vec<u8>) {
+    fn ints<const N: usize, T: itoa::Integer>(
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        from: impl Fn([u8; N]) -> T,
+    ) {
+        let mut buf = itoa::Buffer::new();
+        for (i, c) in bytes.chunks_exact(N).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mut x = [0u8; N];
+            x.copy_from_slice(c);
+            out.extend_from_slice(buf.format(from(x)).as_bytes());
+        }
+    }
+    match d {
+        Dtype::U8 => {
+            // Pixels: a table lookup per element, no digit loop.
+            for (i, &b) in bytes.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let [t0, t1, t2, len] = U8_TEXT[b as usize];
+                out.extend_from_slice(&[t0, t1, t2][..len as usize]);
             }
         }
-        seq.end()
-    }
-}
-
-/// One element, as [`scalar`] writes it.
-struct Element<'a>(Dtype, &'a [u8]);
-
-impl serde::Serialize for Element<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let (d, b) = (self.0, self.1);
-        let word = || {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[..8]);
-            x
-        };
-        match d {
-            Dtype::U64 => ser.serialize_u64(u64::from_le_bytes(word())),
-            Dtype::I64 => ser.serialize_i64(i64::from_le_bytes(word())),
-            _ => {
-                let v = element_to_f64(d, b);
-                match d {
-                    Dtype::Bool => ser.serialize_bool(v != 0.0),
-                    d if d.is_float() && v.is_finite() => ser.serialize_f64(v),
-                    d if d.is_float() => ser.serialize_unit(),
-                    _ => ser.serialize_i64(v as i64),
+        Dtype::I8 => ints::<1, i8>(bytes, out, i8::from_le_bytes),
+        Dtype::U16 => ints::<2, u16>(bytes, out, u16::from_le_bytes),
+        Dtype::I16 => ints::<2, i16>(bytes, out, i16::from_le_bytes),
+        Dtype::U32 => ints::<4, u32>(bytes, out, u32::from_le_bytes),
+        Dtype::I32 => ints::<4, i32>(bytes, out, i32::from_le_bytes),
+        Dtype::U64 => ints::<8, u64>(bytes, out, u64::from_le_bytes),
+        Dtype::I64 => ints::<8, i64>(bytes, out, i64::from_le_bytes),
+        Dtype::Bool => {
+            for (i, &b) in bytes.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(if b != 0 { b"true" } else { b"false" });
+            }
+        }
+        Dtype::F16 | Dtype::F32 | Dtype::F64 => {
+            for (i, c) in bytes.chunks_exact(d.size()).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let v = element_to_f64(d, c);
+                if v.is_finite() {
+                    // serde_json's own float text, so both paths agree.
+                    let _ = serde_json::to_writer(&mut *out, &v);
+                } else {
+                    out.extend_from_slice(b"null");
                 }
             }
         }
@@ -379,19 +411,28 @@ mod tests {
     }
 
     #[test]
-    fn nested_view_writes_what_nested_builds() {
+    fn write_nested_writes_what_nested_builds() {
         let cases = [
             NdArray::from_slice(vec![2, 3, 2], &(0..12u8).collect::<Vec<_>>()).unwrap(),
+            NdArray::from_slice(vec![16, 16], &(0..=255u8).collect::<Vec<_>>()).unwrap(),
             NdArray::from_slice(vec![3], &[1.5f32, f32::NAN, -0.1]).unwrap(),
             NdArray::from_slice(vec![2, 1], &[i64::MIN, 7]).unwrap(),
             NdArray::from_slice(vec![2], &[u64::MAX, 0]).unwrap(),
             NdArray::from_slice(vec![2], &[true, false]).unwrap(),
             NdArray::from_slice(vec![0, 4], &[] as &[i32]).unwrap(),
+            NdArray::from_slice(vec![4, 0], &[] as &[i32]).unwrap(),
             NdArray::scalar(-3i16),
+            NdArray::scalar(2.5f64),
+            NdArray::from_slice(vec![2, 2], &[u16::MAX, 0, 1, 2]).unwrap(),
+            NdArray::from_slice(vec![3], &[i8::MIN, 0, i8::MAX]).unwrap(),
+            NdArray::from_slice(vec![2], &[u32::MAX, 9]).unwrap(),
+            NdArray::from_slice(vec![1, 2, 1], &[i32::MIN, i32::MAX]).unwrap(),
         ];
         for a in &cases {
+            let mut out = Vec::new();
+            write_nested(a, &mut out);
             assert_eq!(
-                serde_json::to_string(&NestedView(a)).unwrap(),
+                String::from_utf8(out).unwrap(),
                 nested(a).to_string(),
                 "{a:?}"
             );

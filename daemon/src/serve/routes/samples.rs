@@ -67,13 +67,39 @@ fn nested(a: &deeplake_core::NdArray) -> Value {
     crate::cli::dump::nested(a)
 }
 
-/// [`sample_json`] of an array, written without building its tree (keys in the same
-/// order as the map gives them).
-#[derive(Serialize)]
-struct ArrayJson<'a> {
-    data: crate::cli::dump::NestedView<'a>,
-    dtype: &'a str,
-    shape: &'a [usize],
+/// Samples of at most this many elements are rendered to JSON on the request's task
+/// (a 64x64 RGB image is 12,288).
+const INLINE_RENDER_ELEMENTS: usize = 16 << 10;
+
+/// Elements (or bytes, for text-like samples) that rendering `s` walks.
+fn sample_elements(s: &Sample) -> usize {
+    match s {
+        Sample::Array(a) => a.num_elements(),
+        Sample::Text(t) => t.len(),
+        Sample::Link { path, .. } => path.len(),
+        Sample::Encoded { .. } | Sample::Empty => 0,
+        // Trees: no cheap bound, so they always go to the pool.
+        Sample::Json(_) | Sample::List(_) | Sample::Polygons(_) | Sample::Sequence(_) => usize::MAX,
+    }
+}
+
+/// The text of [`sample_json`] for an array, written without building its tree (keys
+/// in the order the map gives them).
+fn array_json(a: &deeplake_core::NdArray) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"data\":");
+    crate::cli::dump::write_nested(a, &mut out);
+    out.extend_from_slice(b",\"dtype\":\"");
+    out.extend_from_slice(a.dtype.name().as_bytes());
+    out.extend_from_slice(b"\",\"shape\":[");
+    for (i, d) in a.shape.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(*d).as_bytes());
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// A decoded sample as JSON: arrays as `{shape, dtype, data}` (data nested lists),
@@ -125,16 +151,19 @@ pub async fn one(
     match q.format.as_deref() {
         None | Some("json") => {
             let s = ds.read(tensor.as_str(), index).await?;
-            // Rendered to text off the reactor, arrays without an intermediate tree.
-            let body = tokio::task::spawn_blocking(move || match &s {
-                Sample::Array(a) => serde_json::to_vec(&ArrayJson {
-                    data: crate::cli::dump::NestedView(a),
-                    dtype: a.dtype.name(),
-                    shape: &a.shape,
-                }),
+            let inline = sample_elements(&s) <= INLINE_RENDER_ELEMENTS;
+            let render = move || match &s {
+                Sample::Array(a) => Ok(array_json(a)),
                 other => serde_json::to_vec(&sample_json(other)),
-            })
-            .await?
+            };
+            // Arrays are written without an intermediate tree. A small sample renders in
+            // tens of microseconds, less than the hand-off to the blocking pool costs;
+            // larger ones are rendered there, off the reactor.
+            let body = if inline {
+                render()
+            } else {
+                tokio::task::spawn_blocking(render).await?
+            }
             .map_err(|e| ApiError::internal(format!("rendering row {index}: {e}")))?;
             Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
         }
@@ -242,4 +271,26 @@ async fn arrow_rows(
 /// An Arrow IPC stream response.
 pub fn arrow_response(bytes: Vec<u8>) -> Response {
     ([(CONTENT_TYPE, arrow::ARROW_STREAM)], bytes).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deeplake_core::NdArray;
+
+    #[test]
+    fn array_json_is_the_text_of_sample_json() {
+        for a in [
+            NdArray::from_slice(vec![2, 2, 3], &(0..12u8).collect::<Vec<_>>()).unwrap(),
+            NdArray::from_slice(vec![3], &[1.5f32, f32::NAN, -0.1]).unwrap(),
+            NdArray::scalar(7u32),
+            NdArray::from_slice(vec![0], &[] as &[i64]).unwrap(),
+        ] {
+            let want = serde_json::to_vec(&sample_json(&Sample::Array(a.clone()))).unwrap();
+            assert_eq!(
+                String::from_utf8(array_json(&a)).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
+    }
 }
