@@ -1753,6 +1753,27 @@ impl Dataset {
             .map_err(|e| with_tensor(e, tensor))
     }
 
+    /// Reads rows `rows` of a tensor (any order, repeats allowed), decoded as `opts`
+    /// says. Every chunk they touch is fetched once, concurrently.
+    pub async fn read_rows(
+        &self,
+        tensor: &str,
+        rows: &[u64],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Sample>> {
+        let t = self.tensor_state(tensor)?;
+        read::read_rows(self, t, rows, opts)
+            .await
+            .map_err(|e| with_tensor(e, tensor))
+    }
+
+    /// For each of `rows`, a key equal for rows of `tensor` stored in the same chunk
+    /// (readers that want chunk locality group by it).
+    pub fn chunk_keys(&self, tensor: &str, rows: &[u64]) -> Result<Vec<u64>> {
+        let t = self.tensor_state(tensor)?;
+        read::chunk_keys(self, t, rows).map_err(|e| with_tensor(e, tensor))
+    }
+
     /// The stored (still compressed) bytes and shape of sample `index` of a
     /// non-sequence tensor; tiled samples are returned decoded and re-laid as raw bytes.
     pub async fn read_stored(&self, tensor: &str, index: u64) -> Result<(Vec<u64>, Bytes)> {

@@ -571,7 +571,36 @@ pub(super) async fn read_samples(
             range.start, range.end, t.key
         )));
     }
-    let groups = item_range(t, &range)?;
+    let rows: Vec<u64> = range.collect();
+    read_rows(ds, t, &rows, opts).await
+}
+
+/// Rows `rows` (any order, repeats allowed) of tensor `t`, decoded; each chunk they
+/// touch is fetched once.
+pub(super) async fn read_rows(
+    ds: &Dataset,
+    t: &TensorState,
+    rows: &[u64],
+    opts: &ReadOptions,
+) -> Result<Vec<Sample>> {
+    let n = t.num_samples();
+    if let Some(r) = rows.iter().find(|r| **r >= n) {
+        return Err(Error::invalid(format!(
+            "row {r} is out of range for tensor {} of length {n}",
+            t.key
+        )));
+    }
+    let groups: Vec<Range<u64>> = match &t.seq {
+        None => rows.iter().map(|&r| r..r + 1).collect(),
+        Some(s) => rows
+            .iter()
+            .map(|&r| {
+                s.items(r)
+                    .map(|(a, b)| a..b)
+                    .ok_or_else(|| Error::internal(format!("sequence {r} missing")))
+            })
+            .collect::<Result<_>>()?,
+    };
     let items: Vec<u64> = groups.iter().flat_map(|r| r.clone()).collect();
     let fetched = fetch_items(ds, t, &items, opts).await?;
     let ctx = decode_ctx(ds, t, opts);
@@ -600,6 +629,31 @@ pub(super) async fn read_samples(
         .iter()
         .map(|g| Sample::Sequence(it.by_ref().take((g.end - g.start) as usize).collect()))
         .collect())
+}
+
+/// For each row of `rows`, a number equal for rows stored in the same chunk (the
+/// position of its first item's chunk in the chunk index).
+pub(super) fn chunk_keys(ds: &Dataset, t: &TensorState, rows: &[u64]) -> Result<Vec<u64>> {
+    rows.iter()
+        .map(|&r| {
+            let item = match &t.seq {
+                None => r,
+                Some(s) => s
+                    .items(r)
+                    .map(|(a, _)| a)
+                    .ok_or_else(|| Error::internal(format!("sequence {r} missing")))?,
+            };
+            t.chunk_ids
+                .locate(item)
+                .map(|(row, _)| row as u64)
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        format!("{}/{}", ds.store.url(), t.key),
+                        format!("sample {item} is not in the chunk index"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The stored bytes and shape of every item of row `index` (one item unless the tensor

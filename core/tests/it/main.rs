@@ -12,6 +12,7 @@ mod packed;
 mod slicing;
 mod staging;
 mod storage;
+mod stream;
 mod tql;
 mod versioning;
 
