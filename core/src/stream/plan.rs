@@ -146,7 +146,7 @@ impl Plan {
                 shuffle(&mut runs, &mut rng);
                 let buffer = buffer.max(1);
                 let mut out = Vec::with_capacity(self.len);
-                let mut pool: Vec<usize> = Vec::with_capacity(buffer);
+                let mut pool: Vec<usize> = Vec::with_capacity(buffer.min(self.len));
                 for p in runs.into_iter().flat_map(|r| r.clone()) {
                     if pool.len() < buffer {
                         pool.push(p);

@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::format::array::{NdArray, Sample};
 use crate::format::dtype::Dtype;
 
+/// The largest side a resize or crop may ask for.
+pub const MAX_SIDE: usize = 8192;
+
 /// One transform of a tensor's samples.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transform {
@@ -56,9 +59,9 @@ impl Transform {
             Transform::Resize { height, width }
             | Transform::CenterCrop { height, width }
             | Transform::RandomCrop { height, width } => {
-                if *height == 0 || *width == 0 || *height > 1 << 15 || *width > 1 << 15 {
+                if *height == 0 || *width == 0 || *height > MAX_SIDE || *width > MAX_SIDE {
                     return bad(format!(
-                        "size {height}x{width} must be between 1 and 32768 on each side"
+                        "size {height}x{width} must be between 1 and {MAX_SIDE} on each side"
                     ));
                 }
             }

@@ -77,18 +77,25 @@ impl QueryResult {
         query: Option<&str>,
         opts: &OpenOptions,
     ) -> Result<crate::dataset::views::SavedView> {
+        let rows = self.rows_of(ds, "saves as a view")?;
+        ds.save_view(id, &rows, message, query, opts).await
+    }
+
+    /// The result's rows as rows of `ds` (at the version it was opened at). Fails when
+    /// the result reads another dataset or version, or groups or joins rows; `use_`
+    /// says what the rows were wanted for.
+    pub fn rows_of(&self, ds: &Dataset, use_: &str) -> Result<Vec<u64>> {
         let one_source = match self.sources.as_slice() {
             [s] => s.url == ds.url() && s.node == ds.node_id().as_str(),
             [] => true,
             _ => false,
         };
         if !one_source || self.groups.is_some() || self.joined.is_some() {
-            return Err(Error::invalid(
-                "only a result of rows of this dataset (no groups, no other versions) saves as a view",
-            ));
+            return Err(Error::invalid(format!(
+                "only a result of rows of this dataset (no groups, no other versions) {use_}"
+            )));
         }
-        let rows: Vec<u64> = self.rows.iter().map(|r| r.1).collect();
-        ds.save_view(id, &rows, message, query, opts).await
+        Ok(self.rows.iter().map(|r| r.1).collect())
     }
 
     pub fn column(&self, name: &str) -> Option<&[Val]> {

@@ -12,7 +12,11 @@ const ROWS: u64 = 300;
 
 fn jpeg(row: u64) -> Sample {
     // Two sizes, so batches mix shapes; pixels depend on the row.
-    let (w, h) = if row.is_multiple_of(3) { (12, 8) } else { (8, 8) };
+    let (w, h) = if row.is_multiple_of(3) {
+        (12, 8)
+    } else {
+        (8, 8)
+    };
     let img = image::RgbImage::from_fn(w, h, |x, y| {
         image::Rgb([(row % 256) as u8, (x * 20) as u8, (y * 30) as u8])
     });

@@ -157,11 +157,11 @@ fn dtype_of(t: &DataType) -> Option<Dtype> {
     })
 }
 
-fn item_field(d: Dtype) -> Arc<Field> {
+pub(crate) fn item_field(d: Dtype) -> Arc<Field> {
     Arc::new(Field::new("item", arrow_type(d), true))
 }
 
-fn shape_type() -> DataType {
+pub(crate) fn shape_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::UInt32, true)))
 }
 
@@ -170,7 +170,7 @@ fn unsupported(message: String) -> ApiError {
 }
 
 /// A primitive array over little-endian element bytes (the layout of [`NdArray`] data).
-fn primitive(d: Dtype, bytes: &[u8]) -> ArrayRef {
+pub(crate) fn primitive(d: Dtype, bytes: &[u8]) -> ArrayRef {
     fn prim<T: ArrowPrimitiveType>(bytes: &[u8]) -> ArrayRef {
         let n = bytes.len() / std::mem::size_of::<T::Native>();
         // A fresh MutableBuffer is aligned for every native type; the element bytes may
@@ -199,7 +199,10 @@ fn primitive(d: Dtype, bytes: &[u8]) -> ArrayRef {
 }
 
 /// Appends one row's shape (or a null) to a shape column.
-fn push_shape(b: &mut ListBuilder<UInt32Builder>, shape: Option<&[usize]>) -> Result<(), ApiError> {
+pub(crate) fn push_shape(
+    b: &mut ListBuilder<UInt32Builder>,
+    shape: Option<&[usize]>,
+) -> Result<(), ApiError> {
     match shape {
         Some(s) => {
             for &d in s {
@@ -214,7 +217,7 @@ fn push_shape(b: &mut ListBuilder<UInt32Builder>, shape: Option<&[usize]>) -> Re
     Ok(())
 }
 
-fn offset(n: usize) -> Result<i32, ApiError> {
+pub(crate) fn offset(n: usize) -> Result<i32, ApiError> {
     i32::try_from(n).map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -225,7 +228,7 @@ fn offset(n: usize) -> Result<i32, ApiError> {
 }
 
 /// The column (and shape column) of `samples` under `spec`.
-fn encode_column(
+pub(crate) fn encode_column(
     spec: &ColumnSpec,
     samples: &[Sample],
 ) -> Result<(ArrayRef, Option<ArrayRef>), ApiError> {
@@ -351,7 +354,7 @@ fn s_is_empty(s: &Sample) -> bool {
     }
 }
 
-fn tensor_field(spec: &ColumnSpec, data_type: DataType) -> Field {
+pub(crate) fn tensor_field(spec: &ColumnSpec, data_type: DataType) -> Field {
     let (kind, compression) = match &spec.kind {
         Kind::Array(_) => ("array", None),
         Kind::Scalar(_) => ("scalar", None),

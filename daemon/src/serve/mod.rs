@@ -11,6 +11,7 @@
 //! background jobs (`jobs`) a grace period before cancelling them.
 
 pub mod arrow;
+pub mod arrow_stream;
 pub mod auth;
 pub mod error;
 pub mod gc_job;
@@ -147,6 +148,7 @@ impl Config {
         routes::query::list_views,
         routes::query::load_view,
         routes::query::delete_view,
+        routes::stream::stream,
         routes::jobs::start,
         routes::jobs::list,
         routes::jobs::status,
@@ -285,6 +287,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .merge(routes::append::router())
         .merge(routes::versions::router())
         .merge(routes::query::router())
+        .merge(routes::stream::router())
         .merge(routes::jobs::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(

@@ -8,4 +8,5 @@ mod import;
 mod serve;
 mod serve_arrow;
 mod serve_jobs;
+mod serve_stream;
 mod vc;

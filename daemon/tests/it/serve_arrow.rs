@@ -21,12 +21,12 @@ use tower::ServiceExt;
 
 const ARROW: &str = "application/vnd.apache.arrow.stream";
 
-struct Server {
-    root: tempfile::TempDir,
-    app: axum::Router,
+pub(crate) struct Server {
+    pub(crate) root: tempfile::TempDir,
+    pub(crate) app: axum::Router,
 }
 
-async fn server() -> Server {
+pub(crate) async fn server() -> Server {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join("d").to_string_lossy().into_owned();
     let parsed = <deeplake_daemon::cli::Cli as clap::Parser>::try_parse_from([
@@ -54,7 +54,7 @@ async fn server() -> Server {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &axum::Router,
     method: &str,
     uri: &str,
@@ -108,7 +108,7 @@ fn arrow_select_concat(schema: &Arc<Schema>, batches: &[RecordBatch]) -> RecordB
         .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))
 }
 
-async fn json_call(
+pub(crate) async fn json_call(
     app: &axum::Router,
     method: &str,
     uri: &str,
@@ -125,7 +125,7 @@ async fn json_call(
     (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
-async fn open(root: &std::path::Path, name: &str) -> Dataset {
+pub(crate) async fn open(root: &std::path::Path, name: &str) -> Dataset {
     Dataset::open(
         &root.join(name).to_string_lossy(),
         OpenOptions {

@@ -6,5 +6,6 @@ pub mod datasets;
 pub mod jobs;
 pub mod query;
 pub mod samples;
+pub mod stream;
 pub mod system;
 pub mod versions;

@@ -167,7 +167,7 @@ async fn arrow_page(
 }
 
 /// Refuses a query that names any dataset in FROM (module docs say why).
-fn check_sources(q: &Tql) -> Result<(), ApiError> {
+pub(crate) fn check_sources(q: &Tql) -> Result<(), ApiError> {
     fn from(fc: &FromClause) -> Result<(), ApiError> {
         match fc {
             FromClause::Source { .. } => Err(ApiError::bad_request(
