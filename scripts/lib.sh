@@ -87,6 +87,8 @@ faker_venv() { ensure_venv airbyte-faker "$REPO_ROOT/scripts/requirements/airbyt
 proto_venv() { ensure_venv airbyte-proto "$REPO_ROOT/scripts/requirements/airbyte-proto.txt"; }
 # schemathesis, which fuzzes the HTTP API from spec/openapi.json (scripts/schemathesis.sh).
 schemathesis_venv() { ensure_venv schemathesis "$REPO_ROOT/scripts/requirements/schemathesis.txt"; }
+# The Python client's tests (numpy, pyarrow, pytest, torch).
+client_venv() { ensure_venv client "$REPO_ROOT/scripts/requirements/client.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).
 hadolint_venv() { ensure_venv hadolint "$REPO_ROOT/scripts/requirements/hadolint.txt"; }
 

@@ -34,6 +34,7 @@ DL3_VENV=$(dl3_venv)
 DL4_VENV=$(dl4_venv)
 FAKER_VENV=$(faker_venv)
 PROTO_VENV=$(proto_venv)
+CLIENT_VENV=$(client_venv)
 
 section "S3 server"
 if bash scripts/s3.sh status; then
@@ -83,6 +84,16 @@ run_airbyte_test() {
         "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/airbyte
 }
 
+# The Python client (numpy, pyarrow, torch) against real daemons on 127.0.0.1.
+run_client_test() {
+    local target
+    target=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
+    cargo build --workspace --bins || return 1
+    DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
+        "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q client/python/tests
+}
+
 # The connector image: hadolint, then a Podman build and spec/check/write inside it.
 run_image_test() {
     local venv
@@ -97,6 +108,7 @@ run_step "cargo test" cargo test --workspace
 run_step "API fuzzing (schemathesis)" bash scripts/schemathesis.sh
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
+run_step "python client (numpy, torch)" run_client_test
 run_step "image (hadolint, podman)" run_image_test
 
 section "summary"
