@@ -245,6 +245,7 @@ def main():
     ap.add_argument("--write-min-cpu-s", type=float, default=1.0)
     ap.add_argument("--read-min-cpu-s", type=float, default=2.0)
     ap.add_argument("--decode-min-cpu-s", type=float, default=2.0)
+    ap.add_argument("--write-only", action="store_true", help="write the dataset once, untimed, and stop")
     args = ap.parse_args()
 
     peer = Dl3() if args.peer == "dl3" else Dl4()
@@ -253,6 +254,12 @@ def main():
     n = len(rows)
     if n == 0:
         sys.exit("no rows")
+    if args.write_only:
+        if os.path.exists(args.out):
+            shutil.rmtree(args.out)
+        peer.write(args.out, args.data, rows, classes, args.write_batch)
+        print(json.dumps({"system": args.peer, "written": args.out, "n": n}))
+        return
 
     # Ingest; the timed span includes reading the files, as for bench-ours. Repeated
     # into a fresh dataset (the old one deleted untimed) until enough CPU time is spent.

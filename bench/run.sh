@@ -32,17 +32,7 @@ OURS=$REPO_ROOT/target/release/bench-ours
 DL3=$(dl3_venv)
 DL4=$(dl4_venv)
 
-# The data depends on N, the seed and the generator's code; Pillow and numpy come from
-# the deeplake 3 venv, whose requirements pin them through deeplake 3.9.52.
-gen_hash=$(sha256sum bench/gen_data.py | cut -c1-10)
-DATA=$WORK/data/n$N-s$SEED-$gen_hash
-if [ ! -f "$DATA/manifest.json" ]; then
-    log "generating $N rows into $DATA"
-    rm -rf "$DATA" "$DATA.tmp"
-    mkdir -p "$WORK/data"
-    "$DL3/bin/python" bench/gen_data.py --n "$N" --seed "$SEED" --out "$DATA.tmp" >/dev/null
-    mv "$DATA.tmp" "$DATA"
-fi
+DATA=$(bench_data "$N" "$SEED" "$WORK" "$DL3")
 
 RUNS=$WORK/runs
 DS=$WORK/datasets

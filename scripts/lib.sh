@@ -87,6 +87,25 @@ faker_venv() { ensure_venv airbyte-faker "$REPO_ROOT/scripts/requirements/airbyt
 proto_venv() { ensure_venv airbyte-proto "$REPO_ROOT/scripts/requirements/airbyte-proto.txt"; }
 # schemathesis, which fuzzes the HTTP API from spec/openapi.json (scripts/schemathesis.sh).
 schemathesis_venv() { ensure_venv schemathesis "$REPO_ROOT/scripts/requirements/schemathesis.txt"; }
+# bench_data N SEED WORK DL3_VENV
+#
+# Prints the folder of bench/gen_data.py's data for N rows and SEED under WORK, making
+# it first if needed (cached by N, the seed and the generator's code; Pillow and numpy
+# come from the deeplake 3 venv, whose requirements pin them through deeplake 3.9.52).
+bench_data() {
+    local n=$1 seed=$2 work=$3 dl3=$4 gen_hash data
+    gen_hash=$(sha256sum "$REPO_ROOT/bench/gen_data.py" | cut -c1-10)
+    data=$work/data/n$n-s$seed-$gen_hash
+    if [ ! -f "$data/manifest.json" ]; then
+        log "generating $n rows into $data"
+        rm -rf "$data" "$data.tmp"
+        mkdir -p "$work/data"
+        "$dl3/bin/python" "$REPO_ROOT/bench/gen_data.py" --n "$n" --seed "$seed" --out "$data.tmp" >/dev/null
+        mv "$data.tmp" "$data"
+    fi
+    printf '%s\n' "$data"
+}
+
 # The Python client's tests (numpy, pyarrow, pytest, torch).
 client_venv() { ensure_venv client "$REPO_ROOT/scripts/requirements/client.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).

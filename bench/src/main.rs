@@ -28,6 +28,9 @@ use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 
+mod procstat;
+use procstat::{process_cpu, thread_cpu};
+
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark deeplake-rs on a gen_data.py data set; prints one JSON object")]
 struct Args {
@@ -593,45 +596,6 @@ fn dir_size(dir: &Path) -> Result<(u64, u64)> {
     Ok((apparent, allocated))
 }
 
-/// CPU seconds (user + system) of the whole process, all threads, dead ones included.
-fn process_cpu() -> Result<f64> {
-    proc_stat_cpu("/proc/self/stat")
-}
-
-/// CPU seconds (user + system) of the calling thread.
-fn thread_cpu() -> Result<f64> {
-    proc_stat_cpu("/proc/thread-self/stat")
-}
-
-fn proc_stat_cpu(path: &str) -> Result<f64> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    // The command name (field 2) may hold spaces; fields after its closing paren are
-    // plain. utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
-    let rest = s
-        .rsplit_once(')')
-        .map(|x| x.1)
-        .context("malformed /proc stat")?;
-    let mut f = rest.split_whitespace().skip(11);
-    let utime: u64 = f.next().context("no utime")?.parse()?;
-    let stime: u64 = f.next().context("no stime")?.parse()?;
-    Ok((utime + stime) as f64 / clock_ticks()? as f64)
-}
-
-/// `sysconf(_SC_CLK_TCK)` without libc: the kernel passes it in the aux vector.
-fn clock_ticks() -> Result<u64> {
-    const AT_CLKTCK: u64 = 17;
-    let auxv = std::fs::read("/proc/self/auxv").context("reading /proc/self/auxv")?;
-    for pair in auxv.chunks_exact(16) {
-        let (k, v) = pair.split_at(8);
-        let k = u64::from_ne_bytes(k.try_into()?);
-        let v = u64::from_ne_bytes(v.try_into()?);
-        if k == AT_CLKTCK && v > 0 {
-            return Ok(v);
-        }
-    }
-    bail!("AT_CLKTCK not found in /proc/self/auxv")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,7 +625,7 @@ mod tests {
 
     #[test]
     fn cpu_clocks_advance() {
-        assert!(clock_ticks().unwrap() > 0);
+        assert!(procstat::clock_ticks().unwrap() > 0);
         let t0 = thread_cpu().unwrap();
         let p0 = process_cpu().unwrap();
         let start = Instant::now();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 import urllib.request
 
@@ -178,3 +179,29 @@ def test_pip_installs_the_package(tmp_path):
     )
     assert str(target) in out.stdout
     assert deeplake_rs.__version__ == "0.1.0"
+
+
+def test_a_killed_daemon_is_a_clear_error_not_a_hang(served, tmp_path):
+    from conftest import _bin, _serve
+
+    root, _ = served
+    proc, addr = _serve(_bin(), root, tmp_path / "victim.log")
+    try:
+        ds = Dataset(addr + "/datasets/demo", timeout=30)
+        # Large rows and a small prefetch budget: the daemon is still writing when killed.
+        s = ds.stream(tensors=["images"], batch_size=2, prefetch_mb=1,
+                      transforms={"images": [{"resize": {"height": 256, "width": 256}}]})
+        first = next(s)
+        assert first["images"].shape == (2, 256, 256, 3)
+        proc.kill()
+        proc.wait(timeout=10)
+        started = time.time()
+        with pytest.raises(deeplake_rs.StreamError, match="ended after|failed"):
+            for _ in s:
+                pass
+        assert time.time() - started < 20
+        with pytest.raises(ConnectionError, match="cannot reach"):
+            ds.info()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
