@@ -16,6 +16,9 @@ Loaders (every one hands the training loop decoded uint8 arrays, batch by batch)
 * ``ours_daemon``: the deeplake_rs client streaming from a ``deeplake serve`` (its PID
   is given, so its CPU time and memory count too).
 
+Sources may be ``s3://`` URLs (ours, lance, deeplake4) on the S3 server named by the
+``AWS_*`` environment.
+
 CPU time covers the process, its reaped children (DataLoader workers) and the daemon;
 peak memory is the largest resident set among them (plus the daemon's).
 """
@@ -57,6 +60,26 @@ def proc_hwm(pid):
     return 0
 
 
+def s3_options():
+    """Lance/object_store options for the S3 server named by the AWS_* environment."""
+    return {
+        "access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+        "secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "endpoint": os.environ["AWS_ENDPOINT"],
+        "region": os.environ.get("AWS_REGION", "us-east-1"),
+        "allow_http": "true",
+    }
+
+
+def dl4_creds():
+    return {
+        "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "endpoint_url": os.environ["AWS_ENDPOINT"],
+        "aws_region": os.environ.get("AWS_REGION", "us-east-1"),
+    }
+
+
 def own_cpu():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
@@ -66,8 +89,12 @@ def own_cpu():
 
 
 def prepare(fmt, data, out):
-    rows = rows_of(data)
-    os.makedirs(out, exist_ok=True)
+    if fmt == "deeplake4_s3":
+        rows = []
+    else:
+        rows = rows_of(data)
+    if "://" not in out:
+        os.makedirs(out, exist_ok=True)
     if fmt == "webdataset":
         import webdataset as wds
 
@@ -84,7 +111,14 @@ def prepare(fmt, data, out):
             with open(os.path.join(data, r["file"]), "rb") as f:
                 images.append(f.read())
         table = pa.table({"image": pa.array(images, pa.binary()), "label": pa.array([r["label"] for r in rows], pa.int32())})
-        lance.write_dataset(table, out, mode="overwrite", max_rows_per_file=max(1, len(rows) // 8))
+        opts = s3_options() if out.startswith("s3://") else None
+        lance.write_dataset(table, out, mode="overwrite", max_rows_per_file=max(1, len(rows) // 8),
+                            storage_options=opts)
+    elif fmt == "deeplake4_s3":
+        import deeplake
+
+        # `--data` names the local deeplake 4 dataset to copy.
+        deeplake.copy(data, out, dst_creds=dl4_creds())
     else:
         sys.exit(f"unknown format {fmt}")
 
@@ -130,28 +164,48 @@ def webdataset(args):
     return epoch
 
 
+def _loader_arg():
+    return sys.argv[sys.argv.index("--loader") + 1] if "--loader" in sys.argv[:-1] else None
+
+
+# Only the Lance loader's spawned workers need torch's base class at import time (they
+# find the class by name); other loaders must not pay torch's memory for it, and the
+# deeplake 4 venv has no torch at all. Spawned workers see the parent's argv.
+if _loader_arg() == "lance":
+    from torch.utils.data import IterableDataset as _Iterable
+else:
+    _Iterable = object
+
+
+class LanceFragments(_Iterable):
+    """Lance fragments split over DataLoader workers, each opening the dataset itself:
+    Lance's runtime does not survive a fork, so the workers are spawned."""
+
+    def __init__(self, uri, batch, seed):
+        self.uri, self.batch, self.seed = uri, batch, seed
+
+    def __iter__(self):
+        import lance
+        from torch.utils.data import get_worker_info
+
+        ds = lance.dataset(self.uri, storage_options=s3_options() if self.uri.startswith("s3://") else None)
+        fragments = ds.get_fragments()
+        info = get_worker_info()
+        w, k = (info.id, info.num_workers) if info else (0, 1)
+        order = np.random.default_rng(self.seed).permutation(len(fragments))
+        for fi in order[w::k]:
+            for rb in fragments[fi].to_batches(batch_size=self.batch):
+                images = np.stack([pillow_decode(b) for b in rb.column("image").to_pylist()])
+                yield images, rb.column("label").to_numpy()
+
+
 def lance_loader(args):
-    import lance
-    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-
-    ds = lance.dataset(args.src)
-    fragments = ds.get_fragments()
-
-    class Frags(IterableDataset):
-        def __init__(self, seed):
-            self.seed = seed
-
-        def __iter__(self):
-            info = get_worker_info()
-            w, k = (info.id, info.num_workers) if info else (0, 1)
-            order = np.random.default_rng(self.seed).permutation(len(fragments))
-            for fi in order[w::k]:
-                for rb in fragments[fi].to_batches(batch_size=args.batch):
-                    images = np.stack([pillow_decode(b) for b in rb.column("image").to_pylist()])
-                    yield images, rb.column("label").to_numpy()
+    from torch.utils.data import DataLoader
 
     def epoch(e):
-        for images, labels in DataLoader(Frags(e), batch_size=None, num_workers=2):
+        dl = DataLoader(LanceFragments(args.src, args.batch, e), batch_size=None, num_workers=2,
+                        multiprocessing_context="spawn")
+        for images, labels in dl:
             yield np.asarray(images), np.asarray(labels)
 
     return epoch
@@ -160,7 +214,10 @@ def lance_loader(args):
 def deeplake4(args):
     import deeplake
 
-    ds = deeplake.open_read_only(args.src)
+    if args.src.startswith("s3://"):
+        ds = deeplake.open_read_only(args.src, creds=dl4_creds())
+    else:
+        ds = deeplake.open_read_only(args.src)
 
     def epoch(e):
         for b in ds.batches(args.batch):
@@ -225,7 +282,7 @@ def measure(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prepare", choices=["webdataset", "lance"])
+    ap.add_argument("--prepare", choices=["webdataset", "lance", "deeplake4_s3"])
     ap.add_argument("--loader", choices=sorted(LOADERS))
     ap.add_argument("--data", required=True)
     ap.add_argument("--out")
@@ -233,11 +290,15 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--daemon-pid", type=int, default=0)
+    ap.add_argument("--name", help="the system name to report (default: the loader's)")
     args = ap.parse_args()
     if args.prepare:
         prepare(args.prepare, args.data, args.out)
         return
-    print(json.dumps(measure(args)))
+    out = measure(args)
+    if args.name:
+        out["system"] = args.name
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import os
 import statistics
 import sys
 
-ORDER = ["ours_inprocess", "ours_daemon", "deeplake4", "lance", "webdataset", "torch_folder"]
+ORDER = ["ours_inprocess", "ours_daemon", "deeplake4", "lance", "webdataset", "torch_folder",
+         "ours_inprocess_s3", "ours_daemon_s3", "deeplake4_s3", "lance_s3"]
 
 
 def summarise(runs_dir, n, load):
@@ -32,7 +33,7 @@ def summarise(runs_dir, n, load):
             "first_batch_s_next_epochs": statistics.median(later_first) if later_first else None,
             "peak_rss_mb": statistics.median(r["peak_rss_bytes"] for r in runs) / 2**20,
         }
-    peers = [s for k, s in systems.items() if not k.startswith("ours")]
+    peers = [s for k, s in systems.items() if not k.startswith("ours") and not k.endswith("_s3")]
     best_peer = max((p["images_per_cpu_s"] for p in peers), default=float("nan"))
     ours = systems.get("ours_daemon") or systems.get("ours_inprocess")
     goals = {

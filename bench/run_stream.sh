@@ -2,7 +2,8 @@
 # Loader benchmark: deeplake-rs streaming (in-process, and through the daemon with the
 # Python client) against deeplake 4.7.4's loader, Lance, WebDataset and a plain PyTorch
 # DataLoader over the JPEG folder, on the same data (bench/gen_data.py: N JPEGs of
-# 256x256 with labels) on local disk.
+# 256x256 with labels) on local disk, then (ours, deeplake 4.7.4 and Lance, the peers
+# that read object storage natively) on the real S3-compatible server.
 #
 #   bash bench/run_stream.sh [N]        (N rows, default 2000)
 #
@@ -41,8 +42,17 @@ DS=$WORK/stream-datasets
 RUNS=$WORK/stream-runs
 rm -rf "$DS" "$RUNS"
 mkdir -p "$DS" "$RUNS"
+S3_STARTED=
 cleanup() {
-    [ -n "${serve_pid:-}" ] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    for p in ${serve_pid:-} ${serve_s3_pid:-}; do
+        kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    if [ -n "${S3_ROOT:-}" ]; then
+        for d in root/ours lance dl4; do
+            "$REL/bench-stream" --dataset "$S3_ROOT/$d" --delete >/dev/null 2>&1 || true
+        done
+    fi
+    [ -n "$S3_STARTED" ] && bash scripts/s3.sh stop >/dev/null 2>&1
     rm -rf "$DS"
 }
 trap cleanup EXIT
@@ -54,11 +64,27 @@ log "writing the formats (untimed)"
 "$PY/bin/python" bench/loaders.py --prepare webdataset --data "$DATA" --out "$DS/wds"
 "$PY/bin/python" bench/loaders.py --prepare lance --data "$DATA" --out "$DS/lance"
 
+log "copying ours, deeplake 4.7.4 and Lance onto the S3 server (untimed)"
+if ! bash scripts/s3.sh status >/dev/null 2>&1; then
+    bash scripts/s3.sh start
+    S3_STARTED=1
+fi
+eval "$(bash scripts/s3.sh env)"
+S3_ROOT=s3://$DEEPLAKE_TEST_S3_BUCKET/bench-stream-$$
+"$REL/bench-stream" --copy-from "$DS/root/ours" --dataset "$S3_ROOT/root/ours" --epochs 0 >/dev/null
+"$DL4/bin/python" bench/loaders.py --prepare deeplake4_s3 --data "$DS/dl4" --out "$S3_ROOT/dl4"
+"$PY/bin/python" bench/loaders.py --prepare lance --data "$DATA" --out "$S3_ROOT/lance"
+
 serve_pid=
 : >"$RUNS/serve.out"
 "$REL/deeplake" serve --root "$DS/root" --bind 127.0.0.1:0 >"$RUNS/serve.out" 2>"$RUNS/serve.log" &
 serve_pid=$!
 addr=$(wait_for_serve "$serve_pid" "$RUNS/serve.out" "$RUNS/serve.log")
+serve_s3_pid=
+: >"$RUNS/serve-s3.out"
+"$REL/deeplake" serve --root "$S3_ROOT/root" --bind 127.0.0.1:0 >"$RUNS/serve-s3.out" 2>"$RUNS/serve-s3.log" &
+serve_s3_pid=$!
+addr_s3=$(wait_for_serve "$serve_s3_pid" "$RUNS/serve-s3.out" "$RUNS/serve-s3.log")
 
 for rep in $(seq 1 "$REPS"); do
     log "repetition $rep/$REPS"
@@ -70,6 +96,15 @@ for rep in $(seq 1 "$REPS"); do
     "$PY/bin/python" bench/loaders.py --loader lance --data "$DATA" --src "$DS/lance" --epochs "$EPOCHS" >"$RUNS/lance-$rep.json"
     "$PY/bin/python" bench/loaders.py --loader webdataset --data "$DATA" --src "$DS/wds" --epochs "$EPOCHS" >"$RUNS/webdataset-$rep.json"
     "$PY/bin/python" bench/loaders.py --loader torch_folder --data "$DATA" --epochs "$EPOCHS" >"$RUNS/torch_folder-$rep.json"
+    log "repetition $rep/$REPS on S3"
+    "$REL/bench-stream" --dataset "$S3_ROOT/root/ours" --epochs "$EPOCHS" --shuffle |
+        sed 's/"ours_inprocess"/"ours_inprocess_s3"/' >"$RUNS/ours_inprocess_s3-$rep.json"
+    "$PY/bin/python" bench/loaders.py --loader ours_daemon --name ours_daemon_s3 --data "$DATA" \
+        --src "$addr_s3/datasets/ours" --daemon-pid "$serve_s3_pid" --epochs "$EPOCHS" >"$RUNS/ours_daemon_s3-$rep.json"
+    "$DL4/bin/python" bench/loaders.py --loader deeplake4 --name deeplake4_s3 --data "$DATA" --src "$S3_ROOT/dl4" \
+        --epochs "$EPOCHS" >"$RUNS/deeplake4_s3-$rep.json" 2>"$RUNS/deeplake4_s3-$rep.err"
+    "$PY/bin/python" bench/loaders.py --loader lance --name lance_s3 --data "$DATA" --src "$S3_ROOT/lance" \
+        --epochs "$EPOCHS" >"$RUNS/lance_s3-$rep.json"
 done
 
 mkdir -p bench/results

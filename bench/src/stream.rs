@@ -39,6 +39,12 @@ struct Args {
     /// Storage options (`key=value`), e.g. for S3.
     #[arg(long = "storage-option")]
     storage: Vec<String>,
+    /// Copy this local dataset folder to `--dataset` first (untimed), e.g. onto S3.
+    #[arg(long)]
+    copy_from: Option<std::path::PathBuf>,
+    /// Only delete every object under `--dataset` (cleaning up a copy), then stop.
+    #[arg(long)]
+    delete: bool,
 }
 
 fn main() -> Result<()> {
@@ -63,6 +69,14 @@ async fn run(args: &Args) -> Result<Value> {
             .split_once('=')
             .context("storage options are key=value")?;
         opts.storage = opts.storage.with(k, v);
+    }
+    if args.delete {
+        let store = deeplake_core::Store::open(&args.dataset, &opts.storage)?;
+        store.delete_prefix("").await?;
+        return Ok(json!({ "deleted": args.dataset }));
+    }
+    if let Some(dir) = &args.copy_from {
+        copy_tree(dir, &args.dataset, &opts.storage).await?;
     }
     let ds = Arc::new(
         Dataset::open(&args.dataset, opts)
@@ -129,4 +143,46 @@ async fn run(args: &Args) -> Result<Value> {
         "epochs": epochs,
         "peak_rss_bytes": peak_rss()?,
     }))
+}
+
+/// Puts every file under `dir` at the same key under `url` (8 at a time).
+async fn copy_tree(
+    dir: &std::path::Path,
+    url: &str,
+    storage: &deeplake_core::store::StoreOptions,
+) -> Result<()> {
+    use futures::StreamExt;
+    let store = deeplake_core::Store::open(url, storage)?;
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    futures::stream::iter(files)
+        .map(|p| {
+            let store = store.clone();
+            async move {
+                let key = p
+                    .strip_prefix(dir)?
+                    .to_str()
+                    .context("a file name is not UTF-8")?
+                    .to_owned();
+                let bytes = tokio::fs::read(&p).await?;
+                store.put(&key, bytes).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(())
 }

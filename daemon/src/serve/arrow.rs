@@ -198,6 +198,32 @@ pub(crate) fn primitive(d: Dtype, bytes: &[u8]) -> ArrayRef {
     }
 }
 
+/// [`primitive`] over shared bytes: no copy when they are aligned for the element type
+/// (always for bytes, the dtype of decoded images), a copy otherwise.
+pub(crate) fn primitive_shared(d: Dtype, bytes: &bytes::Bytes) -> ArrayRef {
+    fn prim<T: ArrowPrimitiveType>(bytes: &bytes::Bytes) -> ArrayRef {
+        let size = std::mem::size_of::<T::Native>();
+        let n = bytes.len() / size;
+        let values = ScalarBuffer::<T::Native>::new(Buffer::from(bytes.clone()), 0, n);
+        Arc::new(PrimitiveArray::<T>::new(values, None))
+    }
+    let aligned = bytes.as_ptr().align_offset(d.size().max(1)) == 0;
+    match d {
+        Dtype::U8 => prim::<UInt8Type>(bytes),
+        Dtype::I8 => prim::<Int8Type>(bytes),
+        Dtype::U16 if aligned => prim::<UInt16Type>(bytes),
+        Dtype::U32 if aligned => prim::<UInt32Type>(bytes),
+        Dtype::U64 if aligned => prim::<UInt64Type>(bytes),
+        Dtype::I16 if aligned => prim::<Int16Type>(bytes),
+        Dtype::I32 if aligned => prim::<Int32Type>(bytes),
+        Dtype::I64 if aligned => prim::<Int64Type>(bytes),
+        Dtype::F16 if aligned => prim::<Float16Type>(bytes),
+        Dtype::F32 if aligned => prim::<Float32Type>(bytes),
+        Dtype::F64 if aligned => prim::<Float64Type>(bytes),
+        _ => primitive(d, bytes),
+    }
+}
+
 /// Appends one row's shape (or a null) to a shape column.
 pub(crate) fn push_shape(
     b: &mut ListBuilder<UInt32Builder>,

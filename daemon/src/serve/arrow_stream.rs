@@ -24,8 +24,8 @@ use deeplake_core::stream::{Batch, Column, Cursor};
 use deeplake_core::{Dtype, NdArray, Sample};
 
 use super::arrow::{
-    ColumnSpec, Kind, encode_column, item_field, offset, primitive, push_shape, shape_type,
-    tensor_field,
+    ColumnSpec, Kind, encode_column, item_field, offset, primitive, primitive_shared, push_shape,
+    shape_type, tensor_field,
 };
 use super::error::ApiError;
 
@@ -165,7 +165,7 @@ fn array_column(
     let list = ListArray::try_new(
         item_field(d),
         OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        primitive(d, &a.data),
+        primitive_shared(d, &a.data),
         None::<NullBuffer>,
     )
     .map_err(ApiError::internal)?;
