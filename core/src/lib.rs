@@ -5,7 +5,8 @@
 //! ```text
 //! error, ids, runtime, bytecache -> format (pure bytes <-> structs) -> store (object_store;
 //! the only place keys are spelled) -> link (fetching link targets) -> version (commit
-//! tree, chunk lookup) -> dataset (read, write) -> tql
+//! tree, chunk lookup) -> dataset (read, write) -> tql -> materialize (views written out as
+//! dense datasets)
 //! ```
 //!
 //! Datasets are stored in the Deep Lake 3.x Tensor Storage Format, byte-compatible with
@@ -24,6 +25,8 @@ pub mod version;
 
 pub mod dataset;
 pub mod tql;
+
+pub mod materialize;
 
 pub use dataset::{Dataset, OpenOptions, PackedRows, TensorOptions};
 pub use error::{Error, Result};

@@ -572,6 +572,37 @@ pub(super) async fn read_samples(
         )));
     }
     let groups = item_range(t, &range)?;
+    read_groups(ds, t, groups, opts).await
+}
+
+/// Rows `rows` (any order, repeats allowed) of tensor `t`, decoded.
+pub(super) async fn read_rows(
+    ds: &Dataset,
+    t: &TensorState,
+    rows: &[u64],
+    opts: &ReadOptions,
+) -> Result<Vec<Sample>> {
+    let n = t.num_samples();
+    if let Some(r) = rows.iter().find(|r| **r >= n) {
+        return Err(Error::invalid(format!(
+            "row {r} is out of range for tensor {} of length {n}",
+            t.key
+        )));
+    }
+    let groups = rows
+        .iter()
+        .map(|&r| item_range(t, &(r..r + 1)).map(|mut g| g.pop().unwrap_or(r..r)))
+        .collect::<Result<Vec<_>>>()?;
+    read_groups(ds, t, groups, opts).await
+}
+
+/// The samples made of item groups `groups` (one item each unless `t` is a sequence).
+async fn read_groups(
+    ds: &Dataset,
+    t: &TensorState,
+    groups: Vec<Range<u64>>,
+    opts: &ReadOptions,
+) -> Result<Vec<Sample>> {
     let items: Vec<u64> = groups.iter().flat_map(|r| r.clone()).collect();
     let fetched = fetch_items(ds, t, &items, opts).await?;
     let ctx = decode_ctx(ds, t, opts);
