@@ -870,7 +870,10 @@ impl BatchReader<'_> {
                 }
                 paths_of.push(ps);
             }
-            let fetched: Vec<Result<Option<Bytes>>> = futures::stream::iter(targets.iter())
+            // The futures are made first: a stream holding the closure would make the
+            // whole run's future lose `Send` (a higher-ranked lifetime).
+            let fetches: Vec<_> = targets
+                .iter()
                 .map(|(_, path, creds)| async move {
                     if path.is_empty() {
                         return Ok(None);
@@ -884,8 +887,10 @@ impl BatchReader<'_> {
                             retryable: false,
                         });
                     }
-                    Ok(Some(b))
+                    Ok::<_, Error>(Some(b))
                 })
+                .collect();
+            let fetched: Vec<Result<Option<Bytes>>> = futures::stream::iter(fetches)
                 .buffered(linker.options().concurrency.max(1))
                 .collect()
                 .await;
@@ -934,12 +939,12 @@ impl BatchReader<'_> {
         }
         let kept: Vec<usize> = (0..rows.len()).filter(|k| !skip.contains_key(k)).collect();
         let kept_rows: Vec<u64> = kept.iter().map(|&k| rows[k]).collect();
-        let stored = futures::future::try_join_all(
-            self.tensors
-                .iter()
-                .map(|name| self.src.read_stored_rows(name, &kept_rows)),
-        )
-        .await?;
+        let reads: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|name| self.src.read_stored_rows(name, &kept_rows))
+            .collect();
+        let stored = futures::future::try_join_all(reads).await?;
         let mut out = Vec::with_capacity(self.tensors.len());
         let mut total = 0u64;
         for (ti, st) in stored.into_iter().enumerate() {
@@ -1056,4 +1061,18 @@ async fn write_batch(target: &mut Dataset, b: Batch, skipped: &mut Vec<SkippedRo
     target.set_info(LINEAGE_KEY, Value::Object(lineage)).await?;
     target.flush().await?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Servers and the CLI run materializations as spawned tasks.
+    #[test]
+    fn a_run_is_send() {
+        fn is_send<T: Send>(_: &T) {}
+        let opts = MaterializeOptions::new("memory://x", Selection::All, Destination::InPlace);
+        let ctl = Control::default();
+        is_send(&materialize(&opts, &ctl));
+    }
 }

@@ -61,34 +61,40 @@ impl Dataset {
     pub async fn read_stored_rows(&self, tensor: &str, rows: &[u64]) -> Result<StoredRows> {
         let t = self.tensor_state(tensor)?;
         let main = read::read_prepared(self, t, rows);
-        let comps = futures::future::try_join_all(t.meta.links.iter().filter_map(|(ck, l)| {
-            let role = CompanionRole::from_extend(&l.extend);
-            if role == CompanionRole::Other {
-                return None;
-            }
-            let c = self.tensors.get(ck)?;
-            let comp_rows: Vec<u64> = match &t.seq {
-                Some(s) if l.flatten_sequence => rows
-                    .iter()
-                    .filter_map(|r| s.items(*r))
-                    .flat_map(|(a, b)| a..b)
-                    .collect(),
-                _ => rows.to_vec(),
-            };
-            let flatten = l.flatten_sequence && t.seq.is_some();
-            Some(async move {
-                // A companion shorter than its tensor (3.x before companions existed)
-                // is made again on append instead.
-                if comp_rows.iter().any(|r| *r >= c.num_samples()) {
-                    return Ok((role, flatten, Vec::new()));
+        let comp_reads: Vec<_> = t
+            .meta
+            .links
+            .iter()
+            .filter_map(|(ck, l)| {
+                let role = CompanionRole::from_extend(&l.extend);
+                if role == CompanionRole::Other {
+                    return None;
                 }
-                Ok::<_, Error>((
-                    role,
-                    flatten,
-                    read::read_prepared(self, c, &comp_rows).await?,
-                ))
+                let c = self.tensors.get(ck)?;
+                let comp_rows: Vec<u64> = match &t.seq {
+                    Some(s) if l.flatten_sequence => rows
+                        .iter()
+                        .filter_map(|r| s.items(*r))
+                        .flat_map(|(a, b)| a..b)
+                        .collect(),
+                    _ => rows.to_vec(),
+                };
+                let flatten = l.flatten_sequence && t.seq.is_some();
+                Some(async move {
+                    // A companion shorter than its tensor (3.x before companions existed)
+                    // is made again on append instead.
+                    if comp_rows.iter().any(|r| *r >= c.num_samples()) {
+                        return Ok((role, flatten, Vec::new()));
+                    }
+                    Ok::<_, Error>((
+                        role,
+                        flatten,
+                        read::read_prepared(self, c, &comp_rows).await?,
+                    ))
+                })
             })
-        }));
+            .collect();
+        let comps = futures::future::try_join_all(comp_reads);
         let (rows, companions) = futures::future::try_join(main, comps)
             .await
             .map_err(|e| with_tensor(e, tensor))?;
