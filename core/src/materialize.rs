@@ -541,6 +541,12 @@ pub async fn materialize(opts: &MaterializeOptions, ctl: &Control) -> Result<Rep
     let existing = match Dataset::open(&url, topts.clone()).await {
         Ok(ds) => Some(ds),
         Err(Error::NotFound { .. }) => None,
+        // A run killed while creating the target leaves files that may not open; with
+        // no data in them it starts afresh.
+        Err(e) if never_flushed(&url, &topts).await? => {
+            tracing::debug!(target = %url, error = %e, "recreating a half-created target");
+            None
+        }
         Err(e) => return Err(e),
     };
     let mut resume: Option<(Dataset, Marker)> = None;
@@ -751,6 +757,22 @@ pub async fn materialize(opts: &MaterializeOptions, ctl: &Control) -> Result<Rep
         resumed_from,
         cancelled: false,
     })
+}
+
+/// Whether the dataset at `url` holds no flush record and no chunk: nothing a run
+/// wrote past the creation of its files.
+async fn never_flushed(url: &str, opts: &OpenOptions) -> Result<bool> {
+    use crate::store::paths::{CommitFile, KeyPlace};
+    let store = crate::store::Store::open(url, &opts.storage)?;
+    let keys = store.list("").await?;
+    Ok(keys.iter().all(|(k, _)| match paths::place(k) {
+        KeyPlace::Records => true,
+        KeyPlace::Commit { rest, .. } => !matches!(
+            paths::commit_file(rest),
+            CommitFile::FlushRecord(_) | CommitFile::Chunk { .. }
+        ),
+        _ => false,
+    }))
 }
 
 fn finished_report(url: &str, r: &Resolved, m: &Marker, started: Instant) -> Report {

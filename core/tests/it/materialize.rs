@@ -780,3 +780,57 @@ async fn in_place_on_s3_with_cancel_and_resume() {
     );
     assert_eq!(src.load_view("evens", &opts).await.unwrap().indices, rows);
 }
+
+/// A target a killed run left half-created (files that do not open, no data) is
+/// started afresh; a dataset that is not a materialization is replaced only with
+/// overwrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_created_targets_restart_and_other_datasets_need_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = jpeg_files(&dir.path().join("files"), 4);
+    let src_url = dir.path().join("src").to_str().unwrap().to_owned();
+    let src = build_source(&src_url, &files, OpenOptions::default()).await;
+    let half = dir.path().join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("dataset_meta.json"), b"{\"tensors\": [").unwrap();
+    let mut o = opts_to(half.to_str().unwrap(), Selection::All);
+    o.source = src_url.clone();
+    let rep = materialize::materialize(&o, &Control::default())
+        .await
+        .unwrap();
+    assert_eq!(rep.rows_written, 4);
+
+    // The source itself is no target; another dataset needs overwrite.
+    let mut o = opts_to(&src_url, Selection::All);
+    o.source = src_url.clone();
+    let err = materialize::materialize(&o, &Control::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    let other = dir.path().join("other").to_str().unwrap().to_owned();
+    build_source(&other, &files, OpenOptions::default()).await;
+    let mut o = opts_to(&other, Selection::Range { start: 1, end: 3 });
+    o.source = src_url.clone();
+    let err = materialize::materialize(&o, &Control::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a materialization"), "{err}");
+    assert_eq!(
+        Dataset::open(&other, OpenOptions::default())
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "left as it was"
+    );
+    o.overwrite = true;
+    materialize::materialize(&o, &Control::default())
+        .await
+        .unwrap();
+    let m = Dataset::open(&other, OpenOptions::default()).await.unwrap();
+    assert_eq!(m.len(), 2);
+    assert_eq!(
+        values(&m, &[0, 1], &TENSORS).await,
+        values(&src, &[1, 2], &TENSORS).await
+    );
+}
