@@ -834,3 +834,65 @@ async fn half_created_targets_restart_and_other_datasets_need_overwrite() {
         values(&src, &[1, 2], &TENSORS).await
     );
 }
+
+/// Flush records of the dataset at `dir`, wherever its head keeps them.
+fn flush_records(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().unwrap() == "_rs_flush" {
+                n += std::fs::read_dir(&p)
+                    .unwrap()
+                    .filter(|f| {
+                        let name = f.as_ref().unwrap().file_name();
+                        name.to_str()
+                            .unwrap()
+                            .chars()
+                            .next()
+                            .unwrap()
+                            .is_ascii_digit()
+                    })
+                    .count();
+            } else {
+                n += flush_records(&p);
+            }
+        }
+    }
+    n
+}
+
+/// The memory budget sizes the batches: a small one writes the same rows in many small
+/// durable batches, a large one in few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_sizes_the_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = jpeg_files(&dir.path().join("files"), 24);
+    let src_url = dir.path().join("src").to_str().unwrap().to_owned();
+    let src = build_source(&src_url, &files, OpenOptions::default()).await;
+    let mut counts = Vec::new();
+    for budget in [1u64 << 12, 64 << 20] {
+        let out = dir.path().join(format!("out-{budget}"));
+        let mut o = opts_to(out.to_str().unwrap(), Selection::All);
+        o.source = src_url.clone();
+        o.max_batch_rows = 4096;
+        o.memory_budget = budget;
+        let rep = materialize::materialize(&o, &Control::default())
+            .await
+            .unwrap();
+        assert_eq!(rep.rows_written, 24);
+        let m = Dataset::open(out.to_str().unwrap(), OpenOptions::default())
+            .await
+            .unwrap();
+        let all: Vec<u64> = (0..24).collect();
+        assert_eq!(
+            values(&m, &all, &TENSORS).await,
+            values(&src, &all, &TENSORS).await
+        );
+        counts.push(flush_records(&out));
+    }
+    // Rows are a few KB: after the first batch (16 rows, before any size is known) a
+    // 4 KB budget reads one row at a time, 64 MB the other 8 at once. Both runs also
+    // flush the new target and the final lineage.
+    assert_eq!(counts[0], counts[1] + 7, "{counts:?}");
+}
