@@ -896,3 +896,85 @@ async fn the_memory_budget_sizes_the_batches() {
     // flush the new target and the final lineage.
     assert_eq!(counts[0], counts[1] + 7, "{counts:?}");
 }
+
+/// A linked file in another codec than the tensor's is re-encoded (a PNG behind a
+/// jpeg link[image] tensor becomes a JPEG of the same pixels, within JPEG's loss); a
+/// file of no image format is a failed link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_codecs_are_re_encoded_and_unknown_files_fail() {
+    use deeplake_core::format::compression::{self, Compression};
+    let dir = tempfile::tempdir().unwrap();
+    let files = jpeg_files(&dir.path().join("files"), 1);
+    let png_img = image::RgbImage::from_fn(20, 16, |x, y| {
+        image::Rgb([(x * 12) as u8, (y * 15) as u8, 128])
+    });
+    let png = dir.path().join("p.png");
+    png_img.save(&png).unwrap();
+    let txt = dir.path().join("notes.txt");
+    std::fs::write(&txt, b"not an image").unwrap();
+    let src_url = dir.path().join("src").to_str().unwrap().to_owned();
+    let mut ds = Dataset::create(&src_url, OpenOptions::default())
+        .await
+        .unwrap();
+    ds.create_tensor(
+        "img",
+        TensorOptions::new("link[image]").sample_compression("jpeg"),
+    )
+    .await
+    .unwrap();
+    let link = |p: &str| Sample::Link {
+        path: p.to_owned(),
+        creds_key: None,
+    };
+    ds.extend(
+        "img",
+        vec![
+            link(&files[0]),
+            link(png.to_str().unwrap()),
+            link(txt.to_str().unwrap()),
+        ],
+    )
+    .await
+    .unwrap();
+    ds.commit("links").await.unwrap();
+
+    let out = dir.path().join("out").to_str().unwrap().to_owned();
+    let mut o = opts_to(&out, Selection::All);
+    o.source = src_url.clone();
+    o.on_link_error = OnLinkError::Skip;
+    let rep = materialize::materialize(&o, &Control::default())
+        .await
+        .unwrap();
+    assert_eq!(rep.rows_written, 2);
+    assert_eq!(rep.skipped.len(), 1);
+    assert_eq!(rep.skipped[0].row, 2);
+    assert!(rep.skipped[0].error.contains("format"), "{:?}", rep.skipped);
+    let m = Dataset::open(&out, OpenOptions::default()).await.unwrap();
+    let (shape, stored) = m.read_stored("img", 1).await.unwrap();
+    assert_eq!(shape, [16, 20, 3]);
+    assert_eq!(Compression::sniff(&stored), Some(Compression::Jpeg));
+    let Sample::Array(got) = m.read("img", 1).await.unwrap() else {
+        panic!("not an array")
+    };
+    let want = compression::decode_sample(
+        &std::fs::read(&png).unwrap(),
+        &Compression::Png,
+        deeplake_core::Dtype::U8,
+        &[16, 20, 3],
+    )
+    .unwrap();
+    assert_eq!(got.shape, want.shape);
+    let diff: f64 = got
+        .data
+        .iter()
+        .zip(want.data.iter())
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .sum::<f64>()
+        / got.data.len() as f64;
+    assert!(diff < 8.0, "mean difference {diff}");
+    // The JPEG file is kept as it was.
+    assert_eq!(
+        &m.read_stored("img", 0).await.unwrap().1[..],
+        &std::fs::read(&files[0]).unwrap()[..]
+    );
+}
