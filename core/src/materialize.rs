@@ -25,8 +25,9 @@
 //!   batch; other arguments onto an unfinished target, or any run onto a finished one,
 //!   fail unless `overwrite`.
 //! * Memory: rows are read in batches sized so that the batch being read and the batch
-//!   being written stay within [`MaterializeOptions::memory_budget`] (a single row
-//!   larger than half the budget is still read alone).
+//!   being written stay within [`MaterializeOptions::memory_budget`]: the first batch
+//!   is one row, each next one as many rows as half the budget holds at the last
+//!   batch's bytes per row (a single row larger than that is still read alone).
 //! * Failed links: [`OnLinkError::Skip`] leaves the row out of every tensor and lists it
 //!   (row, tensor, redacted target, error) in the report and the lineage;
 //!   [`OnLinkError::Stop`] fails naming them, with the target resumable.
@@ -647,9 +648,10 @@ pub async fn materialize(opts: &MaterializeOptions, ctl: &Control) -> Result<Rep
     let mut bytes = 0u64;
     let mut cancelled = false;
     let next_size = |per_row: Option<u64>| -> u64 {
+        // The first batch is one row: nothing is known of the rows' size before it.
         let by_budget = match per_row {
             Some(b) => half_budget / b.max(1),
-            None => 16,
+            None => 1,
         };
         by_budget.clamp(1, opts.max_batch_rows as u64)
     };
