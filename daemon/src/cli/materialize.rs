@@ -151,7 +151,7 @@ pub async fn run(a: &MaterializeArgs, out: &mut dyn Write) -> anyhow::Result<()>
                 if total == 0 {
                     continue;
                 }
-                let p = progress.get_or_insert_with(|| Progress::counting("rows", "rows", total));
+                let p = progress.get_or_insert_with(|| Progress::counting("writing", "rows", total));
                 if done > shown {
                     p.inc(done - shown);
                     shown = done;
