@@ -5,7 +5,8 @@
 //! ```text
 //! error, ids, runtime, bytecache -> format (pure bytes <-> structs) -> store (object_store;
 //! the only place keys are spelled) -> link (fetching link targets) -> version (commit
-//! tree, chunk lookup) -> dataset (read, write) -> tql -> stream (order plans, batches)
+//! tree, chunk lookup) -> dataset (read, write) -> tql -> materialize (views written out as
+//! dense datasets), stream (order plans, batches)
 //! ```
 //!
 //! Datasets are stored in the Deep Lake 3.x Tensor Storage Format, byte-compatible with
@@ -25,6 +26,7 @@ pub mod version;
 pub mod dataset;
 pub mod tql;
 
+pub mod materialize;
 pub mod stream;
 
 pub use dataset::{Dataset, OpenOptions, PackedRows, TensorOptions};

@@ -65,6 +65,14 @@ impl Lease {
             held: None,
         }
     }
+
+    /// Names the holder (see `OpenOptions::lease_holder`); `None` keeps the random one.
+    pub fn with_holder(mut self, holder: Option<String>) -> Self {
+        if let Some(h) = holder {
+            self.holder = h;
+        }
+        self
+    }
 }
 
 /// Ends a lease we hold as record `seq` by writing an expired record after it.

@@ -13,6 +13,7 @@
 
 mod cache;
 mod commit;
+mod copy;
 mod encode;
 pub mod gc;
 mod merge;
@@ -32,11 +33,13 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 pub use cache::{CacheStats, ChunkCache, DEFAULT_CACHE_BYTES};
+pub use copy::{StoredRows, set_item_info, stored_bytes};
 pub use encode::{EncodeCtx, Prepared, StoredItem};
 pub use merge::{MergeOptions, MergeOutcome, TensorMerge};
 pub use packed::PackedRows;
 pub use read::{ChunkParts, ReadOptions};
-use tensor::{CompanionRole, TensorState};
+pub use tensor::CompanionRole;
+use tensor::TensorState;
 
 use crate::error::{Error, Result};
 use crate::format::array::{NdArray, Sample};
@@ -67,6 +70,12 @@ pub struct OpenOptions {
     pub lease_ttl: Option<std::time::Duration>,
     /// How long to wait for another writer's lease on the branch (default: fail at once).
     pub lease_wait: Option<std::time::Duration>,
+    /// This writer's lease holder name (default: a random one). A writer that resumes
+    /// the work of an earlier run of itself (a materialization after a crash) names
+    /// itself alike, so it takes over that run's lease instead of waiting for it to
+    /// expire; two live writers of one name still cannot both flush (flush records are
+    /// create-if-absent).
+    pub lease_holder: Option<String>,
     /// A chunk cache to share with other handles (a server's one budget for every
     /// dataset); unset, the handle makes its own of [`DEFAULT_CACHE_BYTES`].
     pub cache: Option<std::sync::Arc<ChunkCache>>,
@@ -252,7 +261,8 @@ impl Dataset {
             cache,
             writer: writer::ChunkWriter::new(4),
             tags: BTreeMap::new(),
-            lease: commit::Lease::new(opts.lease_ttl, opts.lease_wait),
+            lease: commit::Lease::new(opts.lease_ttl, opts.lease_wait)
+                .with_holder(opts.lease_holder.clone()),
             flush_seq: None,
             detached: false,
             compat_pending: None,
@@ -304,7 +314,8 @@ impl Dataset {
         )
         .await?;
         ds.tags = tags;
-        ds.lease = commit::Lease::new(opts.lease_ttl, opts.lease_wait);
+        ds.lease = commit::Lease::new(opts.lease_ttl, opts.lease_wait)
+            .with_holder(opts.lease_holder.clone());
         Ok(ds)
     }
 
@@ -1753,9 +1764,9 @@ impl Dataset {
             .map_err(|e| with_tensor(e, tensor))
     }
 
-    /// Reads rows `rows` of a tensor (any order, repeats allowed), decoded as `opts`
-    /// says. Every chunk they touch is fetched once, concurrently.
-    pub async fn read_rows(
+    /// Rows `rows` of a tensor (any order, repeats allowed), decoded as `opts` says.
+    /// Every chunk they touch is fetched once, concurrently.
+    pub async fn read_rows_with(
         &self,
         tensor: &str,
         rows: &[u64],

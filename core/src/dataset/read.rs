@@ -571,12 +571,11 @@ pub(super) async fn read_samples(
             range.start, range.end, t.key
         )));
     }
-    let rows: Vec<u64> = range.collect();
-    read_rows(ds, t, &rows, opts).await
+    let groups = item_range(t, &range)?;
+    read_groups(ds, t, groups, opts).await
 }
 
-/// Rows `rows` (any order, repeats allowed) of tensor `t`, decoded; each chunk they
-/// touch is fetched once.
+/// Rows `rows` (any order, repeats allowed) of tensor `t`, decoded.
 pub(super) async fn read_rows(
     ds: &Dataset,
     t: &TensorState,
@@ -590,17 +589,20 @@ pub(super) async fn read_rows(
             t.key
         )));
     }
-    let groups: Vec<Range<u64>> = match &t.seq {
-        None => rows.iter().map(|&r| r..r + 1).collect(),
-        Some(s) => rows
-            .iter()
-            .map(|&r| {
-                s.items(r)
-                    .map(|(a, b)| a..b)
-                    .ok_or_else(|| Error::internal(format!("sequence {r} missing")))
-            })
-            .collect::<Result<_>>()?,
-    };
+    let groups = rows
+        .iter()
+        .map(|&r| item_range(t, &(r..r + 1)).map(|mut g| g.pop().unwrap_or(r..r)))
+        .collect::<Result<Vec<_>>>()?;
+    read_groups(ds, t, groups, opts).await
+}
+
+/// The samples made of item groups `groups` (one item each unless `t` is a sequence).
+async fn read_groups(
+    ds: &Dataset,
+    t: &TensorState,
+    groups: Vec<Range<u64>>,
+    opts: &ReadOptions,
+) -> Result<Vec<Sample>> {
     let items: Vec<u64> = groups.iter().flat_map(|r| r.clone()).collect();
     let fetched = fetch_items(ds, t, &items, opts).await?;
     let ctx = decode_ctx(ds, t, opts);

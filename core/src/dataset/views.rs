@@ -46,6 +46,22 @@ impl SavedView {
             .unwrap_or_default()
     }
 
+    /// The folder under `.queries/` that holds the view's dataset.
+    pub fn folder(&self) -> &str {
+        self.info
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| self.id())
+    }
+
+    /// Whether the view is still virtual (rows of its source) rather than optimized.
+    pub fn is_virtual(&self) -> bool {
+        self.info
+            .get("virtual-datasource")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
     /// The commit the view reads.
     pub fn commit(&self) -> Option<&str> {
         self.info
@@ -62,11 +78,13 @@ fn now() -> f64 {
 }
 
 impl Dataset {
-    fn view_url(&self, id: &str) -> String {
+    /// The URL of the dataset of a saved view kept in `.queries/<folder>` (its id, or
+    /// the `path` of its entry once optimized).
+    pub fn view_url(&self, folder: &str) -> String {
         format!(
-            "{}/{}/{id}",
+            "{}/{}",
             self.url().trim_end_matches('/'),
-            paths::QUERIES_FOLDER
+            paths::view_folder(folder)
         )
     }
 
@@ -181,7 +199,8 @@ impl Dataset {
             .ok_or_else(|| Error::not_found("view", id))?;
         let mut vopts = opts.clone();
         vopts.read_only = true;
-        let vds = Dataset::open(&self.view_url(entry.id()), vopts).await?;
+        let folder = entry.folder().to_owned();
+        let vds = Dataset::open(&self.view_url(&folder), vopts).await?;
         let n = vds.tensor_len("VDS_INDEX")?;
         let mut indices = Vec::with_capacity(n as usize);
         let mut start = 0;
@@ -194,7 +213,7 @@ impl Dataset {
                     }
                     other => {
                         return Err(Error::corrupt(
-                            format!("{}/VDS_INDEX", self.view_url(id)),
+                            format!("{}/VDS_INDEX", self.view_url(&folder)),
                             format!("a row index is {other:?}"),
                         ));
                     }
@@ -210,18 +229,66 @@ impl Dataset {
 
     /// Removes a saved view: its entry first (it stops being visible), then its data.
     pub async fn delete_view(&self, id: &str) -> Result<()> {
-        let mut found = false;
+        let mut found = None;
         self.update_queries_json(|list| {
-            let before = list.len();
-            list.retain(|v| v.get("id").and_then(Value::as_str) != Some(id));
-            found = list.len() != before;
+            if let Some(pos) = list
+                .iter()
+                .position(|v| v.get("id").and_then(Value::as_str) == Some(id))
+            {
+                let v = list.remove(pos);
+                found = Some(
+                    v.get("path")
+                        .and_then(Value::as_str)
+                        .unwrap_or(id)
+                        .to_owned(),
+                );
+            }
         })
         .await?;
-        if !found {
+        let Some(folder) = found else {
             return Err(Error::not_found("view", id));
+        };
+        self.store()
+            .delete_prefix(&paths::view_folder(&folder))
+            .await
+    }
+
+    /// Marks view `id` optimized, as 3.x's `optimize` does: its entry gets
+    /// `"virtual-datasource": false` and `"path": folder` (the dataset at
+    /// `.queries/<folder>` must be complete by then), then the folder it had before is
+    /// deleted. Returns the updated entry.
+    pub async fn mark_view_optimized(&self, id: &str, folder: &str) -> Result<SavedView> {
+        let mut before = None;
+        self.update_queries_json(|list| {
+            for v in list.iter_mut() {
+                if let Value::Object(m) = v
+                    && m.get("id").and_then(Value::as_str) == Some(id)
+                {
+                    let old = m
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .unwrap_or(id)
+                        .to_owned();
+                    m.insert("virtual-datasource".into(), json!(false));
+                    m.insert("path".into(), json!(folder));
+                    before = Some((old, m.clone()));
+                    break;
+                }
+            }
+        })
+        .await?;
+        let Some((old, info)) = before else {
+            return Err(Error::not_found("view", id));
+        };
+        if old != folder {
+            self.store()
+                .delete_prefix(&paths::view_folder(&old))
+                .await?;
         }
-        let prefix = format!("{}/{id}", paths::QUERIES_FOLDER);
-        self.store().delete_prefix(&prefix).await
+        Ok(SavedView {
+            info,
+            indices: Vec::new(),
+        })
     }
 
     async fn read_queries_json(&self) -> Result<Vec<Value>> {

@@ -20,6 +20,16 @@ pub const QUERIES: &str = "queries.json";
 pub const QUERIES_LOCK: &str = "queries.lock";
 /// Saved views, each a complete dataset: `.queries/<view id>/...`.
 pub const QUERIES_FOLDER: &str = ".queries";
+
+/// The folder (under [`QUERIES_FOLDER`]) of view `id` once optimized, as 3.x names it.
+pub fn optimized_view(id: &str) -> String {
+    format!("{id}_OPTIMIZED")
+}
+
+/// The prefix of a saved view's dataset: `.queries/<folder>`.
+pub fn view_folder(folder: &str) -> String {
+    format!("{QUERIES_FOLDER}/{folder}")
+}
 /// Everything of ours that is not per commit (the tree log, leases).
 pub const RS_FOLDER: &str = "_rs";
 

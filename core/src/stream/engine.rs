@@ -359,7 +359,11 @@ async fn build(
     };
     let reads = spec.tensors.iter().map(|t| {
         let (ds, rows, opts) = (&ds, &rows, &opts);
-        async move { ds.read_rows(t, rows, opts).await.map(|s| (t.clone(), s)) }
+        async move {
+            ds.read_rows_with(t, rows, opts)
+                .await
+                .map(|s| (t.clone(), s))
+        }
     });
     let read: Vec<(String, Vec<Sample>)> = futures::future::try_join_all(reads).await?;
     let spec2 = spec.clone();

@@ -19,7 +19,7 @@ mod coco;
 mod folder;
 mod images;
 mod mask;
-mod progress;
+pub(crate) mod progress;
 
 use std::io::Write;
 use std::ops::Range;

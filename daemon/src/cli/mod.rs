@@ -10,6 +10,7 @@ pub mod gc;
 pub mod import;
 pub mod info;
 pub mod log;
+pub mod materialize;
 pub mod merge;
 pub mod query;
 pub mod reset;
@@ -83,6 +84,9 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Run a TQL query and print the resulting rows (or the plan, for EXPLAIN).
     Query(query::QueryArgs),
+    /// Write a view (a ref, rows, a query result, a saved view) out as a dense dataset,
+    /// or optimize a saved view in place; linked files are fetched and stored.
+    Materialize(materialize::MaterializeArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
     /// Show what a branch, commit id or tag names, or create a branch (--create).
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Branch(a) => branch::run(&a, &mut out).await?,
         Command::Merge(a) => merge::run(&a, &mut out).await?,
         Command::Query(a) => query::run(&a, &mut out).await?,
+        Command::Materialize(a) => materialize::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,

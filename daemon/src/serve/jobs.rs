@@ -62,6 +62,15 @@ pub trait JobKind: Send + Sync + 'static {
     fn scope(&self) -> Scope;
     /// Checks the request's parameters (every field but `kind`) and returns the run.
     fn prepare(&self, params: &Map<String, Value>) -> Result<JobRun, ApiError>;
+    /// Datasets other than the job's own that it writes (a materialization's target):
+    /// starting the job needs [`JobKind::scope`] on them too.
+    fn other_datasets(
+        &self,
+        params: &Map<String, Value>,
+    ) -> Result<Vec<super::state::DatasetName>, ApiError> {
+        let _ = params;
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -232,6 +241,7 @@ impl Default for Jobs {
             closed: std::sync::atomic::AtomicBool::new(false),
         };
         jobs.register(Arc::new(super::gc_job::GcJob));
+        jobs.register(Arc::new(super::materialize_job::MaterializeJob));
         jobs
     }
 }

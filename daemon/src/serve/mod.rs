@@ -16,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod gc_job;
 pub mod jobs;
+pub mod materialize_job;
 pub mod metrics;
 pub mod routes;
 pub mod state;

@@ -201,14 +201,14 @@ async fn bad_job_requests_answer_400_and_404() {
         app,
         "POST",
         "/datasets/d/jobs",
-        Some(json!({"kind": "materialize"})),
+        Some(json!({"kind": "transform"})),
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     assert_error(&v, "invalid_input");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("\"materialize\"") && msg.contains("gc, panics, steps"),
+        msg.contains("\"transform\"") && msg.contains("gc, materialize, panics, steps"),
         "{msg}"
     );
     for body in [
@@ -488,4 +488,206 @@ async fn shutdown_cancels_jobs_past_the_grace_period() {
     }
     let (_, v) = call(&f.app, "GET", &format!("/jobs/{queued}"), None).await;
     assert!(v["started_at"].is_null(), "{v}");
+}
+
+/// The materialize job through the router: a query to a new dataset (then read through
+/// the server), a saved view in place, bad parameters, and `write` needed on the source
+/// and on the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialize_job_writes_a_view_and_checks_scopes() {
+    let t = |tok: &str, scope: &str, datasets: Option<Vec<&str>>| -> TokenConfig {
+        serde_json::from_value(json!({
+            "sha256": hash_token(tok), "scope": scope, "datasets": datasets,
+        }))
+        .unwrap()
+    };
+    let tokens = Tokens::new(vec![
+        t("r", "read", None),
+        t("w", "write", None),
+        t("w-src", "write", Some(vec!["src"])),
+    ])
+    .unwrap();
+    let f = fixture(tokens).await;
+    let app = &f.app;
+    let (src_url, _) = super::materialize::source(f.root.path(), 40).await;
+    let body = json!({"kind": "materialize", "query": "SELECT * WHERE labels == 'a'",
+        "to": "out", "order": "source", "memory_mb": 4});
+    // Write on the source only, or read: refused.
+    for tok in ["r", "w-src"] {
+        let (st, v) = call_as(
+            app,
+            "POST",
+            "/datasets/src/jobs",
+            Some(tok),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{tok}: {v}");
+    }
+    let (st, v) = call_as(app, "POST", "/datasets/src/jobs", Some("w"), Some(body)).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["kind"], "materialize");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let done = wait_for_as(app, Some("w"), &id, finished).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let r = &done["result"];
+    assert_eq!(r["rows_written"], 14, "{done}");
+    assert_eq!(r["rows_skipped"], 0);
+    assert_eq!(r["target"], "out");
+    assert_eq!(r["cancelled"], false);
+    assert_eq!(done["progress"], json!({"done": 14, "total": 14}));
+    let (st, v) = call_as(
+        app,
+        "GET",
+        "/datasets/out/tensors/caption/samples/1",
+        Some("r"),
+        None,
+    )
+    .await;
+    assert_eq!((st, v), (StatusCode::OK, json!("row 3")));
+    // A second run onto the finished target fails; the job says why.
+    let again = json!({"kind": "materialize", "query": "SELECT * WHERE labels == 'a'",
+        "to": "out", "order": "source"});
+    let (_, v) = call_as(app, "POST", "/datasets/src/jobs", Some("w"), Some(again)).await;
+    let v = wait_for_as(app, Some("w"), v["id"].as_str().unwrap(), finished).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_error(&v, "conflict");
+
+    // In place: the saved view becomes `.queries/<id>_OPTIMIZED`.
+    let src = deeplake_core::Dataset::open(&src_url, Default::default())
+        .await
+        .unwrap();
+    src.save_view("pick", &[7, 2, 30], None, None, &Default::default())
+        .await
+        .unwrap();
+    let (st, v) = call_as(
+        app,
+        "POST",
+        "/datasets/src/jobs",
+        Some("w-src"),
+        Some(json!({"kind": "materialize", "view": "pick", "in_place": true})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let v = wait_for_as(app, Some("w-src"), v["id"].as_str().unwrap(), finished).await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["result"]["target"], "src/.queries/pick_OPTIMIZED");
+    assert_eq!(v["result"]["rows_written"], 3);
+    let entry = src.list_views().await.unwrap().remove(0);
+    assert!(!entry.is_virtual());
+    assert_eq!(
+        src.load_view("pick", &Default::default())
+            .await
+            .unwrap()
+            .indices,
+        [7, 2, 30]
+    );
+
+    // Bad parameters: 400 at the start, or a failed job naming the problem.
+    for bad in [
+        json!({"kind": "materialize"}),
+        json!({"kind": "materialize", "in_place": true}),
+        json!({"kind": "materialize", "to": "../x"}),
+        json!({"kind": "materialize", "to": "o2", "in_place": true, "view": "pick"}),
+        json!({"kind": "materialize", "to": "o2", "query": "SELECT *", "view": "pick"}),
+        json!({"kind": "materialize", "to": "o2", "order": "random"}),
+        json!({"kind": "materialize", "to": "o2", "on_link_error": "ignore"}),
+        json!({"kind": "materialize", "to": "o2", "memory_mb": 0}),
+        json!({"kind": "materialize", "to": "o2", "rows": [1]}),
+    ] {
+        let (st, v) = call_as(
+            app,
+            "POST",
+            "/datasets/src/jobs",
+            Some("w"),
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_error(&v, "invalid_input");
+    }
+    for bad in [
+        json!({"kind": "materialize", "to": "src"}),
+        json!({"kind": "materialize", "to": "o3", "rows": [5, 400]}),
+        json!({"kind": "materialize", "to": "o4", "tensors": ["nope"]}),
+    ] {
+        let (_, v) = call_as(
+            app,
+            "POST",
+            "/datasets/src/jobs",
+            Some("w"),
+            Some(bad.clone()),
+        )
+        .await;
+        let v = wait_for_as(app, Some("w"), v["id"].as_str().unwrap(), finished).await;
+        assert_eq!(v["state"], "failed", "{bad}: {v}");
+    }
+}
+
+/// On a real socket: start, watch progress, cancel mid-run (the result says what was
+/// written), start again (it resumes) and read the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialize_job_on_a_socket_cancels_and_resumes() {
+    let f = fixture(Tokens::default()).await;
+    let (src_url, _) = super::materialize::source(f.root.path(), 3000).await;
+    let src = deeplake_core::Dataset::open(&src_url, Default::default())
+        .await
+        .unwrap();
+    let (addr, stop, server) = serve_socket(&f, 5).await;
+    let body = json!({"kind": "materialize", "to": "big", "memory_mb": 1});
+    let id = job_id(&http_post(addr, "/datasets/src/jobs", &body).await);
+    let running = wait_for(&f.app, &id, |v| {
+        v["progress"]["done"].as_u64().unwrap() > 0 || finished(v)
+    })
+    .await;
+    assert_eq!(running["state"], "running", "{running}");
+    assert_eq!(running["progress"]["total"], 3000);
+    let r = http_delete(addr, &format!("/jobs/{id}")).await;
+    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+    let v = wait_for(&f.app, &id, finished).await;
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert_eq!(v["result"]["cancelled"], true, "{v}");
+    let part = v["result"]["rows_written"].as_u64().unwrap();
+    assert!(part > 0 && part < 3000, "{v}");
+
+    let id = job_id(&http_post(addr, "/datasets/src/jobs", &body).await);
+    let v = wait_for(&f.app, &id, finished).await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["result"]["resumed_from"], part, "{v}");
+    assert_eq!(v["result"]["rows_written"], 3000, "{v}");
+    let got = http_get(addr, "/datasets/big/tensors/caption/samples/2999").await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("\"row 2999\""),
+        "{got}"
+    );
+    let out = deeplake_core::Dataset::open(
+        f.root.path().join("big").to_str().unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    for r in [0u64, 1234, 2999] {
+        assert_eq!(
+            out.read_stored("img", r).await.unwrap().1,
+            bytes::Bytes::from(
+                std::fs::read(f.root.path().join(format!("files/{r}.jpg"))).unwrap()
+            )
+        );
+        assert_eq!(
+            out.read("caption", r).await.unwrap(),
+            src.read("caption", r).await.unwrap()
+        );
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+async fn http_delete(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
 }

@@ -1,8 +1,9 @@
 //! `/datasets/{name}/jobs` (start) and `/jobs` (list, watch, cancel): the HTTP side of
 //! the job registry in `serve::jobs`.
 //!
-//! Every route needs the job kind's scope on the job's dataset (`admin` for gc); the
-//! list shows only the jobs the caller could open one by one.
+//! Every route needs the job kind's scope on the job's dataset (`admin` for gc, `write`
+//! for materialize, also on its target); the list shows only the jobs the caller could
+//! open one by one.
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -29,6 +30,8 @@ pub fn router() -> Router<AppState> {
 pub enum JobKindName {
     /// Garbage collection (core's plan, then apply when `delete` is true).
     Gc,
+    /// A view written out as a dense dataset (`to`) or a saved view optimized in place.
+    Materialize,
 }
 
 /// The body of `POST /datasets/{name}/jobs`: `kind`, then that kind's parameters.
@@ -40,6 +43,33 @@ pub struct JobRequest {
     /// gc: leave objects younger than this many seconds alone (default 3600).
     #[schema(minimum = 0)]
     pub grace_s: Option<u64>,
+    /// materialize: the source version (branch, commit id or tag; default the head of
+    /// `main`).
+    #[serde(rename = "ref")]
+    #[schema(rename = "ref")]
+    pub at: Option<String>,
+    /// materialize: the rows of this TQL query, in its order.
+    pub query: Option<String>,
+    /// materialize: the rows of this saved view (at the commit it names).
+    pub view: Option<String>,
+    /// materialize: rows `[start, end)`.
+    pub rows: Option<[u64; 2]>,
+    /// materialize: the target, a new dataset name under the root.
+    pub to: Option<String>,
+    /// materialize: optimize the saved view `view` in place (3.x's layout).
+    pub in_place: Option<bool>,
+    /// materialize: the tensors to copy (default all).
+    pub tensors: Option<Vec<String>>,
+    /// materialize: `skip` (leave the row out, listed in the result) or `stop` (default).
+    pub on_link_error: Option<String>,
+    /// materialize: memory budget of rows in flight, MiB (default 256).
+    #[schema(minimum = 1)]
+    pub memory_mb: Option<u64>,
+    /// materialize: `view` (default) or `source` (ascending source rows).
+    pub order: Option<String>,
+    /// materialize: replace a finished target, or an unfinished one made with other
+    /// parameters.
+    pub overwrite: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,6 +104,9 @@ pub async fn start(
     };
     let kind = state.jobs().kind(&kind)?;
     caller.require(kind.scope(), Some(name.as_str()))?;
+    for other in kind.other_datasets(&params)? {
+        caller.require(kind.scope(), Some(other.as_str()))?;
+    }
     let run = kind.prepare(&params)?;
     let store = deeplake_core::Store::open(&state.url(&name), &state.inner.storage)
         .map_err(|_| ApiError::not_found("dataset not found"))?;
