@@ -5,6 +5,7 @@
 
 mod cli;
 mod import;
+mod links;
 mod serve;
 mod serve_arrow;
 mod serve_jobs;
