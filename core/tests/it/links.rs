@@ -462,3 +462,54 @@ async fn s3_links_with_a_named_creds_key_whose_secrets_stay_out_of_the_dataset()
     }
     assert!(files > 5, "{files}");
 }
+
+#[tokio::test]
+async fn we_read_the_creds_keys_deeplake3_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (png, arr) = png_image(5, 3, 2);
+    let file = dir.path().join("a.png");
+    std::fs::write(&file, &png).unwrap();
+    let ds_path = dir.path().join("dl3");
+    let script = r#"
+ds = deeplake.empty(sys.argv[1], overwrite=True, verbose=False)
+ds.create_tensor("img", htype="link[image]", sample_compression="png", verbose=False)
+for k in ("first", "second"):
+    ds.add_creds_key(k)
+    ds.populate_creds(k, {})
+ds.img.append(deeplake.link(sys.argv[2], creds_key="second"))
+ds.img.append(deeplake.link(sys.argv[2]))
+ds.img.append(deeplake.link(sys.argv[2], creds_key="first"))
+ds.flush()
+print(json.dumps({"shape": list(ds.img[0].numpy().shape)}))
+"#;
+    let v = testkit::oracle::dl3_json(script, [ds_path.to_str().unwrap(), file.to_str().unwrap()]);
+    assert_eq!(v["shape"], serde_json::json!([5, 3, 3]));
+    let ds = Dataset::open(ds_path.to_str().unwrap(), OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ds.creds_keys(), ["first", "second"]);
+    let key = |k: &str| Some(k.to_owned());
+    let path = file.to_str().unwrap().to_owned();
+    assert_eq!(
+        ds.read_range("img", 0..3).await.unwrap(),
+        vec![
+            Sample::Link {
+                path: path.clone(),
+                creds_key: key("second")
+            },
+            Sample::Link {
+                path: path.clone(),
+                creds_key: None
+            },
+            Sample::Link {
+                path,
+                creds_key: key("first")
+            },
+        ]
+    );
+    assert_eq!(ds.shape("img", 2).await.unwrap(), vec![5, 3, 3]);
+    assert_eq!(
+        ds.read_resolved("img", 0..1, true).await.unwrap(),
+        vec![Sample::Array(arr)]
+    );
+}
