@@ -182,6 +182,9 @@ impl Drop for InFlight<'_> {
 }
 
 async fn serve_conn(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
+    // Head and body go out in two writes: without this, Nagle's algorithm holds the body
+    // until the client's delayed ACK, adding tens of milliseconds to every response.
+    sock.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(4096);
     loop {
         // Read one request head (GET and HEAD carry no body).

@@ -359,7 +359,8 @@ impl Dataset {
                         Ok::<_, Error>((i, fact))
                     }
                 })
-                .buffered(bound)
+                // Each result carries its index: no need to wait for them in order.
+                .buffer_unordered(bound)
                 .try_collect()
                 .await?;
             for (i, f) in learned {
@@ -420,32 +421,37 @@ impl Dataset {
             }
         }
         let name: std::sync::Arc<str> = tensor.into();
-        let resolved: Vec<Sample> = futures::stream::iter(flat)
-            .map(|(row, s)| {
-                let linker = linker.clone();
-                let tensor = name.clone();
-                async move {
-                    let tensor = &*tensor;
-                    let abs = start + row as u64;
-                    match s {
-                        Sample::Link { path, creds_key } if !path.is_empty() => {
-                            let bytes = linker
-                                .fetch(&path, creds_key.as_deref())
-                                .await
-                                .map_err(|e| at_row(e, tensor, abs))?;
-                            crate::runtime::spawn_cpu(move || resolved_sample(bytes, decode))
-                                .await
-                                .map_err(|e| at_row(e, tensor, abs))
-                        }
-                        Sample::Link { .. } => Ok(Sample::Empty),
-                        other => Ok(other),
+        // Unordered, so one slow target does not hold a slot that a later one could use;
+        // the results are put back in order after.
+        let mut resolved: Vec<(usize, Sample)> =
+            futures::stream::iter(flat.into_iter().enumerate())
+                .map(|(k, (row, s))| {
+                    let linker = linker.clone();
+                    let tensor = name.clone();
+                    async move {
+                        let tensor = &*tensor;
+                        let abs = start + row as u64;
+                        let out = match s {
+                            Sample::Link { path, creds_key } if !path.is_empty() => {
+                                let bytes = linker
+                                    .fetch(&path, creds_key.as_deref())
+                                    .await
+                                    .map_err(|e| at_row(e, tensor, abs))?;
+                                crate::runtime::spawn_cpu(move || resolved_sample(bytes, decode))
+                                    .await
+                                    .map_err(|e| at_row(e, tensor, abs))
+                            }
+                            Sample::Link { .. } => Ok(Sample::Empty),
+                            other => Ok(other),
+                        };
+                        out.map(|s| (k, s))
                     }
-                }
-            })
-            .buffered(bound)
-            .try_collect()
-            .await?;
-        let mut it = resolved.into_iter();
+                })
+                .buffer_unordered(bound)
+                .try_collect()
+                .await?;
+        resolved.sort_unstable_by_key(|(k, _)| *k);
+        let mut it = resolved.into_iter().map(|(_, s)| s);
         Ok(shape
             .into_iter()
             .map(|n| match n {

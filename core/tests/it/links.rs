@@ -513,3 +513,52 @@ print(json.dumps({"shape": list(ds.img[0].numpy().shape)}))
         vec![Sample::Array(arr)]
     );
 }
+
+#[tokio::test]
+async fn sequences_of_links_verify_and_resolve_per_item() {
+    let srv = HttpServer::start();
+    let (a, a_arr) = png_image(2, 3, 5);
+    let (b, b_arr) = png_image(4, 1, 6);
+    srv.put("a.png", a);
+    srv.put("b.png", b);
+    let dir = tempfile::tempdir().unwrap();
+    let l = linker(4, Duration::from_secs(5));
+    let mut ds = local_ds(&dir, &l).await;
+    ds.create_tensor(
+        "clips",
+        TensorOptions::new("sequence[link[image]]").sample_compression("png"),
+    )
+    .await
+    .unwrap();
+    ds.extend(
+        "clips",
+        vec![
+            Sample::Sequence(vec![link(srv.url("a.png")), link(srv.url("b.png"))]),
+            Sample::Sequence(vec![link(srv.url("b.png"))]),
+        ],
+    )
+    .await
+    .unwrap();
+    let err = ds
+        .append(
+            "clips",
+            Sample::Sequence(vec![link(srv.url("a.png")), link(srv.url("nope.png"))]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("row 2"), "{err}");
+    assert_eq!(ds.tensor_len("clips").unwrap(), 2);
+    ds.flush().await.unwrap();
+    let m = ds.tensor_meta("clips").unwrap();
+    assert_eq!(
+        (m.min_shape.clone(), m.max_shape.clone()),
+        (vec![2, 1, 3], vec![4, 3, 3])
+    );
+    assert_eq!(
+        ds.read_resolved("clips", 0..2, true).await.unwrap(),
+        vec![
+            Sample::Sequence(vec![Sample::Array(a_arr), Sample::Array(b_arr.clone())]),
+            Sample::Sequence(vec![Sample::Array(b_arr)]),
+        ]
+    );
+}

@@ -143,33 +143,37 @@ async fn check(a: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let total = all.len() as u64;
     let progress = Arc::new(Progress::new("checking", total));
     let started = std::time::Instant::now();
-    let results: Vec<Option<Broken>> = futures::stream::iter(all)
-        .map(|(tensor, row, path, creds)| {
-            let linker = linker.clone();
-            let progress = progress.clone();
-            async move {
-                let r = probe(&linker, &path, creds.as_deref()).await;
-                progress.inc(1);
-                r.err().map(|e| {
-                    let (status, error) = match &e {
-                        Error::Link { status, reason, .. } => (*status, reason.clone()),
-                        other => (None, other.to_string()),
-                    };
-                    Broken {
-                        tensor,
-                        row,
-                        target: deeplake_core::link::redact(&path),
-                        status,
-                        error,
-                    }
-                })
-            }
-        })
-        .buffered(a.concurrency as usize)
-        .collect()
-        .await;
+    let mut results: Vec<(usize, Option<Broken>)> =
+        futures::stream::iter(all.into_iter().enumerate())
+            .map(|(k, (tensor, row, path, creds))| {
+                let linker = linker.clone();
+                let progress = progress.clone();
+                async move {
+                    let r = probe(&linker, &path, creds.as_deref()).await;
+                    progress.inc(1);
+                    let broken = r.err().map(|e| {
+                        let (status, error) = match &e {
+                            Error::Link { status, reason, .. } => (*status, reason.clone()),
+                            other => (None, other.to_string()),
+                        };
+                        Broken {
+                            tensor,
+                            row,
+                            target: deeplake_core::link::redact(&path),
+                            status,
+                            error,
+                        }
+                    });
+                    (k, broken)
+                }
+            })
+            // Unordered keeps every slot busy behind a slow target; the report is sorted.
+            .buffer_unordered(a.concurrency as usize)
+            .collect()
+            .await;
     progress.finish();
-    let broken: Vec<Broken> = results.into_iter().flatten().collect();
+    results.sort_unstable_by_key(|(k, _)| *k);
+    let broken: Vec<Broken> = results.into_iter().filter_map(|(_, b)| b).collect();
     let secs = started.elapsed().as_secs_f64();
     if a.json {
         let v = json!({
