@@ -427,3 +427,28 @@ pub async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_creds_come_from_the_config_and_are_never_shown() {
+        let c: Config = serde_json::from_str(
+            r#"{"link_creds": {"archive": {"aws_secret_access_key": "hunter2"}}, "link_concurrency": 7}"#,
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("archive"),
+            "{shown}"
+        );
+        let l = c.linker().unwrap();
+        assert_eq!(l.options().concurrency, 7);
+        assert_eq!(
+            l.options().creds.get("archive").unwrap()["aws_secret_access_key"],
+            "hunter2"
+        );
+        assert!(!format!("{l:?}").contains("hunter2"));
+    }
+}

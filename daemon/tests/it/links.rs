@@ -23,6 +23,13 @@ fn link(path: impl Into<String>) -> Sample {
     }
 }
 
+fn arrow_batch(body: &[u8]) -> arrow_array::RecordBatch {
+    let mut reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+            .unwrap();
+    reader.next().unwrap().unwrap()
+}
+
 /// A dataset with one unverified link[image] tensor holding `links`.
 async fn links_dataset(path: &Path, links: Vec<String>) {
     let mut ds = Dataset::create(path.to_str().unwrap(), OpenOptions::default())
@@ -343,6 +350,48 @@ async fn sample_reads_resolve_links_and_broken_ones_are_502() {
         v["data"][1][0][2].as_u64().unwrap(),
         arr.data[(2 * 3) + 2] as u64
     );
+
+    // Arrow: the target decoded to a uint8 list with its shape, or its bytes as Binary.
+    let (st, body, ctype) = send(
+        &app,
+        "GET",
+        "/datasets/l/tensors/img/samples/0?format=arrow",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(ctype, "application/vnd.apache.arrow.stream");
+    let batch = arrow_batch(&body);
+    let pixels = batch
+        .column_by_name("img")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::ListArray>()
+        .unwrap()
+        .value(0);
+    let pixels = pixels
+        .as_any()
+        .downcast_ref::<arrow_array::UInt8Array>()
+        .unwrap();
+    assert_eq!(pixels.values().to_vec(), arr.data.to_vec());
+    let (st, body, _) = send(
+        &app,
+        "GET",
+        "/datasets/l/tensors/img/samples/0?format=arrow&decode=false",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let batch = arrow_batch(&body);
+    let raw = batch
+        .column_by_name("img")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::BinaryArray>()
+        .unwrap();
+    assert_eq!(raw.value(0), &png[..]);
 
     let (st, v) = call(
         &app,
