@@ -141,7 +141,7 @@ async fn check(a: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     let total = all.len() as u64;
-    let progress = Arc::new(Progress::new("checking", total));
+    let progress = Arc::new(Progress::counting("checking", total, "links"));
     let started = std::time::Instant::now();
     let mut results: Vec<(usize, Option<Broken>)> =
         futures::stream::iter(all.into_iter().enumerate())

@@ -434,3 +434,88 @@ async fn sample_reads_resolve_links_and_broken_ones_are_502() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["samples"][0]["path"], srv.url("a.png"));
 }
+
+#[tokio::test]
+async fn s3_links_resolve_with_creds_from_the_serve_config() {
+    let (url, _) = testkit::storage::s3_url_and_options("daemon-links");
+    let bucket = deeplake_core::Store::create(&url, &Default::default()).unwrap();
+    let (png, _) = png_image(4, 2, 3);
+    bucket.put("media/p.png", png.clone()).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("s");
+    let mut ds = Dataset::create(path.to_str().unwrap(), OpenOptions::default())
+        .await
+        .unwrap();
+    ds.add_creds_key("lake").await.unwrap();
+    ds.create_tensor(
+        "img",
+        TensorOptions::new("link[image]")
+            .sample_compression("png")
+            .verify(false),
+    )
+    .await
+    .unwrap();
+    ds.append(
+        "img",
+        Sample::Link {
+            path: format!("{url}/media/p.png"),
+            creds_key: Some("lake".into()),
+        },
+    )
+    .await
+    .unwrap();
+    ds.close().await.unwrap();
+    let env = |k: &str| std::env::var(k).unwrap();
+    let config: serve::Config = serde_json::from_value(serde_json::json!({
+        "link_creds": {"lake": {
+            "aws_access_key_id": env("AWS_ACCESS_KEY_ID"),
+            "aws_secret_access_key": env("AWS_SECRET_ACCESS_KEY"),
+            "endpoint": env("AWS_ENDPOINT"),
+            "allow_http": "true",
+        }}
+    }))
+    .unwrap();
+    let root_s = root.path().to_string_lossy().into_owned();
+
+    // Without the secrets of "lake" the read is refused, naming the key.
+    let bare = serve::router(
+        AppState::new(&root_s, Default::default(), Tokens::default()),
+        &Limits::default(),
+    );
+    let (st, v) = call(
+        &bare,
+        "GET",
+        "/datasets/s/tensors/img/samples/0?format=raw",
+        None,
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("\"lake\""),
+        "{v}"
+    );
+
+    let state = AppState::new(&root_s, Default::default(), Tokens::default());
+    state.set_linker(config.linker().unwrap());
+    let app = serve::router(state, &Limits::default());
+    let (st, body, ctype) = send(
+        &app,
+        "GET",
+        "/datasets/s/tensors/img/samples/0?format=raw",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(ctype, "image/png");
+    assert_eq!(body, png);
+    let (st, v) = call(
+        &app,
+        "GET",
+        "/datasets/s/tensors/img/samples/0?format=link",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["creds_key"], "lake");
+}

@@ -16,6 +16,8 @@ const LOG_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Progress {
     label: &'static str,
+    /// What is counted ("files", "links").
+    unit: &'static str,
     total: u64,
     done: AtomicU64,
     start: Instant,
@@ -32,12 +34,17 @@ impl Progress {
     /// A progress report for `total` files; `label` names the phase ("checking",
     /// "importing").
     pub(crate) fn new(label: &'static str, total: u64) -> Progress {
+        Progress::counting(label, total, "files")
+    }
+
+    /// As [`Progress::new`], counting `unit` instead of files.
+    pub(crate) fn counting(label: &'static str, total: u64, unit: &'static str) -> Progress {
         let start = Instant::now();
         let sink = if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{prefix:>9} [{bar:32}] {pos}/{len} files ({per_sec}, ETA {eta})",
-            )
+            let style = ProgressStyle::with_template(&format!(
+                "{{prefix:>9}} [{{bar:32}}] {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}})"
+            ))
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -48,6 +55,7 @@ impl Progress {
         };
         Progress {
             label,
+            unit,
             total,
             done: AtomicU64::new(0),
             start,
@@ -70,7 +78,13 @@ impl Progress {
                     return;
                 }
                 *last = now;
-                let line = log_line(self.label, done, self.total, now.duration_since(self.start));
+                let line = log_line(
+                    self.label,
+                    self.unit,
+                    done,
+                    self.total,
+                    now.duration_since(self.start),
+                );
                 let _ = writeln!(std::io::stderr(), "{line}");
             }
         }
@@ -91,7 +105,7 @@ impl Drop for Progress {
     }
 }
 
-fn log_line(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
+fn log_line(label: &str, unit: &str, done: u64, total: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
     let eta = if rate > 0.0 && total >= done {
@@ -99,7 +113,7 @@ fn log_line(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
     } else {
         "unknown".to_owned()
     };
-    format!("{label}: {done}/{total} files ({rate:.1} files/s, ETA {eta})")
+    format!("{label}: {done}/{total} {unit} ({rate:.1} {unit}/s, ETA {eta})")
 }
 
 #[cfg(test)]
@@ -109,11 +123,11 @@ mod tests {
     #[test]
     fn log_lines_give_rate_and_eta() {
         assert_eq!(
-            log_line("importing", 50, 150, Duration::from_secs(10)),
+            log_line("importing", "files", 50, 150, Duration::from_secs(10)),
             "importing: 50/150 files (5.0 files/s, ETA 20 s)"
         );
         assert_eq!(
-            log_line("checking", 0, 10, Duration::ZERO),
+            log_line("checking", "files", 0, 10, Duration::ZERO),
             "checking: 0/10 files (0.0 files/s, ETA unknown)"
         );
     }

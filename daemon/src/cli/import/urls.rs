@@ -399,7 +399,7 @@ pub(crate) async fn import_urls(
     }
     let total = table.rows.len() as u64;
     let batches = plan_batches(&vec![1; table.rows.len()], a.batch as usize, u64::MAX);
-    let progress = Arc::new(Progress::new("importing", total));
+    let progress = Arc::new(Progress::counting("importing", total, "rows"));
     let shared = Arc::new((columns, batches.clone()));
     let p = Arc::clone(&progress);
     let prepare: Prepare = Arc::new(move |k| {
