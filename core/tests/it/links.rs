@@ -562,3 +562,40 @@ async fn sequences_of_links_verify_and_resolve_per_item() {
         ]
     );
 }
+
+#[tokio::test]
+async fn deeplake3_reads_our_unverified_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let (png, _) = png_image(3, 4, 8);
+    let file = dir.path().join("x.png");
+    std::fs::write(&file, &png).unwrap();
+    let l = linker(2, Duration::from_secs(5));
+    let mut ds = local_ds(&dir, &l).await;
+    ds.create_tensor(
+        "img",
+        TensorOptions::new("link[image]")
+            .sample_compression("png")
+            .verify(false),
+    )
+    .await
+    .unwrap();
+    ds.extend(
+        "img",
+        vec![link(file.to_str().unwrap()), link(file.to_str().unwrap())],
+    )
+    .await
+    .unwrap();
+    ds.close().await.unwrap();
+    let script = r#"
+ds = deeplake.load(sys.argv[1], read_only=True, verbose=False)
+t = ds["img"]
+print(json.dumps({"len": len(t), "verify": t.meta.verify, "path": str(np.asarray(t[1].path()).reshape(-1)[0]),
+                  "shape": list(t[0].numpy().shape), "hidden": sorted(ds._tensors(include_hidden=True))}))
+"#;
+    let v = testkit::oracle::dl3_json(script, [dir.path().join("ds").to_str().unwrap()]);
+    assert_eq!(v["len"], 2, "{v}");
+    assert_eq!(v["verify"], false, "{v}");
+    assert_eq!(v["path"], file.to_str().unwrap(), "{v}");
+    assert_eq!(v["shape"], serde_json::json!([3, 4, 3]), "{v}");
+    assert_eq!(v["hidden"], serde_json::json!(["_img_id", "img"]), "{v}");
+}
