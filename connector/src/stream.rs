@@ -232,6 +232,9 @@ impl StreamWriter {
         // A flush per STATE then writes the chunks and one record, not every tensor's
         // 3.x files again; those follow at the commit or close that ends the sync.
         ds.set_deferred_compat_files(true);
+        // Links are checked by `links.verify` (missing ones nulled, not failing the
+        // sync); the dataset's own verify step would fetch every target.
+        ds.set_link_verify(false);
         repair(&mut ds, sidecar, &label).await?;
         let info = airbyte_info(&ds);
 

@@ -353,7 +353,9 @@ impl Linker {
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
     {
         let parsed = LinkTarget::parse(target)?;
+        // A local file needs no secrets (3.x reads it whatever its creds key).
         if let Some(k) = creds_key
+            && !matches!(parsed, LinkTarget::Local(_))
             && self.inner.opts.creds.get(k).is_none()
         {
             return Err(Error::invalid(format!(
@@ -673,7 +675,17 @@ mod tests {
             ),
             "{err:?}"
         );
-        let err = l.fetch(&url, Some("nope")).await.unwrap_err();
+        // A creds key without secrets: fine for a local file, refused for a remote one.
+        let q = dir.path().join("b.bin");
+        std::fs::write(&q, b"keyed").unwrap();
+        assert_eq!(
+            &l.fetch(q.to_str().unwrap(), Some("nope")).await.unwrap()[..],
+            b"keyed"
+        );
+        let err = l
+            .fetch("https://127.0.0.1:9/x.jpg", Some("nope"))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("\"nope\""), "{err}");
     }
 }

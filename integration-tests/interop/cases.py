@@ -47,7 +47,7 @@ FILE_FORMATS = {
     ".nii": "nii",
 }
 # Keys that qualify a sample rather than name its kind: an array's dtype, a file's shape.
-QUALIFIERS = {"array": "dtype", "file": "shape"}
+QUALIFIERS = {"array": "dtype", "file": "shape", "link": "creds_key"}
 
 
 class CaseError(ValueError):
@@ -141,7 +141,26 @@ def check_sample(case_name, sample):
 def sample_kind(sample):
     if sample is None:
         return None
-    return next((k for k in sample if k not in ("dtype", "shape")), None)
+    return next((k for k in sample if k not in ("dtype", "shape", "creds_key")), None)
+
+
+def creds_keys(case):
+    """The creds keys of the case's link samples, in order of first use."""
+    out = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            k = v.get("creds_key")
+            if isinstance(k, str) and k not in out:
+                out.append(k)
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(case.get("steps", []))
+    return out
 
 
 def resolve_fixture(fixtures_dir, name):

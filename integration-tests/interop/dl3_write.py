@@ -40,7 +40,7 @@ def build_sample(sample, fixtures):
             )
         return read
     if kind == "link":
-        return deeplake.link(cases_mod.resolve_fixture(fixtures, value))
+        return deeplake.link(cases_mod.resolve_fixture(fixtures, value), creds_key=sample.get("creds_key"))
     if kind == "polygons":
         return [np.array(points, dtype=np.float32) for points in value]
     if kind == "sequence":
@@ -110,6 +110,10 @@ def build_case(case, fixtures, out_dir):
     with ds:
         for spec in case.get("tensors", []):
             create_tensor(ds, spec)
+        for key in cases_mod.creds_keys(case):
+            # Only the name is stored; the cases link local files, which need no secrets.
+            ds.add_creds_key(key)
+            ds.populate_creds(key, {})
         for i, step in enumerate(case.get("steps", [])):
             try:
                 run_step(ds, step, fixtures)

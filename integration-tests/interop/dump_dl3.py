@@ -94,13 +94,32 @@ def item_value(tensor, sample_array):
     return plain(sample_array)
 
 
+def resolved_link(sample, path):
+    """A link's target as the dump shows an image: its decoded pixels and the SHA-256 of
+    the target's bytes (local targets only; others without stored_sha256)."""
+    if not path:
+        return None
+    arr = sample.numpy()
+    out = {"shape": list(arr.shape), "dtype": str(arr.dtype), "data": plain(arr)}
+    if "://" not in path or path.startswith("file://"):
+        with open(path[len("file://"):] if path.startswith("file://") else path, "rb") as f:
+            out["stored_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+RESOLVE_LINKS = False
+
+
 def cell_value(tensor, i):
     meta = tensor.meta
     base = tensor.base_htype
     sample = tensor[i]
     if meta.is_link:
         paths = sample.path()
-        return str(paths[0]) if len(paths) else ""
+        path = str(paths[0]) if len(paths) else ""
+        if RESOLVE_LINKS and not meta.is_sequence:
+            return resolved_link(sample, path)
+        return path
     if meta.is_sequence:
         items = sample.numpy(aslist=True)
         if meta.sample_compression:
@@ -138,6 +157,9 @@ def tensor_meta(tensor):
 
 def dump(path, out):
     ds = deeplake.load(path, read_only=True, verbose=False)
+    # Secrets are never stored; the cases' links are local files, which need none.
+    for key in ds.get_creds_keys():
+        ds.populate_creds(key, {})
     names = sorted(ds.tensors)
     tensors = {name: ds[name] for name in names}
     header = {
@@ -160,7 +182,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--to", help="write DIR/<basename of PATH>.jsonl for each PATH")
+    ap.add_argument(
+        "--resolve-links",
+        action="store_true",
+        help="show link targets (decoded, with the SHA-256 of their bytes) instead of paths",
+    )
     args = ap.parse_args(argv)
+    global RESOLVE_LINKS
+    RESOLVE_LINKS = args.resolve_links
     if args.to is None:
         if len(args.paths) != 1:
             ap.error("give one PATH, or --to DIR")

@@ -16,7 +16,7 @@ import pytest
 
 import cases as cases_mod
 import compare as compare_mod
-from harness import CASE_NAMES, CASES, case_by_name
+from harness import CASE_NAMES, CASES, DUMP_TIMEOUT_S, case_by_name, run
 
 # What the cases must cover: every htype deeplake 3.9.52 writes, with the packages of
 # scripts/requirements/deeplake3.txt.
@@ -230,3 +230,60 @@ def test_writer_readable_by_dl4(name, reference_dumps, dl4_dumps_of_dl3, rust_da
     ours = dump_or_fail(dl4_dumps_of_rust, name, "deeplake 4.7.4 reading our dataset")
     assert_same(theirs, ours, "deeplake 4.7.4 reading our dataset vs the 3.9.52 one", case=case)
     assert_same(ref, ours, "deeplake 4.7.4 reading our dataset vs the reference", subset=True, case=case)
+
+
+# ---------------------------------------------------------------------------
+# Links: deeplake 3.9.52 resolves the links we write (creds keys included) to the
+# same pixels as we do, and as it resolves its own.
+# ---------------------------------------------------------------------------
+
+LINK_CASES = [
+    c["name"]
+    for c in CASES
+    if any(t.get("htype", "").startswith("link[") for t in c["tensors"])
+]
+
+
+def resolved_dump_dl3(tools, path, out):
+    proc = run([tools.dl3_python, tools.script("dump_dl3.py"), "--resolve-links", path], DUMP_TIMEOUT_S, "dump_dl3.py --resolve-links")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(proc.stdout)
+    return out
+
+
+@pytest.mark.parametrize("name", LINK_CASES)
+def test_links_resolve_alike(name, tools, workdir, dl3_datasets, rust_datasets):
+    ours_path = dump_or_fail(rust_datasets, name, "our fixture writer")
+    if not os.path.exists(tools.deeplake_bin):
+        pytest.fail(f"deeplake CLI not found at {tools.deeplake_bin} (cargo build, or set DEEPLAKE_BIN)")
+    out_dir = os.path.join(workdir, "resolved")
+    os.makedirs(out_dir, exist_ok=True)
+    # Link tensors of sequences are shown as paths by both dumpers: compare the rest.
+    theirs_of_ours = resolved_dump_dl3(tools, ours_path, os.path.join(out_dir, name + ".dl3_of_rust.jsonl"))
+    theirs_of_theirs = resolved_dump_dl3(tools, dl3_datasets[name], os.path.join(out_dir, name + ".dl3_of_dl3.jsonl"))
+    ours = os.path.join(out_dir, name + ".rust.jsonl")
+    cmd = [tools.deeplake_bin, "dump", ours_path, "--full", "--stored", "--meta", "--resolve-links"]
+    with open(ours, "w", encoding="utf-8") as f:
+        proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT_S)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    case = case_by_name(name)
+    assert_same(theirs_of_theirs, theirs_of_ours, "deeplake 3.9.52 resolving our links vs its own", case=case)
+    assert_same(theirs_of_ours, ours, "our resolved links vs deeplake 3.9.52 resolving them", case=case)
+    # The creds keys we wrote are the ones 3.x registers and reads back per row.
+    keys = cases_mod.creds_keys(case)
+    if keys:
+        script = (
+            "import sys, json, deeplake\n"
+            "ds = deeplake.load(sys.argv[1], read_only=True, verbose=False)\n"
+            "[ds.populate_creds(k, {}) for k in ds.get_creds_keys()]\n"
+            "t = [n for n in ds.tensors if ds[n].meta.is_link][0]\n"
+            "print(json.dumps({'keys': list(ds.get_creds_keys()),"
+            " 'rows': [ds[t].chunk_engine.creds_key(i) for i in range(len(ds[t]))]}))\n"
+        )
+        got = {}
+        for which, path in (("ours", ours_path), ("theirs", dl3_datasets[name])):
+            proc = run([tools.dl3_python, "-c", script, path], DUMP_TIMEOUT_S, "deeplake 3.9.52 reading creds keys")
+            got[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert got["ours"] == got["theirs"], got
+        assert sorted(got["ours"]["keys"]) == sorted(keys), got

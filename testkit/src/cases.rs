@@ -137,6 +137,29 @@ fn shape_from_json(v: &Value) -> Result<Vec<usize>, Error> {
 }
 
 /// Converts a case sample to a [`Sample`].
+/// The creds keys of the link samples of `steps`, in order of first use.
+pub fn creds_keys(steps: &[Value]) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(k)) = m.get("creds_key")
+                    && !out.contains(k)
+                {
+                    out.push(k.clone());
+                }
+                for x in m.values() {
+                    walk(x, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    steps.iter().for_each(|s| walk(s, &mut out));
+    out
+}
+
 pub fn sample_from_json(v: &Value, fixtures: &Path) -> Result<Sample, Error> {
     let Value::Object(m) = v else {
         return if v.is_null() {
@@ -145,10 +168,11 @@ pub fn sample_from_json(v: &Value, fixtures: &Path) -> Result<Sample, Error> {
             Err(invalid(format!("bad sample {v}")))
         };
     };
-    // `dtype` qualifies an array and `shape` a file; the other key names the kind.
+    // `dtype` qualifies an array, `shape` a file and `creds_key` a link; the other key
+    // names the kind.
     let (k, val) = m
         .iter()
-        .find(|(k, _)| !matches!(k.as_str(), "dtype" | "shape"))
+        .find(|(k, _)| !matches!(k.as_str(), "dtype" | "shape" | "creds_key"))
         .ok_or_else(|| invalid("empty sample object"))?;
     Ok(match k.as_str() {
         "array" => {
@@ -199,7 +223,10 @@ pub fn sample_from_json(v: &Value, fixtures: &Path) -> Result<Sample, Error> {
             };
             Sample::Link {
                 path,
-                creds_key: None,
+                creds_key: m
+                    .get("creds_key")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             }
         }
         "polygons" => {
@@ -280,6 +307,10 @@ pub async fn build(case: &Case, fixtures: &Path, url: &str) -> Result<(), Error>
     .await?;
     for t in &case.tensors {
         create_tensor(&mut ds, t).await?;
+    }
+    // Creds keys are registered before anything uses them, in order of first use.
+    for k in creds_keys(&case.steps) {
+        ds.add_creds_key(&k).await?;
     }
     for step in &case.steps {
         let Value::Object(s) = step else {

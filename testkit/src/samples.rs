@@ -21,3 +21,18 @@ pub async fn ints(ds: &Dataset, t: &str) -> Vec<i64> {
         })
         .collect()
 }
+
+/// A `h x w` RGB image with pixels from `seed`, as PNG file bytes and as the array a
+/// decode gives.
+pub fn png_image(h: usize, w: usize, seed: u8) -> (Vec<u8>, NdArray) {
+    let data: Vec<u8> = (0..h * w * 3)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let arr = NdArray::from_slice(vec![h, w, 3], &data).unwrap();
+    let png = deeplake_core::format::compression::encode_sample(
+        &arr,
+        &deeplake_core::format::compression::Compression::Png,
+    )
+    .unwrap();
+    (png, arr)
+}

@@ -244,6 +244,8 @@ impl Dataset {
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
         // The writing policy outlives the handle swap.
         fresh.writer.set_policy(self.writer.policy());
+        fresh.linker = self.linker.take();
+        fresh.link_verify = self.link_verify;
         *self = fresh;
         self.lease = lease;
         self.tags = tags;
@@ -426,6 +428,8 @@ impl Dataset {
                 other.tags = tags;
                 // The writing policy outlives the handle swap.
                 other.writer.set_policy(self.writer.policy());
+                other.linker = self.linker.take();
+                other.link_verify = self.link_verify;
                 *self = other;
                 return Ok(());
             }
@@ -460,6 +464,8 @@ impl Dataset {
             let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
             // The writing policy outlives the handle swap.
             other.writer.set_policy(self.writer.policy());
+            other.linker = self.linker.take();
+            other.link_verify = self.link_verify;
             *self = other;
             self.lease = lease;
             return Ok(());
@@ -638,6 +644,8 @@ impl Dataset {
         let lease = std::mem::replace(&mut self.lease, Lease::new(None, None));
         // The writing policy outlives the handle swap.
         fresh.writer.set_policy(self.writer.policy());
+        fresh.linker = self.linker.take();
+        fresh.link_verify = self.link_verify;
         *self = fresh;
         self.lease = lease;
         self.tags = rec.tags;

@@ -48,6 +48,8 @@ pub struct StoredItem {
     pub info: Option<Value>,
     /// Shape recorded in `_shape` (link tensors: the target's shape when known).
     pub logical_shape: Vec<u64>,
+    /// Link tensors: the creds encoder value (0: no creds key, i: `creds_keys[i - 1]`).
+    pub creds: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +82,7 @@ fn item(shape: &[usize], bytes: impl Into<Bytes>) -> Result<StoredItem> {
         tiles: None,
         info: None,
         logical_shape: shape.iter().map(|&d| d as u64).collect(),
+        creds: 0,
     })
 }
 
@@ -169,8 +172,10 @@ fn encode_item(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
     if h.is_link {
         return match sample {
             Sample::Link { path, .. } | Sample::Text(path) => {
-                let mut it = item(&[1], path.clone().into_bytes())?;
-                it.logical_shape = link_target_shape(&path);
+                // The target's shape and info are learned by the verify step
+                // (dataset/links.rs), which has the network; unverified links have none.
+                let mut it = item(&[1], path.into_bytes())?;
+                it.logical_shape = Vec::new();
                 it.info = Some(json!({}));
                 Ok(it)
             }
@@ -247,24 +252,7 @@ fn encode_item(ctx: &EncodeCtx, sample: Sample) -> Result<StoredItem> {
     }
 }
 
-/// Shape of a local link target, read from its header (`[]` when unknown).
-fn link_target_shape(path: &str) -> Vec<u64> {
-    let local = path.strip_prefix("file://").unwrap_or(path);
-    if path.contains("://") && !path.starts_with("file://") {
-        return Vec::new();
-    }
-    let Ok(bytes) = std::fs::read(local) else {
-        return Vec::new();
-    };
-    match Compression::sniff(&bytes) {
-        Some(c) if c.is_image() => compression::image_shape(&bytes, &c)
-            .map(|s| s.into_iter().map(|d| d as u64).collect())
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
-fn image_info(shape: &[usize], format: &str) -> Value {
+pub(super) fn image_info(shape: &[usize], format: &str) -> Value {
     json!({"exif": {}, "shape": shape, "format": format, "filename": "", "modified": false})
 }
 

@@ -877,6 +877,7 @@ fn id_row(id: u64) -> StoredItem {
         tiles: None,
         info: None,
         logical_shape: vec![1],
+        creds: 0,
     }
 }
 

@@ -16,6 +16,7 @@ mod commit;
 mod copy;
 mod encode;
 pub mod gc;
+mod links;
 mod merge;
 mod packed;
 mod read;
@@ -49,6 +50,7 @@ use crate::format::diff::DatasetDiff;
 use crate::format::dtype::Dtype;
 use crate::format::encoders::TileEntry;
 use crate::format::htype::{BaseHtype, Htype};
+use crate::format::linked_creds::LinkedCreds;
 use crate::format::meta::{self, DatasetMeta, LinkSpec, TensorMeta};
 use crate::format::vcinfo::VersionControlInfo;
 use crate::format::{COMPANION_MAX_CHUNK_SIZE, WRITER_VERSION};
@@ -79,6 +81,10 @@ pub struct OpenOptions {
     /// A chunk cache to share with other handles (a server's one budget for every
     /// dataset); unset, the handle makes its own of [`DEFAULT_CACHE_BYTES`].
     pub cache: Option<std::sync::Arc<ChunkCache>>,
+    /// Fetches link targets (verify at append, resolved reads); share one across handles
+    /// so they share its concurrency bound and cache. Unset, a process-wide default is
+    /// used, with creds from the environment.
+    pub linker: Option<crate::link::Linker>,
 }
 
 /// How to create a tensor. `htype` is a 3.x htype string such as `image`,
@@ -102,6 +108,10 @@ pub struct TensorOptions {
     pub create_sample_info_tensor: bool,
     /// Extra `tensor_info.json` entries (e.g. bbox `coords`).
     pub info: Map<String, Value>,
+    /// Link tensors: read each target at append time for its shape and `_info` (default
+    /// true, as in 3.x). False stores links unchecked and, as in 3.x, makes no
+    /// `_shape`/`_info` companions.
+    pub verify: Option<bool>,
 }
 
 impl TensorOptions {
@@ -120,7 +130,14 @@ impl TensorOptions {
             create_shape_tensor: true,
             create_sample_info_tensor: true,
             info: Map::new(),
+            verify: None,
         }
+    }
+
+    /// See [`TensorOptions::verify`].
+    pub fn verify(mut self, verify: bool) -> Self {
+        self.verify = Some(verify);
+        self
     }
 
     pub fn dtype(mut self, d: Dtype) -> Self {
@@ -194,6 +211,14 @@ pub struct Dataset {
     detached: bool,
     /// The newest flush record whose 3.x files are not written yet (deferred mode).
     compat_pending: Option<record::FlushRecord>,
+    /// The linker given at open; `None` uses the process-wide default.
+    linker: Option<crate::link::Linker>,
+    /// Creds key names of `linked_creds.json` (root level, not versioned, as in 3.x).
+    linked_creds: LinkedCreds,
+    /// `used_creds_keys` grew: rewrite `linked_creds.json` at the next flush.
+    linked_creds_dirty: bool,
+    /// Off: link appends are never verified, whatever the tensor says.
+    link_verify: bool,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -246,6 +271,10 @@ impl Dataset {
         let locator = ChunkLocator::new(&tree, &root)?;
         let cache = cache::CacheView::new(opts.cache.clone(), store.url());
         Ok(Dataset {
+            linker: opts.linker.clone(),
+            linked_creds: LinkedCreds::default(),
+            linked_creds_dirty: false,
+            link_verify: true,
             store,
             tree,
             node: root,
@@ -316,6 +345,7 @@ impl Dataset {
         ds.tags = tags;
         ds.lease = commit::Lease::new(opts.lease_ttl, opts.lease_wait)
             .with_holder(opts.lease_holder.clone());
+        ds.linker = opts.linker.clone();
         Ok(ds)
     }
 
@@ -330,6 +360,19 @@ impl Dataset {
     }
 
     async fn open_at(
+        store: Store,
+        tree: Arc<VersionControlInfo>,
+        node: CommitId,
+        branch: String,
+        writable: bool,
+        cache: Option<Arc<ChunkCache>>,
+    ) -> Result<Dataset> {
+        let mut ds = Dataset::open_at_inner(store, tree, node, branch, writable, cache).await?;
+        ds.linked_creds = links::load_linked_creds(&ds.store).await?;
+        Ok(ds)
+    }
+
+    async fn open_at_inner(
         store: Store,
         tree: Arc<VersionControlInfo>,
         node: CommitId,
@@ -415,6 +458,10 @@ impl Dataset {
             flush_seq,
             detached: false,
             compat_pending: None,
+            linker: None,
+            linked_creds: LinkedCreds::default(),
+            linked_creds_dirty: false,
+            link_verify: true,
         })
     }
 
@@ -819,9 +866,17 @@ impl Dataset {
             );
             companions.push((ck, cm, "id"));
         }
-        // 3.x writes verify=true on every tensor it creates.
-        let verify = true;
-        if opts.create_shape_tensor && !bare && htype.has_shape_tensor() {
+        // 3.x writes verify=true on every tensor it creates unless told otherwise; an
+        // unverified link tensor gets no shape or info companions.
+        let verify = opts.verify.unwrap_or(true);
+        if opts.verify.is_some() && !htype.is_link {
+            return Err(Error::invalid(format!(
+                "verify applies to link tensors only, not to htype {}",
+                opts.htype
+            )));
+        }
+        let unverified_link = htype.is_link && !verify;
+        if opts.create_shape_tensor && !bare && !unverified_link && htype.has_shape_tensor() {
             let (ck, mut cm) = mk_companion(
                 "shape",
                 "generic",
@@ -840,7 +895,7 @@ impl Dataset {
             );
             companions.push((ck, cm, "shape"));
         }
-        if opts.create_sample_info_tensor && !bare && htype.has_info_tensor() {
+        if opts.create_sample_info_tensor && !bare && !unverified_link && htype.has_info_tensor() {
             let (ck, mut cm) = mk_companion(
                 "info",
                 "json",
@@ -1040,10 +1095,11 @@ impl Dataset {
         self.check_writable()?;
         self.ensure_lease().await?;
         let key = self.key_of(tensor)?;
+        let facts = self.link_facts(&key, tensor, &samples).await?;
         let samples = self.map_class_labels(&key, samples)?;
         self.infer_dtype(&key, &samples)?;
         let ctx = self.encode_ctx(&key)?;
-        let prepared = if encode::is_light(&ctx, &samples) {
+        let mut prepared = if encode::is_light(&ctx, &samples) {
             samples
                 .into_iter()
                 .map(|s| encode::encode(&ctx, s))
@@ -1059,6 +1115,9 @@ impl Dataset {
             .await
         }
         .map_err(|e| with_tensor(e, tensor))?;
+        if let Some(f) = facts {
+            links::apply_link_facts(&mut prepared, f)?;
+        }
         self.append_prepared(&key, prepared).await
     }
 
@@ -1105,9 +1164,10 @@ impl Dataset {
                     _ => None,
                 });
             }
+            let facts = self.link_facts(&key, &tensor, &samples).await?;
             let originals = samples.clone();
             let name = tensor.clone();
-            let prepared = crate::runtime::spawn_cpu(move || {
+            let mut prepared = crate::runtime::spawn_cpu(move || {
                 use rayon::prelude::*;
                 samples
                     .into_par_iter()
@@ -1126,6 +1186,9 @@ impl Dataset {
                     .collect::<Result<Vec<_>>>()
             })
             .await?;
+            if let Some(f) = facts {
+                links::apply_link_facts(&mut prepared, f)?;
+            }
             if let Err((k, r, want)) = rank_of(t_state(&self.tensors, &key)?, &prepared) {
                 return Err(Error::invalid(format!(
                     "tensor {tensor:?}, row {k}: the sample has {r} dimensions, the tensor's samples {want}"
@@ -1474,6 +1537,10 @@ impl Dataset {
             // Nothing becomes visible unless this process holds the branch.
             self.ensure_lease().await?;
         }
+        // Names first: a flushed link must never name a creds key the file lacks.
+        if self.linked_creds_dirty {
+            self.save_linked_creds().await?;
+        }
         // Chunks written in the background must land before any index points at them.
         // The open chunks are written meanwhile: their ids differ from every chunk in
         // flight (a written chunk that changes gets a fresh id), which is checked, since
@@ -1581,6 +1648,9 @@ impl Dataset {
             }
             return self.append(tensor, sample).await;
         }
+        let facts = self
+            .link_facts(&key, tensor, std::slice::from_ref(&sample))
+            .await?;
         let samples = self.map_class_labels(&key, vec![sample])?;
         self.infer_dtype(&key, &samples)?;
         let ctx = self.encode_ctx(&key)?;
@@ -1592,6 +1662,9 @@ impl Dataset {
         })
         .await
         .map_err(|e| with_tensor(e, tensor))?;
+        if let Some(f) = facts {
+            links::apply_link_facts(&mut prepared, f)?;
+        }
         let Some(Prepared::Item(it)) = prepared.pop() else {
             return Err(Error::unsupported(format!(
                 "updating a sample of sequence tensor {tensor:?}"
@@ -1865,6 +1938,27 @@ impl Dataset {
     /// Shape of sample `index` without decoding its data.
     pub async fn shape(&self, tensor: &str, index: u64) -> Result<Vec<u64>> {
         let t = self.tensor_state(tensor)?;
+        // A link stores a path: its sample's shape is the target's, kept in `_shape`.
+        let shape_companion = t
+            .meta
+            .links
+            .iter()
+            .find(|(_, l)| matches!(CompanionRole::from_extend(&l.extend), CompanionRole::Shape))
+            .and_then(|(k, _)| self.tensors.get(k));
+        if let (true, None, Some(c)) = (t.htype.is_link, &t.seq, shape_companion) {
+            let row = read::read_samples(self, c, index..index + 1, &ReadOptions::default())
+                .await?
+                .pop();
+            return match row {
+                Some(Sample::Array(a)) => {
+                    Ok(a.to_f64_vec().into_iter().map(|d| d as u64).collect())
+                }
+                other => Err(Error::corrupt(
+                    c.key.as_str(),
+                    format!("shape row {index} reads as {other:?}"),
+                )),
+            };
+        }
         read::sample_shape(self, t, index).await
     }
 }
@@ -1918,6 +2012,7 @@ fn id_item() -> Result<StoredItem> {
         tiles: None,
         info: None,
         logical_shape: vec![1],
+        creds: 0,
     })
 }
 
@@ -1933,6 +2028,7 @@ fn shape_item(shape: &[u64]) -> Result<StoredItem> {
         tiles: None,
         info: None,
         logical_shape: vec![shape.len() as u64],
+        creds: 0,
     })
 }
 
@@ -1944,6 +2040,7 @@ fn info_item(info: Option<&Value>) -> Result<StoredItem> {
         tiles: None,
         info: None,
         logical_shape: vec![1],
+        creds: 0,
     })
 }
 
@@ -2188,7 +2285,7 @@ async fn append_to_tensor(
                 }
             }
             if let Some(c) = &mut t.creds {
-                c.push(0);
+                c.push(it.creds);
             }
             update_shape_bounds(&mut t.meta, &shape_for_meta);
             t.meta.length += 1;
@@ -2451,6 +2548,13 @@ async fn replace_in_tensor(
     it: StoredItem,
 ) -> Result<()> {
     check_ranks(t, std::slice::from_ref(&Prepared::Item(it.clone())))?;
+    // A creds encoder shorter than the tensor (an old writer's) is left as it is.
+    if let Some(c) = &mut t.creds
+        && c.num_samples() > index
+    {
+        c.set(index, it.creds)
+            .map_err(|e| Error::internal(format!("tensor {}: {e}", t.key)))?;
+    }
     let shape: Vec<u64> = if t.htype.is_link {
         it.logical_shape.clone()
     } else {

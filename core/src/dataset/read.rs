@@ -405,6 +405,29 @@ async fn fetch_items(
         .collect()
 }
 
+/// Fills each link's creds key from the creds encoder row of its item.
+fn with_creds_keys(
+    ds: &Dataset,
+    t: &TensorState,
+    items: &[u64],
+    mut decoded: Vec<Sample>,
+) -> Result<Vec<Sample>> {
+    let Some(enc) = &t.creds else {
+        return Ok(decoded);
+    };
+    for (s, &item) in decoded.iter_mut().zip(items) {
+        if let Sample::Link { creds_key, .. } = s {
+            let code = enc.get(item).unwrap_or(0);
+            *creds_key = ds
+                .linked_creds
+                .key_of(code)
+                .map_err(|c| Error::corrupt(format!("{}/linked_creds.json", ds.url()), c))?
+                .map(str::to_owned);
+        }
+    }
+    Ok(decoded)
+}
+
 /// What decoding needs to know about a tensor (cheap to clone onto the CPU pool).
 #[derive(Clone)]
 struct DecodeCtx {
@@ -623,6 +646,11 @@ async fn read_groups(
             .collect::<Result<Vec<_>>>()
     })
     .await?;
+    let decoded = if t.htype.is_link {
+        with_creds_keys(ds, t, &items, decoded)?
+    } else {
+        decoded
+    };
     if !is_seq {
         return Ok(decoded);
     }
@@ -724,30 +752,36 @@ pub(super) async fn read_prepared(
     };
     let items: Vec<u64> = groups.iter().flat_map(|g| g.clone()).collect();
     let fetched = fetch_items(ds, t, &items, &ReadOptions::default()).await?;
-    let mut it = fetched.into_iter().map(|f| match f {
-        Fetched::Plain { shape, bytes } => StoredItem {
-            logical_shape: shape.iter().map(|&d| u64::from(d)).collect(),
-            shape,
-            bytes,
-            tiles: None,
-            info: None,
-        },
-        Fetched::Tiled {
-            sample_shape,
-            tile_shape,
-            tiles,
-        } => StoredItem {
-            shape: sample_shape.iter().map(|&d| d as u32).collect(),
-            logical_shape: sample_shape.clone(),
-            bytes: Bytes::new(),
-            tiles: Some(Tiles {
+    let creds_of = |item: u64| t.creds.as_ref().and_then(|c| c.get(item)).unwrap_or(0);
+    let mut it = fetched
+        .into_iter()
+        .zip(items.iter().copied())
+        .map(|(f, item)| match f {
+            Fetched::Plain { shape, bytes } => StoredItem {
+                logical_shape: shape.iter().map(|&d| u64::from(d)).collect(),
+                shape,
+                bytes,
+                tiles: None,
+                info: None,
+                creds: creds_of(item),
+            },
+            Fetched::Tiled {
                 sample_shape,
                 tile_shape,
-                tiles: tiles.into_iter().map(|(s, b)| (s, b.to_vec())).collect(),
-            }),
-            info: None,
-        },
-    });
+                tiles,
+            } => StoredItem {
+                shape: sample_shape.iter().map(|&d| d as u32).collect(),
+                logical_shape: sample_shape.clone(),
+                bytes: Bytes::new(),
+                tiles: Some(Tiles {
+                    sample_shape,
+                    tile_shape,
+                    tiles: tiles.into_iter().map(|(s, b)| (s, b.to_vec())).collect(),
+                }),
+                info: None,
+                creds: creds_of(item),
+            },
+        });
     groups
         .iter()
         .map(|g| match t.seq {

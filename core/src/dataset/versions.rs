@@ -75,6 +75,7 @@ impl Dataset {
         )
         .await?;
         ds.tags = tags;
+        ds.linker = opts.linker.clone();
         Ok(ds)
     }
 

@@ -17,6 +17,7 @@ pub mod dtype;
 pub mod encoders;
 pub mod htype;
 pub mod json;
+pub mod linked_creds;
 pub mod meta;
 pub mod polygon;
 pub mod vcinfo;

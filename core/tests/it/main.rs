@@ -7,6 +7,7 @@ mod corrupt;
 mod fuzz_corpus;
 mod gc;
 mod handoff;
+mod links;
 mod materialize;
 mod merge;
 mod packed;

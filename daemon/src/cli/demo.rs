@@ -168,6 +168,7 @@ pub async fn run(a: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         full: false,
         stored: false,
         meta: false,
+        resolve_links: false,
         storage: a.storage.clone(),
     };
     super::dump::run(&dump, out).await

@@ -38,6 +38,10 @@ pub struct DumpArgs {
     /// Print a first line describing the tensors.
     #[arg(long)]
     pub meta: bool,
+    /// Show link tensors' targets (fetched, decoded as the inner htype; with --stored
+    /// the digest of the target's bytes) instead of their paths.
+    #[arg(long)]
+    pub resolve_links: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -297,6 +301,40 @@ fn render(s: &Sample, r: &Render, stored: Option<&[bytes::Bytes]>) -> Value {
     }
 }
 
+/// Rows of a link tensor resolved: decoded targets and, with `stored`, each target's
+/// bytes (the linker's cache serves the second read).
+#[allow(clippy::type_complexity)]
+async fn resolved_rows(
+    ds: &Dataset,
+    tensor: &str,
+    rows: std::ops::Range<u64>,
+    stored: bool,
+) -> anyhow::Result<(Vec<Sample>, Vec<Option<Vec<bytes::Bytes>>>)> {
+    let decoded = ds
+        .read_resolved(tensor, rows.clone(), true)
+        .await
+        .with_context(|| format!("resolving the links of tensor {tensor:?}"))?;
+    if !stored {
+        let none = vec![None; decoded.len()];
+        return Ok((decoded, none));
+    }
+    fn bytes_of(s: Sample) -> Option<Vec<bytes::Bytes>> {
+        match s {
+            Sample::Encoded { bytes, .. } => Some(vec![bytes]),
+            Sample::Array(a) => Some(vec![a.data]),
+            Sample::Sequence(items) => Some(
+                items
+                    .into_iter()
+                    .flat_map(|i| bytes_of(i).unwrap_or_default())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+    let raw = ds.read_resolved(tensor, rows, false).await?;
+    Ok((decoded, raw.into_iter().map(bytes_of).collect()))
+}
+
 pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut opts = a.storage.open_options()?;
     opts.read_only = true;
@@ -355,7 +393,8 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     h.base,
                     BaseHtype::Image | BaseHtype::ImageRgb | BaseHtype::ImageGray
                 ),
-                compressed: m.sample_compression.is_some() && !h.is_link && !h.is_text_like(),
+                compressed: (m.sample_compression.is_some() && !h.is_link && !h.is_text_like())
+                    || (a.resolve_links && h.is_link),
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -366,6 +405,10 @@ pub async fn run(a: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut cols = Vec::with_capacity(names.len());
         for ((n, r), tlen) in names.iter().zip(&renders).zip(&lens) {
             let tend = end.min(*tlen).max(start);
+            if a.resolve_links && ds.tensor_htype(n)?.is_link {
+                cols.push(resolved_rows(&ds, n, start..tend, r.stored).await?);
+                continue;
+            }
             let samples = ds
                 .read_range(n, start..tend)
                 .await

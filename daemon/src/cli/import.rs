@@ -2,8 +2,14 @@
 //!
 //! ```text
 //! deeplake import PATH --from-folder DIR [--overwrite] [--batch N]
+//! deeplake import PATH --from-folder DIR --link [--no-verify] [--overwrite] [--batch N]
 //! deeplake import PATH --from-coco ANNOTATIONS.json --images DIR [--overwrite] [--batch N]
+//! deeplake import PATH --from-urls FILE.csv|FILE.jsonl [--url-column C] [--link-htype H]
+//!                      [--creds-key NAME] [--no-verify] [--overwrite] [--batch N]
 //! ```
+//!
+//! `--link` stores each image as a link (its absolute path) in a `link[image]` tensor
+//! instead of a copy; `--from-urls` makes a link tensor of a URL column (urls.rs).
 //!
 //! Contract: everything that can be checked without writing is checked first (the
 //! target holds no dataset unless `--overwrite`, the source layout, every image header,
@@ -20,6 +26,7 @@ mod folder;
 mod images;
 mod mask;
 pub(crate) mod progress;
+mod urls;
 
 use std::io::Write;
 use std::ops::Range;
@@ -41,7 +48,7 @@ use super::StorageArgs;
 pub const BATCH_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["from_folder", "from_coco"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["from_folder", "from_coco", "from_urls"])))]
 pub struct ImportArgs {
     /// Dataset path or URL to create.
     pub path: String,
@@ -54,6 +61,32 @@ pub struct ImportArgs {
     /// The folder that the COCO file names are relative to.
     #[arg(long, value_name = "DIR", requires = "from_coco")]
     pub images: Option<PathBuf>,
+    /// With --from-folder: store links to the image files (absolute paths) in a
+    /// link[image] tensor instead of copies.
+    #[arg(long, requires = "from_folder")]
+    pub link: bool,
+    /// A CSV or JSON-lines file (by extension, else by content) with a URL column that
+    /// becomes a link tensor; other columns become tensors too.
+    #[arg(long, value_name = "FILE")]
+    pub from_urls: Option<PathBuf>,
+    /// The URL column of --from-urls.
+    #[arg(long, value_name = "C", default_value = "url", requires = "from_urls")]
+    pub url_column: String,
+    /// The htype of the link tensor of --from-urls (link[image], link[video], ...).
+    #[arg(
+        long,
+        value_name = "H",
+        default_value = "link[image]",
+        requires = "from_urls"
+    )]
+    pub link_htype: String,
+    /// Creds key (a name; its secrets come from DEEPLAKE_LINK_CREDS[_FILE]) of every link
+    /// of --from-urls.
+    #[arg(long, value_name = "NAME", requires = "from_urls")]
+    pub creds_key: Option<String>,
+    /// Store links without reading their targets (no shapes; as 3.x's verify=False).
+    #[arg(long)]
+    pub no_verify: bool,
     /// Replace a dataset that already exists at PATH.
     #[arg(long)]
     pub overwrite: bool,
@@ -65,6 +98,12 @@ pub struct ImportArgs {
 }
 
 pub async fn run(a: &ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(file) = &a.from_urls {
+        return urls::import_urls(a, file, out).await;
+    }
+    if a.no_verify && !a.link {
+        bail!("--no-verify applies to links: --from-folder DIR --link, or --from-urls");
+    }
     match (&a.from_folder, &a.from_coco, &a.images) {
         (Some(dir), None, _) => import_folder(a, dir, out).await,
         (None, Some(ann), Some(dir)) => import_coco(a, ann, dir, out).await,
@@ -83,7 +122,7 @@ struct Batch {
 
 /// A tensor an import creates.
 struct TensorSpec {
-    name: &'static str,
+    name: String,
     opts: TensorOptions,
 }
 
@@ -190,7 +229,7 @@ async fn prepare_batch(prepare: &Prepare, k: usize) -> anyhow::Result<Batch> {
 
 async fn write_batch(ds: &mut Dataset, specs: &[TensorSpec], batch: Batch) -> anyhow::Result<()> {
     for (spec, samples) in specs.iter().zip(batch.columns) {
-        ds.extend(spec.name, samples)
+        ds.extend(&spec.name, samples)
             .await
             .with_context(|| format!("appending to tensor {:?}", spec.name))?;
     }
@@ -213,8 +252,13 @@ async fn write_dataset(
     let mut ds = Dataset::create(&a.path, opts)
         .await
         .with_context(|| format!("creating a dataset at {}", a.path))?;
+    if let Some(k) = &a.creds_key {
+        ds.add_creds_key(k)
+            .await
+            .with_context(|| format!("adding creds key {k:?}"))?;
+    }
     for spec in &specs {
-        ds.create_tensor(spec.name, spec.opts.clone())
+        ds.create_tensor(&spec.name, spec.opts.clone())
             .await
             .with_context(|| format!("creating tensor {:?} in {}", spec.name, a.path))?;
     }
@@ -267,8 +311,18 @@ fn summary(out: &mut dyn Write, path: &str, t: &Totals, started: Instant) -> any
 
 fn image_tensor(codec: &Compression) -> TensorSpec {
     TensorSpec {
-        name: "images",
+        name: "images".to_owned(),
         opts: TensorOptions::new("image").sample_compression(codec.name()),
+    }
+}
+
+/// A link[image] tensor of `codec` (the codec 3.x records for its targets).
+fn link_tensor(codec: &Compression, verify: bool) -> TensorSpec {
+    TensorSpec {
+        name: "images".to_owned(),
+        opts: TensorOptions::new("link[image]")
+            .sample_compression(codec.name())
+            .verify(verify),
     }
 }
 
@@ -302,13 +356,18 @@ async fn import_folder(a: &ImportArgs, dir: &Path, out: &mut dyn Write) -> anyho
     let batches = plan_batches(&costs, a.batch as usize, BATCH_BYTES);
     let total = paths.len() as u64;
     let specs = vec![
-        image_tensor(&codec),
+        if a.link {
+            link_tensor(&codec, !a.no_verify)
+        } else {
+            image_tensor(&codec)
+        },
         TensorSpec {
-            name: "labels",
+            name: "labels".to_owned(),
             opts: TensorOptions::new("class_label").class_names(scan.class_names.clone()),
         },
     ];
     let progress = Arc::new(Progress::new("importing", total));
+    let link = a.link;
     let plan = Arc::new((paths, labels, batches.clone(), codec.clone()));
     let p = Arc::clone(&progress);
     let prepare: Prepare = Arc::new(move |k| {
@@ -319,6 +378,33 @@ async fn import_folder(a: &ImportArgs, dir: &Path, out: &mut dyn Write) -> anyho
             .cloned()
             .context("batch index out of range")?;
         let rows = paths.get(range.clone()).context("batch out of range")?;
+        let labs: Vec<Sample> = labels
+            .get(range.clone())
+            .context("batch out of range")?
+            .iter()
+            .map(|&l| Sample::Array(NdArray::scalar(l)))
+            .collect();
+        if link {
+            // Links name the files by absolute path, so they resolve from anywhere.
+            let imgs = rows
+                .iter()
+                .map(|path| {
+                    let abs = std::fs::canonicalize(path)
+                        .with_context(|| format!("{}: cannot resolve the path", path.display()))?;
+                    p.inc(1);
+                    Ok(Sample::Link {
+                        path: abs.to_string_lossy().into_owned(),
+                        creds_key: None,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            return Ok(Batch {
+                rows: imgs.len() as u64,
+                columns: vec![imgs, labs],
+                file_bytes: 0,
+                reencoded: 0,
+            });
+        }
         let loaded = first_error(
             rows.par_iter()
                 .map(|path| {
@@ -340,12 +426,6 @@ async fn import_folder(a: &ImportArgs, dir: &Path, out: &mut dyn Write) -> anyho
             batch.reencoded += u64::from(l.reencoded);
             imgs.push(l.sample);
         }
-        let labs = labels
-            .get(range)
-            .context("batch out of range")?
-            .iter()
-            .map(|&l| Sample::Array(NdArray::scalar(l)))
-            .collect();
         batch.columns = vec![imgs, labs];
         Ok(batch)
     });
@@ -358,7 +438,11 @@ async fn import_folder(a: &ImportArgs, dir: &Path, out: &mut dyn Write) -> anyho
         scan.class_names.join(", "),
         count(scan.skipped, "file", "files"),
     )?;
-    report_codec(out, &codec, totals.reencoded)?;
+    if a.link {
+        writeln!(out, "images stored as links to {} files", codec.name())?;
+    } else {
+        report_codec(out, &codec, totals.reencoded)?;
+    }
     summary(out, &a.path, &totals, started)
 }
 
@@ -417,23 +501,23 @@ async fn import_coco(
     let specs = vec![
         image_tensor(&codec),
         TensorSpec {
-            name: "boxes",
+            name: "boxes".to_owned(),
             opts: boxes,
         },
         TensorSpec {
-            name: "categories",
+            name: "categories".to_owned(),
             opts: TensorOptions::new("class_label").class_names(plan.class_names.clone()),
         },
         TensorSpec {
-            name: "masks",
+            name: "masks".to_owned(),
             opts: TensorOptions::new("binary_mask").sample_compression("lz4"),
         },
         TensorSpec {
-            name: "areas",
+            name: "areas".to_owned(),
             opts: TensorOptions::new("generic").dtype(Dtype::F32),
         },
         TensorSpec {
-            name: "iscrowd",
+            name: "iscrowd".to_owned(),
             opts: TensorOptions::new("generic").dtype(Dtype::U8),
         },
     ];

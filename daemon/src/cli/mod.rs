@@ -9,6 +9,7 @@ pub mod dump;
 pub mod gc;
 pub mod import;
 pub mod info;
+pub mod links;
 pub mod log;
 pub mod materialize;
 pub mod merge;
@@ -95,6 +96,8 @@ pub enum Command {
     Reset(reset::ResetArgs),
     /// List the storage that no branch, tag or saved view reaches; delete it with --delete.
     Gc(gc::GcArgs),
+    /// Linked tensors: check that every link target answers.
+    Links(links::LinksArgs),
     /// Serve every dataset under a storage root over HTTP.
     Serve(crate::serve::ServeArgs),
     /// Token helpers for `serve` (hash a token for the config).
@@ -120,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,
         Command::Gc(a) => gc::run(&a, &mut out).await?,
+        Command::Links(a) => links::run(&a, &mut out).await?,
         Command::Serve(a) => crate::serve::run(&a, &mut out).await?,
         Command::Token(a) => token::run(&a, &mut out)?,
     }

@@ -122,6 +122,30 @@ pub fn column_spec(ds: &Dataset, tensor: &str, decode: bool) -> Result<ColumnSpe
     })
 }
 
+/// The column mapping of a link tensor's resolved targets: what a tensor of its inner
+/// htype would map to (images: uint8 arrays, or with `decode` false their bytes).
+pub fn resolved_column_spec(
+    ds: &Dataset,
+    tensor: &str,
+    decode: bool,
+) -> Result<ColumnSpec, ApiError> {
+    let mut spec = column_spec(ds, tensor, decode)?;
+    let meta = ds.tensor_meta(tensor)?;
+    spec.is_link = false;
+    spec.kind = if spec.is_sequence {
+        Kind::Json
+    } else if !decode {
+        Kind::Binary(
+            meta.sample_compression
+                .clone()
+                .unwrap_or_else(|| "none".to_owned()),
+        )
+    } else {
+        Kind::Array(spec.dtype.unwrap_or(Dtype::U8))
+    };
+    Ok(spec)
+}
+
 fn arrow_type(d: Dtype) -> DataType {
     match d {
         Dtype::Bool => DataType::Boolean,

@@ -94,6 +94,50 @@ pub struct Config {
     pub storage_options: std::collections::BTreeMap<String, String>,
     /// The chunk cache's budget in bytes (default 256 MiB).
     pub cache_bytes: Option<usize>,
+    /// Secrets of link creds keys by name: `{"name": {"aws_secret_access_key": ...}}`
+    /// (core's `LinkCreds`); `DEEPLAKE_LINK_CREDS[_FILE]` add to them and win on a name.
+    pub link_creds: LinkCredsConfig,
+    /// Link target fetches in flight at once, for all requests together (default 32).
+    pub link_concurrency: Option<usize>,
+}
+
+/// Link creds as the config file gives them; never shown (`Debug` names keys only).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct LinkCredsConfig(
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+);
+
+impl std::fmt::Debug for LinkCredsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.keys().map(|k| format!("{k}=<redacted>")))
+            .finish()
+    }
+}
+
+impl Config {
+    /// The linker of every dataset the daemon serves: config creds, then the environment's.
+    pub fn linker(&self) -> anyhow::Result<deeplake_core::link::Linker> {
+        let mut creds = deeplake_core::link::LinkCreds::default();
+        for (name, set) in &self.link_creds.0 {
+            creds.insert(name.clone(), set.clone());
+        }
+        let env = deeplake_core::link::LinkCreds::from_env()?;
+        for name in env.names() {
+            if let Some(set) = env.get(name) {
+                creds.insert(name, set.clone());
+            }
+        }
+        let defaults = deeplake_core::link::LinkOptions::default();
+        Ok(deeplake_core::link::Linker::new(
+            deeplake_core::link::LinkOptions {
+                concurrency: self.link_concurrency.unwrap_or(defaults.concurrency),
+                creds,
+                ..defaults
+            },
+        )?)
+    }
 }
 
 impl Config {
@@ -351,6 +395,7 @@ pub async fn run(a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .unwrap_or(deeplake_core::dataset::DEFAULT_CACHE_BYTES);
     let cache = std::sync::Arc::new(deeplake_core::dataset::ChunkCache::new(cache_bytes));
     let state = AppState::with_cache(&a.root, storage, tokens, cache);
+    state.set_linker(config.linker()?);
     let listener = tokio::net::TcpListener::bind(a.bind)
         .await
         .with_context(|| format!("binding {}", a.bind))?;
@@ -385,4 +430,29 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_creds_come_from_the_config_and_are_never_shown() {
+        let c: Config = serde_json::from_str(
+            r#"{"link_creds": {"archive": {"aws_secret_access_key": "hunter2"}}, "link_concurrency": 7}"#,
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("archive"),
+            "{shown}"
+        );
+        let l = c.linker().unwrap();
+        assert_eq!(l.options().concurrency, 7);
+        assert_eq!(
+            l.options().creds.get("archive").unwrap()["aws_secret_access_key"],
+            "hunter2"
+        );
+        assert!(!format!("{l:?}").contains("hunter2"));
+    }
 }

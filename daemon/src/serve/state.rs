@@ -96,6 +96,9 @@ pub struct Inner {
     pub tokens: Tokens,
     pub metrics: Metrics,
     pub chunk_cache: Arc<ChunkCache>,
+    /// Fetches link targets for every dataset (one bound, one cache); unset, core's
+    /// process default (creds from the environment).
+    linker: std::sync::OnceLock<deeplake_core::link::Linker>,
     jobs: Jobs,
     cache: Mutex<HashMap<CacheKey, (Arc<Dataset>, Instant)>>,
     /// A gate per key being opened (see the module docs).
@@ -127,6 +130,7 @@ impl AppState {
                 tokens,
                 metrics: Metrics::default(),
                 chunk_cache,
+                linker: std::sync::OnceLock::new(),
                 jobs: Jobs::default(),
                 cache: Mutex::new(HashMap::new()),
                 opening: Mutex::new(HashMap::new()),
@@ -145,10 +149,17 @@ impl AppState {
         format!("{}/{}", self.inner.root, name.as_str())
     }
 
+    /// Sets the linker of every dataset opened from now on (once; later calls are
+    /// ignored).
+    pub fn set_linker(&self, linker: deeplake_core::link::Linker) {
+        let _ = self.inner.linker.set(linker);
+    }
+
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
             storage: self.inner.storage.clone(),
             cache: Some(self.inner.chunk_cache.clone()),
+            linker: self.inner.linker.get().cloned(),
             ..Default::default()
         }
     }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod import;
+mod links;
 mod materialize;
 mod serve;
 mod serve_arrow;

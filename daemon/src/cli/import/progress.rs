@@ -16,7 +16,7 @@ const LOG_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Progress {
     label: &'static str,
-    /// What is counted ("files", "rows").
+    /// What is counted ("files", "rows", "links").
     unit: &'static str,
     total: u64,
     done: AtomicU64,

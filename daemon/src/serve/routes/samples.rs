@@ -2,6 +2,12 @@
 //! JSON, as an Arrow IPC stream (`?format=arrow`, the mapping of `serve::arrow`), or
 //! one sample's stored bytes (`?format=raw`: the original JPEG of a jpeg tensor).
 //! Rendering runs on the blocking pool: arrays can be large.
+//!
+//! Link tensors resolve through the dataset's linker: `raw` answers the target's bytes
+//! with their content type, `json` and `arrow` the decoded target (as an image tensor
+//! would); `?format=link` gives the stored path and creds key instead. A target that
+//! cannot be fetched is a 502 with the usual error body (the target without its query
+//! string).
 
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
@@ -33,8 +39,9 @@ pub fn router() -> Router<AppState> {
 pub struct SampleParams {
     #[serde(rename = "ref")]
     pub r#ref: Option<String>,
-    /// `json` (default), `arrow` (an Arrow IPC stream of one row) or `raw` (the stored
-    /// bytes of one sample).
+    /// `json` (default), `arrow` (an Arrow IPC stream of one row), `raw` (the stored
+    /// bytes of one sample; a link's target bytes) or `link` (a link tensor's stored path
+    /// and creds key, unresolved).
     pub format: Option<String>,
     /// With `format=arrow`: decode images to arrays (default true) or send their stored
     /// bytes as Binary.
@@ -47,7 +54,8 @@ pub struct SliceParams {
     pub r#ref: Option<String>,
     pub start: Option<u64>,
     pub end: Option<u64>,
-    /// `json` (default) or `arrow` (an Arrow IPC stream).
+    /// `json` (default), `arrow` (an Arrow IPC stream) or `link` (a link tensor's stored
+    /// paths and creds keys, unresolved).
     pub format: Option<String>,
     /// With `format=arrow`: decode images to arrays (default true) or send their stored
     /// bytes as Binary.
@@ -135,7 +143,8 @@ fn check_len(len: u64, index: u64) -> Result<(), ApiError> {
     responses((status = 200, description = "the sample as JSON, an Arrow IPC stream with format=arrow, or its stored bytes with format=raw",
             content((Object = "application/json"), (arrow::ArrowStream = "application/vnd.apache.arrow.stream"),
                 (arrow::ArrowStream = "application/octet-stream"))),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 502, description = "a link's target could not be fetched", body = ErrorBody)))]
 pub async fn one(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Caller,
@@ -148,9 +157,22 @@ pub async fn one(
     let r = parse_ref(q.r#ref.as_deref())?;
     let ds = state.read(&name, r.as_ref()).await?;
     check_len(ds.tensor_len(tensor.as_str())?, index)?;
+    let is_link = ds.tensor_htype(tensor.as_str())?.is_link;
     match q.format.as_deref() {
-        None | Some("json") => {
+        Some("link") => {
             let s = ds.read(tensor.as_str(), index).await?;
+            Ok(Json(link_json(&s, tensor.as_str())?).into_response())
+        }
+        Some("raw") if is_link => raw_link(&ds, tensor.as_str(), index).await,
+        None | Some("json") => {
+            let s = if is_link {
+                one_of(
+                    ds.read_resolved(tensor.as_str(), index..index + 1, true)
+                        .await?,
+                )?
+            } else {
+                ds.read(tensor.as_str(), index).await?
+            };
             let inline = sample_elements(&s) <= INLINE_RENDER_ELEMENTS;
             let render = move || match &s {
                 Sample::Array(a) => Ok(array_json(a)),
@@ -190,7 +212,7 @@ pub async fn one(
                 .into_response())
         }
         Some(other) => Err(ApiError::bad_request(format!(
-            "format {other:?} is not one of json, arrow, raw"
+            "format {other:?} is not one of json, arrow, raw, link"
         ))),
     }
 }
@@ -200,7 +222,8 @@ pub async fn one(
     params(("name" = String, Path), ("tensor" = String, Path), SliceParams),
     responses((status = 200, description = "JSON, or an Arrow IPC stream with format=arrow",
             content((SampleSlice = "application/json"), (arrow::ArrowStream = "application/vnd.apache.arrow.stream"))),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 502, description = "a link's target could not be fetched", body = ErrorBody)))]
 pub async fn slice(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: Caller,
@@ -225,16 +248,34 @@ pub async fn slice(
             "at most {MAX_SLICE} rows per request; ask for a smaller slice"
         )));
     }
+    let is_link = ds.tensor_htype(tensor.as_str())?.is_link;
     match q.format.as_deref() {
         None | Some("json") => {}
         Some("arrow") => return arrow_rows(&ds, tensor.as_str(), start..end, q.decode).await,
+        Some("link") => {
+            let stored = ds.read_range(tensor.as_str(), start..end).await?;
+            let samples = stored
+                .iter()
+                .map(|s| link_json(s, tensor.as_str()))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Json(SampleSlice {
+                start,
+                end,
+                samples,
+            })
+            .into_response());
+        }
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "format {other:?} is not one of json, arrow"
+                "format {other:?} is not one of json, arrow, link"
             )));
         }
     }
-    let samples = ds.read_range(tensor.as_str(), start..end).await?;
+    let samples = if is_link {
+        ds.read_resolved(tensor.as_str(), start..end, true).await?
+    } else {
+        ds.read_range(tensor.as_str(), start..end).await?
+    };
     let samples =
         tokio::task::spawn_blocking(move || samples.iter().map(sample_json).collect()).await?;
     Ok(Json(SampleSlice {
@@ -245,6 +286,96 @@ pub async fn slice(
     .into_response())
 }
 
+/// The one sample of a one-row read.
+fn one_of(mut v: Vec<Sample>) -> Result<Sample, ApiError> {
+    v.pop()
+        .ok_or_else(|| ApiError::internal("a read of one row returned none".to_owned()))
+}
+
+/// A link tensor's stored sample: `{"path", "creds_key"}` (a sequence: a list of them;
+/// an empty link: null).
+fn link_json(s: &Sample, tensor: &str) -> Result<Value, ApiError> {
+    match s {
+        Sample::Link { path, creds_key } if path.is_empty() && creds_key.is_none() => {
+            Ok(Value::Null)
+        }
+        Sample::Link { path, creds_key } => Ok(json!({"path": path, "creds_key": creds_key})),
+        Sample::Sequence(items) => Ok(Value::Array(
+            items
+                .iter()
+                .map(|i| link_json(i, tensor))
+                .collect::<Result<_, _>>()?,
+        )),
+        Sample::Empty => Ok(Value::Null),
+        _ => Err(ApiError::bad_request(format!(
+            "format link applies to link tensors; {tensor:?} is not one"
+        ))),
+    }
+}
+
+/// The media type of a link target's bytes, from their sniffed codec.
+fn content_type(codec: &str) -> &'static str {
+    match codec {
+        "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "bmp" => "image/bmp",
+        "webp" => "image/webp",
+        "tiff" => "image/tiff",
+        "mp4" => "video/mp4",
+        "mkv" => "video/x-matroska",
+        "avi" => "video/x-msvideo",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mpeg",
+        "flac" => "audio/flac",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `format=raw` of a link: the target's bytes as fetched.
+async fn raw_link(
+    ds: &deeplake_core::Dataset,
+    tensor: &str,
+    index: u64,
+) -> Result<Response, ApiError> {
+    match one_of(ds.read_resolved(tensor, index..index + 1, false).await?)? {
+        Sample::Encoded {
+            bytes,
+            compression,
+            shape,
+        } => {
+            let shape: Vec<String> = shape
+                .unwrap_or_default()
+                .iter()
+                .map(usize::to_string)
+                .collect();
+            Ok((
+                [
+                    (CONTENT_TYPE, content_type(compression.name()).to_owned()),
+                    (
+                        axum::http::HeaderName::from_static("x-deeplake-shape"),
+                        shape.join(","),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        // Bytes of no known codec come back as a u8 array of the file.
+        Sample::Array(a) => Ok((
+            [(CONTENT_TYPE, "application/octet-stream".to_owned())],
+            a.data,
+        )
+            .into_response()),
+        Sample::Empty => Err(ApiError::not_found(format!(
+            "row {index} of {tensor:?} holds no link"
+        ))),
+        _ => Err(ApiError::bad_request(format!(
+            "format raw reads one target; {tensor:?} is a sequence (use json or arrow)"
+        ))),
+    }
+}
+
 /// Rows `range` of one tensor as an Arrow IPC stream.
 async fn arrow_rows(
     ds: &deeplake_core::Dataset,
@@ -253,12 +384,20 @@ async fn arrow_rows(
     decode: Option<bool>,
 ) -> Result<Response, ApiError> {
     let decode = decode.unwrap_or(true);
-    let spec = arrow::column_spec(ds, tensor, decode)?;
-    let opts = deeplake_core::dataset::ReadOptions {
-        decode,
-        ..Default::default()
+    let (spec, samples) = if ds.tensor_htype(tensor)?.is_link {
+        // The targets, mapped as the inner htype's samples would be.
+        let spec = arrow::resolved_column_spec(ds, tensor, decode)?;
+        (spec, ds.read_resolved(tensor, range, decode).await?)
+    } else {
+        let opts = deeplake_core::dataset::ReadOptions {
+            decode,
+            ..Default::default()
+        };
+        (
+            arrow::column_spec(ds, tensor, decode)?,
+            ds.read_range_with(tensor, range, &opts).await?,
+        )
     };
-    let samples = ds.read_range_with(tensor, range, &opts).await?;
     let page = arrow::Page {
         rows: None,
         tensors: vec![(spec, samples)],
