@@ -15,6 +15,7 @@ pub mod materialize;
 pub mod merge;
 pub mod query;
 pub mod reset;
+pub mod stream;
 pub mod tag;
 pub mod token;
 
@@ -88,6 +89,9 @@ pub enum Command {
     /// Write a view (a ref, rows, a query result, a saved view) out as a dense dataset,
     /// or optimize a saved view in place; linked files are fetched and stored.
     Materialize(materialize::MaterializeArgs),
+    /// Stream a dataset in-process as a training loop gets it, and report rows/s, MB/s
+    /// and the time to the first batch.
+    Stream(stream::StreamArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
     /// Show what a branch, commit id or tag names, or create a branch (--create).
@@ -119,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(a) => merge::run(&a, &mut out).await?,
         Command::Query(a) => query::run(&a, &mut out).await?,
         Command::Materialize(a) => materialize::run(&a, &mut out).await?,
+        Command::Stream(a) => stream::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,

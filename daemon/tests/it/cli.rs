@@ -20,6 +20,9 @@ async fn cli(args: &[&str]) -> anyhow::Result<String> {
         deeplake_daemon::cli::Command::Demo(a) => {
             deeplake_daemon::cli::demo::run(&a, &mut out).await?
         }
+        deeplake_daemon::cli::Command::Stream(a) => {
+            deeplake_daemon::cli::stream::run(&a, &mut out).await?
+        }
         other => run(Cli { command: other }).await?,
     }
     Ok(String::from_utf8(out)?)
@@ -191,4 +194,60 @@ fn the_binary_runs_and_reports_errors_on_stderr() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reports_every_row_of_every_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo").to_string_lossy().into_owned();
+    cli(&["demo", &path, "--rows", "150", "--size", "32"])
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_str(
+        &cli(&[
+            "stream",
+            &path,
+            "--tensors",
+            "images,labels",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--shuffle",
+            "--json",
+        ])
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let epochs = report["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2);
+    for e in epochs {
+        assert_eq!(e["rows"], 150);
+        // Decoded 32x32 RGB images plus one u32 label per row.
+        let bytes = e["mb_per_s"].as_f64().unwrap() * 1e6 * e["seconds"].as_f64().unwrap();
+        assert!(
+            (bytes - 150.0 * (32.0 * 32.0 * 3.0 + 4.0)).abs() < 1.0,
+            "{e}"
+        );
+        assert!(e["first_batch_s"].as_f64().unwrap() <= e["seconds"].as_f64().unwrap());
+    }
+    let peak = report["peak_prefetch_bytes"].as_u64().unwrap();
+    assert!(peak > 0 && peak <= report["prefetch_budget_bytes"].as_u64().unwrap());
+    let q = cli(&[
+        "stream",
+        &path,
+        "--query",
+        "SELECT * WHERE labels == 1",
+        "--tensors",
+        "labels",
+    ])
+    .await
+    .unwrap();
+    assert!(q.starts_with("epoch 0: ") && q.contains("rows/s"), "{q}");
+    let err = cli(&["stream", &path, "--tensors", "nope"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
 }
