@@ -16,6 +16,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use arrow_array::builder::{ListBuilder, UInt32Builder};
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StringArray, UInt64Array};
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
@@ -33,7 +35,32 @@ use super::error::ApiError;
 pub struct StreamEncoder {
     schema: Arc<Schema>,
     specs: Vec<ColumnSpec>,
-    writer: arrow_ipc::writer::StreamWriter<Vec<u8>>,
+    encoder: arrow_ipc::writer::StreamEncoder,
+}
+
+/// Buffers at least this large go out as their own body chunk, sharing Arrow's memory;
+/// smaller ones (message headers, offsets, shapes) are gathered into one chunk.
+const OWN_CHUNK: usize = 64 << 10;
+
+/// The IPC stream's buffers as body chunks, copying only the small ones: a batch of
+/// decoded images is written to the socket from the memory it was collated into.
+fn chunks(buffers: Vec<arrow_buffer::Buffer>) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut small: Vec<u8> = Vec::new();
+    for b in buffers {
+        if b.len() >= OWN_CHUNK {
+            if !small.is_empty() {
+                out.push(Bytes::from(std::mem::take(&mut small)));
+            }
+            out.push(Bytes::from_owner(b));
+        } else {
+            small.extend_from_slice(b.as_slice());
+        }
+    }
+    if !small.is_empty() {
+        out.push(Bytes::from(small));
+    }
+    out
 }
 
 impl StreamEncoder {
@@ -73,27 +100,18 @@ impl StreamEncoder {
                 ("deeplake.cursor".to_owned(), start.to_token()),
             ]),
         ));
-        let writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
-            .map_err(ApiError::internal)?;
+        let encoder =
+            arrow_ipc::writer::StreamEncoder::try_new(&schema).map_err(ApiError::internal)?;
         Ok(StreamEncoder {
             schema,
             specs,
-            writer,
+            encoder,
         })
     }
 
-    /// The bytes written so far and not yet taken (the schema, then each batch).
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::take(self.writer.get_mut())
-    }
-
-    /// The schema message alone (what a client needs before the first batch).
-    pub fn header(&mut self) -> Vec<u8> {
-        self.take()
-    }
-
-    /// One batch as IPC bytes; `first` is the cursor offset before its first row.
-    pub fn batch(&mut self, b: &Batch, first: u64) -> Result<Vec<u8>, ApiError> {
+    /// One batch as IPC body chunks (the first call's start with the schema); `first`
+    /// is the cursor offset before its first row.
+    pub fn batch(&mut self, b: &Batch, first: u64) -> Result<Vec<Bytes>, ApiError> {
         let n = b.rows.len();
         let epoch = b.cursor.epoch;
         let mut columns: Vec<ArrayRef> = vec![
@@ -121,14 +139,14 @@ impl StreamEncoder {
             }
         }
         let rb = RecordBatch::try_new(self.schema.clone(), columns).map_err(ApiError::internal)?;
-        self.writer.write(&rb).map_err(ApiError::internal)?;
-        Ok(self.take())
+        Ok(chunks(
+            self.encoder.encode(&rb).map_err(ApiError::internal)?,
+        ))
     }
 
-    /// The end-of-stream marker.
-    pub fn finish(mut self) -> Result<Vec<u8>, ApiError> {
-        self.writer.finish().map_err(ApiError::internal)?;
-        Ok(self.take())
+    /// The end-of-stream marker (after the schema, when no batch was written).
+    pub fn finish(self) -> Result<Vec<Bytes>, ApiError> {
+        Ok(chunks(self.encoder.finish().map_err(ApiError::internal)?))
     }
 }
 

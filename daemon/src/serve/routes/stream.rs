@@ -314,7 +314,6 @@ pub async fn stream(
     let mut stream = Stream::open(ds, rows, spec).await?;
     let total = stream.rows_total();
     let mut enc = StreamEncoder::new(specs, total, cursor)?;
-    let mut head = enc.header();
     // The first batch before the answer: its errors still get a status code.
     let first = match stream.next().await {
         Some(Ok(b)) => Some(b),
@@ -358,33 +357,30 @@ pub async fn stream(
                 }
             };
             enc = e2;
-            let mut out = match out {
+            let out = match out {
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::error!(dataset = %label, error = %e.message.clone(), "stream batch failed");
-                    let _ = tx.send(Err(std::io::Error::other(e.message.clone()))).await;
+                    tracing::error!(dataset = %label, error = %e.message, "stream batch failed");
+                    let _ = tx.send(Err(std::io::Error::other(e.message))).await;
                     return;
                 }
             };
-            if !head.is_empty() {
-                let mut h = std::mem::take(&mut head);
-                h.append(&mut out);
-                out = h;
-            }
-            bytes_out += out.len() as u64;
-            if tx.send(Ok(Bytes::from(out))).await.is_err() {
-                tracing::info!(dataset = %label, "stream closed by the client");
-                return;
+            for chunk in out {
+                bytes_out += chunk.len() as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    tracing::info!(dataset = %label, "stream closed by the client");
+                    return;
+                }
             }
         }
-        let mut tail = std::mem::take(&mut head);
         match enc.finish() {
-            Ok(mut end) => tail.append(&mut end),
-            Err(e) => {
-                tracing::error!(dataset = %label, error = %e.message.clone(), "stream end failed")
+            Ok(end) => {
+                for chunk in end {
+                    let _ = tx.send(Ok(chunk)).await;
+                }
             }
+            Err(e) => tracing::error!(dataset = %label, error = %e.message, "stream end failed"),
         }
-        let _ = tx.send(Ok(Bytes::from(tail))).await;
         let st = stream.stats();
         tracing::info!(
             dataset = %label,
