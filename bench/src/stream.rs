@@ -18,6 +18,10 @@ use serde_json::{Value, json};
 mod procstat;
 use procstat::{peak_rss, process_cpu};
 
+// The daemon's allocator, so that in-process and daemon figures compare the same code.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "Stream a dataset in-process with deeplake-core; prints one JSON object")]
 struct Args {

@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+// Streams and reads allocate and free batch-sized buffers (megabytes) all the time; the
+// system allocator hands those back to the kernel and faults them in again each time.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = deeplake_daemon::cli::Cli::parse();
     tracing_subscriber::fmt()
