@@ -387,22 +387,34 @@ impl Dataset {
         range: Range<u64>,
         decode: bool,
     ) -> Result<Vec<Sample>> {
+        let rows: Vec<u64> = range.collect();
+        self.read_resolved_rows(tensor, &rows, decode).await
+    }
+
+    /// [`Dataset::read_resolved`] of rows `rows` (any order, repeats allowed), as a
+    /// stream's batch asks for them.
+    pub async fn read_resolved_rows(
+        &self,
+        tensor: &str,
+        rows: &[u64],
+        decode: bool,
+    ) -> Result<Vec<Sample>> {
         if !self.tensor_htype(tensor)?.is_link {
             return Err(Error::invalid(format!(
                 "tensor {tensor:?} is not a link tensor"
             )));
         }
-        let start = range.start;
         let stored = self
-            .read_range_with(
+            .read_rows_with(
                 tensor,
-                range,
+                rows,
                 &ReadOptions {
                     decode: false,
                     ..ReadOptions::default()
                 },
             )
             .await?;
+        let abs_rows: std::sync::Arc<[u64]> = rows.into();
         let linker = self.linker()?;
         let bound = linker.options().concurrency;
         // (row, item or None for a plain sample, link)
@@ -428,9 +440,9 @@ impl Dataset {
                 .map(|(k, (row, s))| {
                     let linker = linker.clone();
                     let tensor = name.clone();
+                    let abs = abs_rows[row];
                     async move {
                         let tensor = &*tensor;
-                        let abs = start + row as u64;
                         let out = match s {
                             Sample::Link { path, creds_key } if !path.is_empty() => {
                                 let bytes = linker

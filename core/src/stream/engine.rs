@@ -15,6 +15,8 @@
 //!   `(batch, *shape)`; arrays of one rank but different shapes are zero-padded to the
 //!   largest (with each row's shape) or given as a list, as asked; anything else
 //!   (text, json, encoded bytes, sequences) is a list.
+//! * Link tensors stream their targets (fetched through the dataset's linker and decoded
+//!   as their inner htype), not their paths.
 //! * The first error ends the stream; dropping the stream stops its work.
 
 use std::sync::Arc;
@@ -360,9 +362,13 @@ async fn build(
     let reads = spec.tensors.iter().map(|t| {
         let (ds, rows, opts) = (&ds, &rows, &opts);
         async move {
-            ds.read_rows_with(t, rows, opts)
-                .await
-                .map(|s| (t.clone(), s))
+            // A link tensor streams its targets, fetched and decoded as its inner htype.
+            let samples = if ds.tensor_htype(t)?.is_link {
+                ds.read_resolved_rows(t, rows, opts.decode).await?
+            } else {
+                ds.read_rows_with(t, rows, opts).await?
+            };
+            Ok::<_, Error>((t.clone(), samples))
         }
     });
     let read: Vec<(String, Vec<Sample>)> = futures::future::try_join_all(reads).await?;

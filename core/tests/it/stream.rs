@@ -349,3 +349,99 @@ async fn prepared_batches_stay_within_the_budget() {
     assert!(st.peak_held <= 6_000, "{st:?}");
     assert!(st.peak_held >= 2_880, "{st:?}");
 }
+
+#[tokio::test]
+async fn link_tensors_stream_their_decoded_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<String> = (0..20u64)
+        .map(|r| {
+            let Sample::Encoded { bytes, .. } = jpeg(r) else {
+                unreachable!()
+            };
+            let p = dir.path().join(format!("{r}.jpg"));
+            std::fs::write(&p, &bytes).unwrap();
+            p.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let url = dir.path().join("ds").to_str().unwrap().to_owned();
+    std::fs::create_dir_all(&url).unwrap();
+    let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+    ds.create_tensor(
+        "photos",
+        TensorOptions::new("link[image]").sample_compression("jpeg"),
+    )
+    .await
+    .unwrap();
+    ds.extend(
+        "photos",
+        files
+            .iter()
+            .map(|p| Sample::Link {
+                path: p.clone(),
+                creds_key: None,
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    ds.commit("links").await.unwrap();
+    let ds = Arc::new(ds);
+    let mut s = Stream::open(
+        ds.clone(),
+        Some(vec![3, 0, 19]),
+        StreamSpec {
+            tensors: vec!["photos".into()],
+            ..StreamSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let b = s.next().await.unwrap().unwrap();
+    let Column::Padded { data, shapes } = b.column("photos").unwrap() else {
+        panic!("rows of two sizes pad");
+    };
+    for (i, &row) in b.rows.iter().enumerate() {
+        let decoded = image::load_from_memory(&std::fs::read(&files[row as usize]).unwrap())
+            .unwrap()
+            .to_rgb8();
+        let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+        assert_eq!(shapes[i], vec![h, w, 3], "row {row}");
+        // Our decoder and the image crate's may differ by a step on some pixels.
+        let per = data.shape[1..].iter().product::<usize>();
+        let got = &data.data[i * per..(i + 1) * per];
+        let width = data.shape[2] * 3;
+        let mut worst = 0i32;
+        for y in 0..h {
+            for x in 0..w * 3 {
+                let d = i32::from(got[y * width + x]) - i32::from(decoded.as_raw()[y * w * 3 + x]);
+                worst = worst.max(d.abs());
+            }
+        }
+        assert!(worst <= 2, "row {row} differs by {worst}");
+    }
+    assert!(s.next().await.is_none());
+    // A target that is gone is an error naming it, not a silent hole. (A fresh linker:
+    // the process-wide one still holds every target that verify read at append.)
+    std::fs::remove_file(&files[7]).unwrap();
+    drop(ds);
+    let fresh = OpenOptions {
+        read_only: true,
+        linker: Some(
+            deeplake_core::link::Linker::new(deeplake_core::link::LinkOptions::default()).unwrap(),
+        ),
+        ..OpenOptions::default()
+    };
+    let ds = Arc::new(Dataset::open(&url, fresh).await.unwrap());
+    let mut s = Stream::open(
+        ds,
+        Some(vec![7]),
+        StreamSpec {
+            tensors: vec!["photos".into()],
+            ..StreamSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = s.next().await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("7.jpg") && e.contains("photos"), "{e}");
+}

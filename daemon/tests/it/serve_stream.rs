@@ -263,3 +263,75 @@ async fn bad_requests_are_400_with_the_reason() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn link_tensors_stream_their_targets_decoded() {
+    use deeplake_core::{Dataset, OpenOptions, TensorOptions};
+    let s = server().await;
+    // Three JPEG files outside the root, linked from a dataset inside it.
+    let files = tempfile::tempdir().unwrap();
+    let d = open(s.root.path(), "d").await;
+    let mut paths = Vec::new();
+    for r in 0..3u64 {
+        let (_, bytes) = d.read_stored("images", r).await.unwrap();
+        let p = files.path().join(format!("{r}.jpg"));
+        std::fs::write(&p, &bytes).unwrap();
+        paths.push(p.to_string_lossy().into_owned());
+    }
+    let url = s.root.path().join("linked").to_string_lossy().into_owned();
+    std::fs::create_dir_all(&url).unwrap();
+    let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+    ds.create_tensor(
+        "photos",
+        TensorOptions::new("link[image]").sample_compression("jpeg"),
+    )
+    .await
+    .unwrap();
+    ds.extend(
+        "photos",
+        paths
+            .iter()
+            .map(|p| Sample::Link {
+                path: p.clone(),
+                creds_key: None,
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    ds.close().await.unwrap();
+    let (st, bytes, _) = send(
+        &s.app,
+        "POST",
+        "/datasets/linked/stream",
+        Some("application/json"),
+        json!({"tensors": ["photos"], "batch_size": 3})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let batches: Vec<RecordBatch> =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+    let photos = batches[0]
+        .column_by_name("photos")
+        .unwrap()
+        .as_list::<i32>();
+    for r in 0..3u64 {
+        let Sample::Array(want) = d.read("images", r).await.unwrap() else {
+            panic!("row {r}");
+        };
+        assert_eq!(
+            photos
+                .value(r as usize)
+                .as_primitive::<UInt8Type>()
+                .values()
+                .to_vec(),
+            want.data.to_vec(),
+            "row {r}: the linked file decodes as the stored JPEG does"
+        );
+    }
+}

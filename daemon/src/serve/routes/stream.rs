@@ -268,7 +268,12 @@ pub async fn stream(
     }
     let mut specs = Vec::with_capacity(tensors.len());
     for t in &tensors {
-        let mut spec = arrow::column_spec(&ds, t, decode)?;
+        // Link tensors stream their resolved targets (core's stream engine).
+        let mut spec = if ds.tensor_htype(t)?.is_link {
+            arrow::resolved_column_spec(&ds, t, decode)?
+        } else {
+            arrow::column_spec(&ds, t, decode)?
+        };
         if let Some((_, list)) = transforms.iter().find(|(n, _)| n == t) {
             let Kind::Array(mut d) = spec.kind else {
                 return Err(ApiError::bad_request(format!(
