@@ -166,10 +166,14 @@ def test_errors_are_exceptions_with_the_servers_message(url, served):
 
 
 def test_pip_installs_the_package(tmp_path):
+    import shutil
+
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    src = tmp_path / "client"
+    shutil.copytree(REPO / "client" / "python", src, ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-         str(REPO / "client" / "python")],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(src)],
         check=True,
     )
     out = subprocess.run(
