@@ -439,12 +439,7 @@ impl Linker {
                 resp.bytes().await.map_err(|e| Failure::of_reqwest(&e))
             }
             LinkTarget::S3 { bucket, key } => {
-                let store = self.s3_store(bucket, creds_key)?;
-                let path = ObjectPath::parse(key).map_err(|e| Failure {
-                    status: None,
-                    reason: format!("bad object key: {e}"),
-                    retryable: false,
-                })?;
+                let (store, path) = self.s3_object(bucket, key, creds_key)?;
                 let got = store
                     .get(&path)
                     .await
@@ -487,12 +482,7 @@ impl Linker {
                 Ok(resp.content_length().unwrap_or(0))
             }
             LinkTarget::S3 { bucket, key } => {
-                let store = self.s3_store(bucket, creds_key)?;
-                let path = ObjectPath::parse(key).map_err(|e| Failure {
-                    status: None,
-                    reason: format!("bad object key: {e}"),
-                    retryable: false,
-                })?;
+                let (store, path) = self.s3_object(bucket, key, creds_key)?;
                 let meta = store
                     .head(&path)
                     .await
@@ -517,6 +507,22 @@ impl Linker {
             }
         }
         req
+    }
+
+    /// The client and the object path of `s3://bucket/key`.
+    fn s3_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        creds_key: Option<&str>,
+    ) -> std::result::Result<(S3Client, ObjectPath), Failure> {
+        let store = self.s3_store(bucket, creds_key)?;
+        let path = ObjectPath::parse(key).map_err(|e| Failure {
+            status: None,
+            reason: format!("bad object key: {e}"),
+            retryable: false,
+        })?;
+        Ok((store, path))
     }
 
     /// The S3 client of `bucket` with creds set `creds_key`, made once. Its own retries
