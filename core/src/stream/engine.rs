@@ -150,7 +150,7 @@ impl Batch {
 struct Held {
     bytes: u64,
     counters: Arc<Counters>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Held {
@@ -236,29 +236,12 @@ impl Stream {
                 )));
             }
         }
-        let rows: Vec<u64> = match view {
-            Some(v) => {
-                if let Some(r) = v.iter().find(|r| **r >= len) {
-                    return Err(Error::invalid(format!(
-                        "view row {r} is past the end of the streamed tensors ({len} rows)"
-                    )));
-                }
-                v
-            }
-            None => (0..len).collect(),
-        };
-        let plan = match spec.order {
-            Order::Sequential => Plan::unchunked(rows.len()),
-            Order::Shuffle { .. } => Plan::new(&ds.chunk_keys(&spec.tensors[0], &rows)?),
-        };
-        let positions = plan.part(spec.order, spec.rank, spec.worker, spec.even, spec.cursor)?;
-        let mut batches: Vec<Vec<u64>> = positions
-            .chunks(spec.batch_size)
-            .map(|c| c.iter().map(|&p| rows[p]).collect())
-            .collect();
-        if spec.drop_last && batches.last().is_some_and(|b| b.len() < spec.batch_size) {
-            batches.pop();
-        }
+        // Checking the view, the chunk lookup and the epoch's order are O(rows): a view of
+        // millions of rows takes tens of milliseconds, so they run on the CPU pool.
+        let (plan_ds, plan_spec) = (ds.clone(), spec.clone());
+        let batches =
+            crate::runtime::spawn_cpu(move || plan_batches(&plan_ds, view, &plan_spec, len))
+                .await?;
         let rows_total = batches.iter().map(|b| b.len() as u64).sum();
         let counters = Arc::new(Counters::default());
         let budget = spec.prefetch_bytes;
@@ -293,6 +276,39 @@ impl Stream {
             budget: self.budget,
         }
     }
+}
+
+/// The batches (source rows) of the part and epoch `spec` names.
+fn plan_batches(
+    ds: &Dataset,
+    view: Option<Vec<u64>>,
+    spec: &StreamSpec,
+    len: u64,
+) -> Result<Vec<Vec<u64>>> {
+    let rows: Vec<u64> = match view {
+        Some(v) => {
+            if let Some(r) = v.iter().find(|r| **r >= len) {
+                return Err(Error::invalid(format!(
+                    "view row {r} is past the end of the streamed tensors ({len} rows)"
+                )));
+            }
+            v
+        }
+        None => (0..len).collect(),
+    };
+    let plan = match spec.order {
+        Order::Sequential => Plan::unchunked(rows.len()),
+        Order::Shuffle { .. } => Plan::new(&ds.chunk_keys(&spec.tensors[0], &rows)?),
+    };
+    let positions = plan.part(spec.order, spec.rank, spec.worker, spec.even, spec.cursor)?;
+    let mut batches: Vec<Vec<u64>> = positions
+        .chunks(spec.batch_size)
+        .map(|c| c.iter().map(|&p| rows[p]).collect())
+        .collect();
+    if spec.drop_last && batches.last().is_some_and(|b| b.len() < spec.batch_size) {
+        batches.pop();
+    }
+    Ok(batches)
 }
 
 async fn produce(
@@ -340,7 +356,7 @@ async fn produce(
             _held: Held {
                 bytes: bytes as u64,
                 counters: counters.clone(),
-                _permit: Some(permit),
+                _permit: permit,
             },
         };
         if tx.send(Ok(batch)).await.is_err() {
