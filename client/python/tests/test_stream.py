@@ -209,3 +209,33 @@ def test_a_killed_daemon_is_a_clear_error_not_a_hang(served, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_batches_kept_by_the_caller_are_never_overwritten(url, monkeypatch):
+    # The reader reuses its buffers only once no array views them: batches kept while
+    # the stream goes on keep their values.
+    from deeplake_rs import stream as stream_mod
+
+    taken = []
+    real_take = stream_mod._PooledBody._take
+
+    def take(self, n):
+        buf = real_take(self, n)
+        taken.append(id(buf))
+        return buf
+
+    monkeypatch.setattr(stream_mod._PooledBody, "_take", take)
+    ds = Dataset(url)
+    kept = []
+    copies = []
+    resize = {"images": [{"resize": {"height": 96, "width": 96}}]}
+    for b in ds.stream(tensors=["images", "labels"], batch_size=8, shuffle=True, seed=3, transforms=resize):
+        kept.append(b)
+        copies.append((b["images"].copy(), b["labels"].copy()))
+        if len(kept) > 3:
+            kept.pop(0)  # a dropped batch frees its buffer for reuse
+            copies.pop(0)
+        for k, (imgs, labels) in zip(kept, copies):
+            assert np.array_equal(k["images"], imgs) and np.array_equal(k["labels"], labels)
+    assert len(taken) == ROWS // 8, "each batch's pixels were read into a pooled buffer"
+    assert len(set(taken)) < len(taken), "buffers were reused"

@@ -450,6 +450,54 @@ pub fn decode_sample(
     }
 }
 
+/// Decodes a stored sample straight into `out`, which holds exactly its `shape` of
+/// `dtype` (a batch buffer's slot), so no per-sample buffer is allocated, zeroed and
+/// copied. Only JPEG into uint8 is done here: `Ok(false)` means the caller must
+/// decode another way (another codec or dtype, or a header whose shape differs from
+/// the stored one, which the ordinary path reports faithfully).
+pub fn decode_sample_into(
+    bytes: &[u8],
+    compression: &Compression,
+    dtype: Dtype,
+    shape: &[usize],
+    out: &mut [u8],
+) -> Result<bool, Error> {
+    if *compression != Compression::Jpeg || dtype != Dtype::U8 || shape.len() != 3 {
+        return Ok(false);
+    }
+    let corrupt = |reason: String| Error::corrupt("jpeg sample", reason);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
+    decoder
+        .decode_headers()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| corrupt("no frame header".into()))?;
+    let input = decoder
+        .input_colorspace()
+        .ok_or_else(|| corrupt("no frame header".into()))?;
+    let output = jpeg_output_colorspace(input, info.components).map_err(corrupt)?;
+    let header = [
+        usize::from(info.height),
+        usize::from(info.width),
+        output.num_components(),
+    ];
+    if header != shape
+        || !matches!(output, ColorSpace::RGB | ColorSpace::Luma)
+        || header.iter().product::<usize>() != out.len()
+    {
+        return Ok(false);
+    }
+    decoder.set_options(jpeg_options().jpeg_set_out_colorspace(output));
+    if decoder.output_buffer_size() != Some(out.len()) {
+        return Ok(false);
+    }
+    decoder
+        .decode_into(out)
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(true)
+}
+
 /// Encodes a raw array with a sample compression (jpeg quality 90 / png / lz4).
 /// Images must be uint8 `(H, W)`, `(H, W, 1)`, `(H, W, 3)` (png also `(H, W, 2)`
 /// gray+alpha, `(H, W, 4)` RGBA, and uint16 grayscale), as Pillow accepts them in 3.x.

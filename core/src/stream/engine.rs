@@ -30,6 +30,7 @@ use super::transform::{self, SampleAt, Transform};
 use crate::dataset::{Dataset, ReadOptions};
 use crate::error::{Error, Result};
 use crate::format::array::{NdArray, Sample};
+use crate::format::compression::Compression;
 
 /// How rows of different shapes are collated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +167,7 @@ struct Counters {
     bytes: AtomicU64,
     held: AtomicU64,
     peak_held: AtomicU64,
+    decoded_in_place: AtomicU64,
 }
 
 /// What a stream has done so far.
@@ -178,6 +180,8 @@ pub struct StreamStats {
     /// The most bytes of prepared batches held at once (waiting or with the consumer).
     pub peak_held: u64,
     pub budget: u64,
+    /// Samples decoded straight into their batch buffer (no per-sample buffer or copy).
+    pub decoded_in_place: u64,
 }
 
 /// A running stream (module docs).
@@ -274,6 +278,7 @@ impl Stream {
             bytes: c.bytes.load(Ordering::SeqCst),
             peak_held: c.peak_held.load(Ordering::SeqCst),
             budget: self.budget,
+            decoded_in_place: c.decoded_in_place.load(Ordering::SeqCst),
         }
     }
 }
@@ -322,8 +327,17 @@ async fn produce(
         spec.prefetch_bytes.min(Semaphore::MAX_PERMITS),
     ));
     let mut offset = spec.cursor.offset;
+    let pool = BufferPool::new(spec.ahead.max(1) + 2);
     let built = futures::stream::iter(batches)
-        .map(|rows| build(ds.clone(), spec.clone(), rows))
+        .map(|rows| {
+            build(
+                ds.clone(),
+                spec.clone(),
+                rows,
+                pool.clone(),
+                counters.clone(),
+            )
+        })
         .buffered(spec.ahead.max(1));
     futures::pin_mut!(built);
     while let Some(next) = built.next().await {
@@ -370,30 +384,67 @@ async fn build(
     ds: Arc<Dataset>,
     spec: Arc<StreamSpec>,
     rows: Vec<u64>,
+    pool: BufferPool,
+    counters: Arc<Counters>,
 ) -> Result<(Vec<u64>, Vec<(String, Column)>)> {
-    let opts = ReadOptions {
-        decode: spec.decode,
-        concurrency: spec.fetch_concurrency.max(1),
-    };
     let reads = spec.tensors.iter().map(|t| {
-        let (ds, rows, opts) = (&ds, &rows, &opts);
+        let (ds, rows, spec) = (&ds, &rows, &spec);
         async move {
+            let transforms = spec
+                .transforms
+                .iter()
+                .find(|(n, _)| n == t)
+                .map(|(_, l)| l.as_slice())
+                .unwrap_or(&[]);
             // A link tensor streams its targets, fetched and decoded as its inner htype.
-            let samples = if ds.tensor_htype(t)?.is_link {
-                ds.read_resolved_rows(t, rows, opts.decode).await?
+            let read = if ds.tensor_htype(t)?.is_link {
+                Read::Decoded(ds.read_resolved_rows(t, rows, spec.decode).await?)
+            } else if spec.decode && transforms.is_empty() {
+                // Stored bytes, decoded later straight into the batch buffer.
+                let opts = ReadOptions {
+                    decode: false,
+                    concurrency: spec.fetch_concurrency.max(1),
+                };
+                // As the reader decodes: the tensor's numeric dtype, else uint8 (text
+                // and json tensors say "str" or "Any", and are never decoded).
+                let dtype = ds
+                    .tensor_meta(t)?
+                    .dtype
+                    .as_deref()
+                    .and_then(|d| d.parse::<crate::Dtype>().ok())
+                    .unwrap_or(crate::Dtype::U8);
+                Read::Stored(ds.read_rows_with(t, rows, &opts).await?, dtype)
             } else {
-                ds.read_rows_with(t, rows, opts).await?
+                let opts = ReadOptions {
+                    decode: spec.decode,
+                    concurrency: spec.fetch_concurrency.max(1),
+                };
+                Read::Decoded(ds.read_rows_with(t, rows, &opts).await?)
             };
-            Ok::<_, Error>((t.clone(), samples))
+            Ok::<_, Error>((t.clone(), read))
         }
     });
-    let read: Vec<(String, Vec<Sample>)> = futures::future::try_join_all(reads).await?;
+    let read: Vec<(String, Read)> = futures::future::try_join_all(reads).await?;
     let spec2 = spec.clone();
     let rows2 = rows.clone();
     let columns = crate::runtime::spawn_cpu(move || {
         use rayon::prelude::*;
         read.into_iter()
-            .map(|(tensor, samples)| {
+            .map(|(tensor, read)| {
+                let samples = match read {
+                    Read::Stored(samples, dtype) => {
+                        match decode_into_batch(samples, dtype, &pool)? {
+                            Ok(col) => {
+                                counters
+                                    .decoded_in_place
+                                    .fetch_add(rows2.len() as u64, Ordering::SeqCst);
+                                return Ok((tensor, col));
+                            }
+                            Err(samples) => decode_all(samples, dtype)?,
+                        }
+                    }
+                    Read::Decoded(samples) => samples,
+                };
                 let transforms = spec2
                     .transforms
                     .iter()
@@ -432,6 +483,154 @@ async fn build(
     })
     .await?;
     Ok((rows, columns))
+}
+
+/// One tensor's rows as read: decoded, or stored bytes still to decode (with the
+/// tensor's dtype).
+enum Read {
+    Decoded(Vec<Sample>),
+    Stored(Vec<Sample>, crate::Dtype),
+}
+
+/// Decodes a batch of JPEG rows of one shape straight into one batch buffer (in
+/// parallel, each row into its own slot), skipping the per-row buffer and the copy of
+/// collation. Rows that do not fit that mould are handed back for the general path.
+fn decode_into_batch(
+    samples: Vec<Sample>,
+    dtype: crate::Dtype,
+    pool: &BufferPool,
+) -> Result<std::result::Result<Column, Vec<Sample>>> {
+    use rayon::prelude::*;
+    let first_shape = match samples.first() {
+        Some(Sample::Encoded {
+            compression: Compression::Jpeg,
+            shape: Some(s),
+            ..
+        }) => s.clone(),
+        _ => return Ok(Err(samples)),
+    };
+    let same = samples.iter().all(|s| {
+        matches!(s, Sample::Encoded { compression: Compression::Jpeg, shape: Some(sh), .. } if *sh == first_shape)
+    });
+    // The stored shape sizes the buffer before any header is read: it must be a sane
+    // image (the decoder checks each header against it).
+    let sane = first_shape.len() == 3
+        && (first_shape[0] as u64).saturating_mul(first_shape[1] as u64)
+            <= crate::format::compression::MAX_IMAGE_PIXELS
+        && first_shape[2] <= 4;
+    let per: usize = first_shape.iter().product();
+    let Some(total) = per.checked_mul(samples.len()) else {
+        return Ok(Err(samples));
+    };
+    if dtype != crate::Dtype::U8 || !same || !sane || per == 0 {
+        return Ok(Err(samples));
+    }
+    let mut buf = pool.take(total);
+    let fitted = buf
+        .as_mut_slice()
+        .par_chunks_mut(per)
+        .zip(samples.par_iter())
+        .map(|(out, s)| match s {
+            Sample::Encoded {
+                bytes,
+                compression,
+                shape: Some(shape),
+            } => crate::format::compression::decode_sample_into(
+                bytes,
+                compression,
+                crate::Dtype::U8,
+                shape,
+                out,
+            ),
+            _ => Ok(false),
+        })
+        .collect::<Result<Vec<bool>>>()?;
+    if !fitted.iter().all(|&f| f) {
+        return Ok(Err(samples));
+    }
+    let mut shape = vec![samples.len()];
+    shape.extend_from_slice(&first_shape);
+    Ok(Ok(Column::Dense(NdArray::new(
+        crate::Dtype::U8,
+        shape,
+        bytes::Bytes::from_owner(buf),
+    )?)))
+}
+
+/// Decodes stored rows the ordinary way (the codecs core decodes; others stay bytes).
+fn decode_all(samples: Vec<Sample>, dtype: crate::Dtype) -> Result<Vec<Sample>> {
+    use rayon::prelude::*;
+    samples
+        .into_par_iter()
+        .map(|s| match s {
+            Sample::Encoded {
+                bytes,
+                compression,
+                shape: Some(shape),
+            } if compression.can_decode() => Ok(Sample::Array(
+                crate::format::compression::decode_sample(&bytes, &compression, dtype, &shape)?,
+            )),
+            other => Ok(other),
+        })
+        .collect()
+}
+
+/// Batch buffers handed back once their batch is dropped, so the next batches reuse
+/// memory already mapped instead of faulting in (and the kernel zeroing) fresh pages.
+#[derive(Clone)]
+struct BufferPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>, usize);
+
+impl BufferPool {
+    fn new(keep: usize) -> Self {
+        BufferPool(Arc::new(std::sync::Mutex::new(Vec::new())), keep)
+    }
+
+    /// A buffer of `len` bytes. Its contents are stale, and every byte is overwritten
+    /// by the decoder before the batch is handed out.
+    fn take(&self, len: usize) -> PooledBuf {
+        let reused = self.0.lock().ok().and_then(|mut free| {
+            let i = free.iter().position(|b| b.capacity() >= len)?;
+            Some(free.swap_remove(i))
+        });
+        let mut buf = reused.unwrap_or_default();
+        buf.resize(len, 0);
+        buf.truncate(len);
+        PooledBuf {
+            buf,
+            pool: Arc::downgrade(&self.0),
+            keep: self.1,
+        }
+    }
+}
+
+/// A batch buffer that goes back to its pool when the last view of it is dropped.
+struct PooledBuf {
+    buf: Vec<u8>,
+    pool: std::sync::Weak<std::sync::Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+}
+
+impl PooledBuf {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade()
+            && let Ok(mut free) = pool.lock()
+            && free.len() < self.keep
+        {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// Collates one tensor's samples of a batch (module docs).

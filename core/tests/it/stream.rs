@@ -129,6 +129,10 @@ async fn values_equal_the_datasets_and_ragged_images_pad() {
     let stats = s.stats();
     assert_eq!((stats.rows, stats.batches), (ROWS, 12));
     assert!(stats.peak_held > 0 && stats.peak_held <= stats.budget);
+    assert_eq!(
+        stats.decoded_in_place, 0,
+        "mixed sizes take the general path"
+    );
 }
 
 #[tokio::test]
@@ -444,4 +448,79 @@ async fn link_tensors_stream_their_decoded_targets() {
     .unwrap();
     let e = s.next().await.unwrap().unwrap_err().to_string();
     assert!(e.contains("7.jpg") && e.contains("photos"), "{e}");
+}
+
+#[tokio::test]
+async fn uniform_jpeg_batches_decode_in_place_and_a_held_batch_keeps_its_pixels() {
+    // One image size: every batch takes the decode-into-the-batch-buffer path, whose
+    // buffers are reused once a batch is dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("ds").to_str().unwrap().to_owned();
+    std::fs::create_dir_all(&url).unwrap();
+    let mut ds = Dataset::create(&url, OpenOptions::default()).await.unwrap();
+    ds.create_tensor(
+        "images",
+        TensorOptions::new("image").sample_compression("jpeg"),
+    )
+    .await
+    .unwrap();
+    let rows: Vec<u64> = (0..40).map(|r| r * 3 + 1).collect();
+    ds.extend("images", rows.iter().map(|&r| jpeg(r)).collect())
+        .await
+        .unwrap();
+    ds.commit("rows").await.unwrap();
+    let ds = Arc::new(ds);
+    let mut want = Vec::new();
+    for r in 0..40 {
+        let Sample::Array(a) = ds.read("images", r).await.unwrap() else {
+            panic!("row {r} did not decode");
+        };
+        want.push(a.data.to_vec());
+    }
+    let mut held = None;
+    for epoch in 0..3 {
+        let mut s = Stream::open(
+            ds.clone(),
+            None,
+            StreamSpec {
+                tensors: vec!["images".into()],
+                batch_size: 8,
+                order: Order::Shuffle {
+                    seed: 9,
+                    buffer: 16,
+                },
+                cursor: Cursor { epoch, offset: 0 },
+                ..StreamSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        while let Some(b) = s.next().await {
+            let b = b.unwrap();
+            let Column::Dense(a) = b.column("images").unwrap() else {
+                panic!("one image size collates dense");
+            };
+            assert_eq!(a.shape, vec![b.rows.len(), 8, 8, 3]);
+            for (i, &row) in b.rows.iter().enumerate() {
+                assert_eq!(
+                    &a.data[i * 192..(i + 1) * 192],
+                    &want[row as usize][..],
+                    "row {row}"
+                );
+            }
+            if held.is_none() {
+                held = Some((b.rows.clone(), a.data.clone()));
+            }
+        }
+        assert_eq!(s.stats().decoded_in_place, 40, "epoch {epoch}");
+    }
+    // Later batches reused freed buffers, never the one still held.
+    let (rows, data) = held.unwrap();
+    for (i, &row) in rows.iter().enumerate() {
+        assert_eq!(
+            &data[i * 192..(i + 1) * 192],
+            &want[row as usize][..],
+            "held row {row}"
+        );
+    }
 }

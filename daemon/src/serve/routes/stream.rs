@@ -394,6 +394,7 @@ pub async fn stream(
             bytes = bytes_out,
             peak_prefetch_bytes = st.peak_held,
             budget_bytes = st.budget,
+            decoded_in_place = st.decoded_in_place,
             seconds = started.elapsed().as_secs_f64(),
             "stream finished"
         );
