@@ -94,6 +94,16 @@ run_client_test() {
         "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q client/python/tests
 }
 
+# The user docs: every code block of the pages integration-tests/docs lists runs.
+run_docs_test() {
+    local target
+    target=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
+    cargo build --workspace --bins || return 1
+    DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
+        "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/docs
+}
+
 # The connector image: hadolint, then a Podman build and spec/check/write inside it.
 run_image_test() {
     local venv
@@ -109,6 +119,7 @@ run_step "API fuzzing (schemathesis)" bash scripts/schemathesis.sh
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
 run_step "python client (numpy, torch)" run_client_test
+run_step "user docs (quickstart)" run_docs_test
 run_step "image (hadolint, podman)" run_image_test
 
 section "summary"
