@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cases;
+pub mod faults;
 pub mod http;
 pub mod oracle;
 pub mod samples;

@@ -437,6 +437,11 @@ impl Dataset {
     ) -> Result<Dataset> {
         let (meta, info, ds_diff, tensors, flush_seq) = state;
         let locator = ChunkLocator::new(&tree, &node)?;
+        if !node.is_root() {
+            for t in tensors.values() {
+                locator.prime(&node, &t.key, t.chunk_set.clone())?;
+            }
+        }
         let cache = cache::CacheView::new(cache, store.url());
         Ok(Dataset {
             store,
@@ -1601,7 +1606,11 @@ impl Dataset {
         self.info_dirty = false;
         self.meta_dirty = false;
         for t in self.tensors.values() {
-            self.locator.invalidate(&node, &t.key)?;
+            if node.is_root() {
+                self.locator.invalidate(&node, &t.key)?;
+            } else {
+                self.locator.prime(&node, &t.key, t.chunk_set.clone())?;
+            }
         }
         self.cache.clear();
         Ok(())

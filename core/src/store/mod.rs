@@ -63,9 +63,41 @@ fn entry_modified(m: &object_store::ObjectMeta) -> std::time::SystemTime {
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
     pub options: Vec<(String, String)>,
+    /// Wraps the backend's object store: every request of the opened store goes
+    /// through it (fault injection in tests, request accounting).
+    pub layer: Option<StoreLayer>,
+}
+
+/// A wrapper put around a backend's object store (see [`StoreOptions::layer`]).
+#[derive(Clone)]
+pub struct StoreLayer(pub Arc<LayerFn>);
+
+/// The function of a [`StoreLayer`]: the wrapped store from the backend's.
+pub type LayerFn = dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
+
+impl std::fmt::Debug for StoreLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreLayer")
+    }
 }
 
 impl StoreOptions {
+    /// These options with `layer` around the backend.
+    pub fn with_layer(
+        mut self,
+        layer: impl Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync + 'static,
+    ) -> Self {
+        self.layer = Some(StoreLayer(Arc::new(layer)));
+        self
+    }
+
+    fn wrap(&self, inner: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        match &self.layer {
+            Some(l) => (l.0)(inner),
+            None => inner,
+        }
+    }
+
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.options.push((key.into(), value.into()));
         self
@@ -215,7 +247,7 @@ impl Store {
                     .clone()
             };
             return Ok(Store {
-                inner: mem,
+                inner: opts.wrap(mem),
                 root: clean_prefix(prefix)?,
                 url: url.to_owned(),
                 backend: Backend::Memory,
@@ -240,7 +272,7 @@ impl Store {
                 .build()
                 .map_err(|e| Error::invalid(format!("cannot open {url}: {e}")))?;
             return Ok(Store {
-                inner: Arc::new(s3),
+                inner: opts.wrap(Arc::new(s3)),
                 root: clean_prefix(prefix)?,
                 url: url.to_owned(),
                 backend: Backend::S3,
@@ -273,7 +305,7 @@ impl Store {
             .with_fsync(false);
         let batched = !none;
         Ok(Store {
-            inner: Arc::new(local),
+            inner: opts.wrap(Arc::new(local)),
             root: String::new(),
             url: url.to_owned(),
             backend: Backend::Local,

@@ -146,6 +146,19 @@ impl ChunkLocator {
             .map_err(|_| Error::internal("chunk-set cache poisoned"))
     }
 
+    /// Takes `set` as the `chunk_set` of `key` at `commit` instead of reading its file:
+    /// a head's set is what its flush record says, and the 3.x file may lag behind it
+    /// (a flush whose refresh of the 3.x files failed midway).
+    pub fn prime(&self, commit: &CommitId, key: &TensorName, set: ChunkSet) -> Result<()> {
+        self.lock()?
+            .insert((commit.clone(), key.clone()), std::sync::Arc::new(set));
+        self.resolved
+            .lock()
+            .map_err(|_| Error::internal("chunk-location cache poisoned"))?
+            .remove(key);
+        Ok(())
+    }
+
     /// Forgets a cached set (after the writer changed it).
     pub fn invalidate(&self, commit: &CommitId, key: &TensorName) -> Result<()> {
         self.lock()?.remove(&(commit.clone(), key.clone()));

@@ -4,6 +4,7 @@
 
 mod cache;
 mod corrupt;
+mod faults;
 mod fuzz_corpus;
 mod gc;
 mod handoff;
