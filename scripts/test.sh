@@ -94,6 +94,13 @@ run_client_test() {
         "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q client/python/tests
 }
 
+# The web visualizer in chromium (scripts/web-test.sh), with the build of the steps
+# above.
+run_web_test() {
+    cargo build --workspace --bins || return 1
+    bash scripts/web-test.sh
+}
+
 # The connector image: hadolint, then a Podman build and spec/check/write inside it.
 run_image_test() {
     local venv
@@ -109,6 +116,7 @@ run_step "API fuzzing (schemathesis)" bash scripts/schemathesis.sh
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
 run_step "python client (numpy, torch)" run_client_test
+run_step "web visualizer (chromium)" run_web_test
 run_step "image (hadolint, podman)" run_image_test
 
 section "summary"
