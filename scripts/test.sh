@@ -2,7 +2,8 @@
 # The project's full check, as CI runs it: installs the test tools (scripts/setup.sh),
 # starts the local S3 server, then runs formatting, lints, the dependency-direction
 # rule, every Rust test, schemathesis against the HTTP API, the interop suite against
-# deeplake 3.9.52 / 4.7.4, and the Airbyte connector with a real source.
+# deeplake 3.9.52 / 4.7.4, the Airbyte connector with a real source, the Python client,
+# the web visualizer in chromium and the connector image.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

@@ -58,8 +58,8 @@ async function api(path) {
 const waitScreen = (page, n) => page.waitForFunction((k) => window.__viz.screens >= k, n, { timeout: 15000 });
 
 /** Pixel statistics of the canvas of the grid cell showing `row` (the image area). */
-function cellPixels(page, row) {
-  return page.evaluate((r) => {
+function cellPixels(page, row, withData = true) {
+  return page.evaluate(([r, keep]) => {
     const cell = [...document.querySelectorAll('.cell')].find((c) => !c.hidden && c.dataset.row === String(r));
     if (!cell) return null;
     const c = cell.querySelector('canvas');
@@ -71,8 +71,8 @@ function cellPixels(page, row) {
         sum[0] += d[i]; sum[1] += d[i + 1]; sum[2] += d[i + 2];
       }
     }
-    return { opaque, total: d.length / 4, mean: sum.map((s) => s / Math.max(1, opaque)), data: Array.from(d) };
-  }, row);
+    return { opaque, total: d.length / 4, mean: sum.map((s) => s / Math.max(1, opaque)), data: keep ? Array.from(d) : null };
+  }, [row, withData]);
 }
 
 /** The mean colour of a sample's image, decoded by the browser on its own. */
@@ -200,6 +200,19 @@ test('rich dataset: thumbnails, overlays, query, branches, diff, sequence', asyn
   await page.selectOption('#compare', '');
   await waitScreen(page, 9);
 
+  // Keyboard: arrows move the focused cell, Enter opens its row, Escape closes it.
+  await page.focus('.grid');
+  await page.keyboard.press('Home');
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('ArrowDown');
+  const cols = await page.evaluate(() => window.__viz.grids[0].cols);
+  assert.equal(await page.evaluate(() => window.__viz.grids[0].focus), 1 + cols);
+  assert.ok(await page.$(`.cell.focused[data-row="${1 + cols}"]`));
+  await page.keyboard.press('Enter');
+  await page.waitForSelector(`.sample[aria-label="row ${1 + cols}"]`);
+  await page.keyboard.press('Escape');
+  assert.equal(await page.isHidden('#sample'), true);
+
   // The sample view and its sequence scrubber: one frame request per step.
   await page.click('.cell[data-row="1"]');
   await page.waitForSelector('section[data-tensor="clip"][data-frame="0"]');
@@ -231,13 +244,20 @@ test('rich dataset: thumbnails, overlays, query, branches, diff, sequence', asyn
 test('10k images: the first screen of thumbnails in under 1 s', async () => {
   const { context, page, errors } = await openPage();
   await page.goto(`${BASE}/#/d/${TEN_K}`);
-  await waitScreen(page, 1);
+  await page.waitForFunction(() => window.__viz.firstScreenMs !== null, null, { timeout: 15000 });
   const ms = await page.evaluate(() => window.__viz.firstScreenMs);
-  const cells = await page.$$eval('.cell:not([hidden])[data-row]', (cs) => cs.length);
+  const cells = await page.evaluate(() => window.__viz.grids[0].firstScreenCells);
   console.log(`first screen of ${cells} thumbnails (10k images): ${ms.toFixed(0)} ms after navigation`);
   writeFileSync(join(OUT, 'first-screen-ms.txt'), `${ms.toFixed(1)}\n`);
+  await waitScreen(page, 1);
   await shot(page, 'images10k');
-  assert.ok(cells >= 20, `${cells} thumbnails`);
+  // The first screen is every cell on screen: 7 columns by 4 lines at 1280 x 800, each
+  // showing its image.
+  assert.ok(cells >= 28, `${cells} thumbnails`);
+  for (let row = 0; row < cells; row++) {
+    const px = await cellPixels(page, row, false);
+    assert.ok(px && px.opaque > px.total * 0.9, `row ${row} is drawn`);
+  }
   assert.ok(ms < 1000, `first screen took ${ms} ms`);
   assert.deepEqual(errors, []);
   await context.close();

@@ -8,7 +8,9 @@ import { Grid, RowLoader } from './grid.js';
 import { OVERLAY_HTYPES } from './render.js';
 import { SampleView } from './sample.js';
 
-// Figures the browser tests read (and anyone curious, from the console).
+// Figures the browser tests read (and anyone curious, from the console): the time of
+// the first screen of thumbnails, and a count of grids that settled (every cell on
+// screen drawn with its overlays).
 const viz = (window.__viz = { firstScreenMs: null, screens: 0, grids: [], loaders: [] });
 
 const CAPTION_HTYPES = new Set(['class_label', 'text']);
@@ -107,7 +109,8 @@ async function datasetPage(main, name) {
   const sample = new SampleView(document.getElementById('sample'), {
     dataset: name,
     get ref() { return st.ref; },
-    step: () => {},
+    // Keyboard users land back on the grid they came from.
+    onClose: () => { if (gridsState.length) gridsState[0].root.focus({ preventScroll: true }); },
   });
 
   let branches = [];
@@ -242,6 +245,8 @@ async function datasetPage(main, name) {
     for (const g of gridsState) {
       g.grid.addEventListener('firstscreen', () => {
         if (viz.firstScreenMs === null) viz.firstScreenMs = g.grid.firstScreen;
+      }, { once: true });
+      g.grid.addEventListener('settled', () => {
         viz.screens++;
         setStatus(`${source.count} rows`);
       }, { once: true });
@@ -299,9 +304,13 @@ async function datasetPage(main, name) {
   diffSel.addEventListener('change', () => { st.diff = diffSel.value; refresh(); });
   compareSel.addEventListener('change', () => { st.compare = compareSel.value; refresh(); });
 
-  await Promise.all([loadInfo(), fillRefs()]);
+  // The grid needs only the dataset's tensors; the ref pickers follow.
+  await loadInfo();
+  performance.mark('viz:info');
   fillTensorPickers();
+  const refs = fillRefs().then(fillTensorPickers);
   await refresh();
+  await refs;
 }
 
 async function route() {
@@ -315,6 +324,7 @@ async function route() {
   }
 }
 
+performance.mark('viz:start');
 takeTokenFromHash();
 window.addEventListener('hashchange', route);
 route();

@@ -3,7 +3,8 @@
 // transform and given a new row). A cell starts its fetches once scrolling pauses, and
 // a cell that scrolls away aborts them, so fetches follow what is on screen.
 //
-// `RowLoader` gets one row's primary image (raw bytes -> bitmap) and its overlay and
+// `RowLoader` gets one row's primary image (raw bytes -> bitmap), drawn as soon as it
+// arrives (the first screen of thumbnails does not wait for labels), and its overlay and
 // caption samples (one slice request per tensor per page of rows, shared by the cells
 // of that page); both caches are bounded LRUs.
 
@@ -65,17 +66,27 @@ export class RowLoader {
     return p;
   }
 
-  async load(row, signal) {
+  /** The row's overlay samples (enabled ones) and caption text. */
+  async annotations(row) {
     const wanted = this.overlays.filter((t) => this.enabled.has(t.name) && row < t.length);
     const captions = this.captions.filter((t) => row < t.length);
-    const [img, overlaySamples, captionSamples] = await Promise.all([
-      this.primary && row < this.primary.length ? this.image(row, signal) : null,
+    const [overlaySamples, captionSamples] = await Promise.all([
       Promise.all(wanted.map((t) => this.page(t, row))),
       Promise.all(captions.map((t) => this.page(t, row))),
     ]);
     const overlays = wanted.map((tensor, i) => ({ tensor, sample: overlaySamples[i] }));
     const caption = captions.map((t, i) => sampleText(captionSamples[i], t)).filter(Boolean).join(' · ');
-    return { bitmap: img && img.bitmap, url: img && img.url, overlays, caption };
+    return { overlays, caption };
+  }
+
+  /** The row's primary image entry, or null when there is none. */
+  thumbnail(row, signal) {
+    return this.primary && row < this.primary.length ? this.image(row, signal) : Promise.resolve(null);
+  }
+
+  async load(row, signal) {
+    const [img, ann] = await Promise.all([this.thumbnail(row, signal), this.annotations(row)]);
+    return Object.assign({ bitmap: img && img.bitmap, url: img && img.url }, ann);
   }
 }
 
@@ -105,17 +116,20 @@ export class Grid extends EventTarget {
 
   /** New data: `source` maps view index -> source row, `loader` fetches a row. */
   setData(source, loader, decorate = () => {}) {
+    performance.mark('viz:set-data');
     this.source = source;
     this.loader = loader;
     this.decorate = decorate;
     this.count = source.count;
     this.generation++;
     this.firstScreen = null;
+    this.settled = false;
     this.root.scrollTop = 0;
     this.focus = 0;
     for (const c of this.cells) this.release(c);
     this.layout();
-    this.scheduleLoads(0);
+    clearTimeout(this.settleTimer);
+    this.loadVisible();
   }
 
   get cellH() {
@@ -164,6 +178,7 @@ export class Grid extends EventTarget {
     cell.ctrl = null;
     cell.index = -1;
     cell.loaded = false;
+    cell.thumb = false;
     cell.data = null;
   }
 
@@ -220,8 +235,16 @@ export class Grid extends EventTarget {
   }
 
   loadVisible() {
+    performance.mark('viz:load-visible');
     const gen = this.generation;
-    const pending = this.cells.filter((c) => c.index >= 0 && !c.loaded && !c.ctrl);
+    // Cells on screen first, in reading order, then the margin: the browser sends a
+    // few requests per host at a time, in the order they were made.
+    const top = Math.floor(this.root.scrollTop / this.cellH) * this.cols;
+    const bottom = top + this.cols * Math.ceil(this.root.clientHeight / this.cellH);
+    const onScreen = (c) => c.index >= top && c.index < bottom;
+    const pending = this.cells
+      .filter((c) => c.index >= 0 && !c.loaded && !c.ctrl)
+      .sort((a, b) => (onScreen(b) - onScreen(a)) || a.index - b.index);
     for (const c of pending) this.loadCell(c, gen);
   }
 
@@ -229,13 +252,24 @@ export class Grid extends EventTarget {
     const index = cell.index;
     const ctrl = new AbortController();
     cell.ctrl = ctrl;
+    const current = () => cell.index === index && gen === this.generation;
     try {
       const row = await this.source.row(index, ctrl.signal);
-      if (cell.index !== index || gen !== this.generation) return;
+      if (!current()) return;
       cell.row = row;
-      const data = await this.loader.load(row, ctrl.signal);
-      if (cell.index !== index || gen !== this.generation) return;
-      cell.data = data;
+      // The thumbnail is drawn as soon as it arrives; overlays and captions follow.
+      const thumb = this.loader.thumbnail(row, ctrl.signal).then((img) => {
+        if (!current() || cell.loaded) return img;
+        cell.data = { bitmap: img && img.bitmap, url: img && img.url, overlays: [], caption: '' };
+        cell.thumb = true;
+        this.paint(cell);
+        this.checkFirstScreen();
+        return img;
+      });
+      const [img, ann] = await Promise.all([thumb, this.loader.annotations(row)]);
+      if (!current()) return;
+      cell.data = Object.assign({ bitmap: img && img.bitmap, url: img && img.url }, ann);
+      cell.thumb = true;
       cell.loaded = true;
       cell.ctrl = null;
       this.paint(cell);
@@ -245,6 +279,7 @@ export class Grid extends EventTarget {
       if (cell.index === index) {
         cell.ctrl = null;
         cell.loaded = true;
+        cell.thumb = true;
         cell.cap.textContent = `error: ${e.message}`;
         cell.el.classList.add('failed');
       }
@@ -274,14 +309,23 @@ export class Grid extends EventTarget {
     this.dispatchEvent(new Event('redrawn'));
   }
 
+  /**
+   * Fires `firstscreen` once every cell on screen shows its thumbnail and `settled`
+   * once they also have their overlays and captions (each once per `setData`).
+   */
   checkFirstScreen() {
-    if (this.firstScreen) return;
+    if (this.settled) return;
     const top = Math.floor(this.root.scrollTop / this.cellH) * this.cols;
     const visible = Math.min(this.count - top, this.cols * Math.ceil(this.root.clientHeight / this.cellH));
-    const done = this.cells.filter((c) => c.loaded && c.index >= top && c.index < top + visible).length;
-    if (done >= visible) {
+    const shown = this.cells.filter((c) => c.index >= top && c.index < top + visible);
+    if (!this.firstScreen && shown.filter((c) => c.thumb).length >= visible) {
       this.firstScreen = performance.now();
+      this.firstScreenCells = visible;
       this.dispatchEvent(new Event('firstscreen'));
+    }
+    if (shown.filter((c) => c.loaded).length >= visible) {
+      this.settled = true;
+      this.dispatchEvent(new Event('settled'));
     }
   }
 
@@ -311,6 +355,9 @@ export class Grid extends EventTarget {
       this.scrollToIndex(this.focus);
       this.scheduleLoads(SETTLE_MS);
     } else if (e.key === 'Enter') {
+      // The sample view focuses its close button; Enter's default action must not
+      // press it.
+      e.preventDefault();
       const c = this.cells.find((x) => x.index === this.focus);
       this.onOpen(this.focus, c && c.row);
     }

@@ -26,8 +26,8 @@ export class SampleView {
     this.urls = [];
     this.onKey = (e) => {
       if (e.key === 'Escape') this.close();
-      else if (e.key === 'ArrowRight' && e.altKey) this.ctx.step(1);
-      else if (e.key === 'ArrowLeft' && e.altKey) this.ctx.step(-1);
+      else if (e.key === 'ArrowRight' && e.altKey) this.step(1);
+      else if (e.key === 'ArrowLeft' && e.altKey) this.step(-1);
     };
   }
 
@@ -41,6 +41,13 @@ export class SampleView {
     if (this.ctx.onClose) this.ctx.onClose();
   }
 
+  /** Opens the row `d` rows away, if the dataset has it. */
+  step(d) {
+    const row = this.row + d;
+    const length = Math.max(0, ...this.tensors.map((t) => t.length));
+    if (row >= 0 && row < length) this.open(row, this.tensors, this.enabled);
+  }
+
   stop() {
     if (this.timer) clearInterval(this.timer);
     this.timer = 0;
@@ -49,6 +56,7 @@ export class SampleView {
   /** Opens row `row` of the dataset at `ref`; `tensors` are the dataset route's infos. */
   async open(row, tensors, enabled) {
     this.close();
+    Object.assign(this, { row, tensors, enabled });
     const { dataset, ref } = this.ctx;
     this.root.hidden = false;
     const body = el('div', { class: 'sample-body' });
