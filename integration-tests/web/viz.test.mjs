@@ -57,6 +57,13 @@ async function api(path) {
 
 const waitScreen = (page, n) => page.waitForFunction((k) => window.__viz.screens >= k, n, { timeout: 15000 });
 
+/** Runs `action`, then waits until `grids` more grids settled (cells on screen drawn). */
+async function settle(page, action, grids = 1) {
+  const n = await page.evaluate(() => window.__viz.screens);
+  await action();
+  await waitScreen(page, n + grids);
+}
+
 /** Pixel statistics of the canvas of the grid cell showing `row` (the image area). */
 function cellPixels(page, row, withData = true) {
   return page.evaluate(([r, keep]) => {
@@ -155,50 +162,49 @@ test('rich dataset: thumbnails, overlays, query, branches, diff, sequence', asyn
   const circles = labels.samples.filter((s) => names[s.data[0]] === 'circle').length;
   assert.ok(circles > 0);
   await page.fill('#tql', "SELECT * WHERE labels == 'circle'");
-  await page.click('#run');
-  await page.waitForFunction(() => document.querySelector('#tql-msg').dataset.count);
+  await settle(page, () => page.click('#run'));
   assert.equal(Number(await page.getAttribute('#tql-msg', 'data-count')), circles);
-  await waitScreen(page, 2);
   const shownRows = await page.$$eval('.cell:not([hidden])[data-row]', (cs) => cs.map((c) => Number(c.dataset.row)));
   const firstCircle = labels.samples.findIndex((s) => names[s.data[0]] === 'circle');
   assert.ok(shownRows.includes(firstCircle), `row ${firstCircle} is shown (${shownRows})`);
   assert.equal(await page.evaluate(() => window.__viz.grids[0].count), circles);
   await shot(page, 'rich-query');
+  // The query saved as a view: the daemon lists it with the same rows.
+  page.once('dialog', (d) => d.accept('circles'));
+  await settle(page, () => page.click('#save-view'));
+  await page.waitForFunction(() => /saved view circles/.test(document.querySelector('#tql-msg').textContent));
+  const view = await api(`datasets/${RICH}/views/circles`);
+  assert.equal(JSON.stringify(view).includes("labels == 'circle'"), true, JSON.stringify(view).slice(0, 300));
   // A bad query shows where it fails.
   await page.fill('#tql', 'SELECT * WHERE labels ==');
   await page.click('#run');
   await page.waitForSelector('#tql-msg.error');
   assert.match(await page.textContent('#tql-msg'), /position \d+/);
-  await page.click('#clear');
-  await waitScreen(page, 3);
+  await settle(page, () => page.click('#clear'));
 
   // Another branch: more rows and row 0 relabelled.
   const relabel = await api(`datasets/${RICH}/tensors/labels/samples/0?ref=relabel`);
   const relabelled = names[relabel.data[0]];
   assert.notEqual(relabelled, label0);
-  await page.selectOption('#ref', 'relabel');
-  await waitScreen(page, 4);
+  await settle(page, () => page.selectOption('#ref', 'relabel'));
   assert.equal(await page.evaluate(() => window.__viz.grids[0].count), info.length + 5);
   const alt2 = await page.getAttribute('.cell[data-row="0"] canvas', 'aria-label');
   assert.match(alt2, new RegExp(`^row 0: .*${relabelled}`));
   // Diff against main: relabelled rows are marked changed.
-  await page.selectOption('#diff', 'main');
-  await waitScreen(page, 5);
+  await settle(page, () => page.selectOption('#diff', 'main'));
   assert.ok(await page.$('.cell[data-row="0"].updated'), 'row 0 is marked changed');
   assert.ok(await page.$('.cell[data-row="1"]:not(.updated):not(.added)'), 'row 1 is unmarked');
   assert.match(await page.textContent('#legend'), /\+5 added/);
   await shot(page, 'rich-diff');
-  await page.selectOption('#diff', '');
-  await waitScreen(page, 6);
+  await settle(page, () => page.selectOption('#diff', ''));
 
   // Compare two refs side by side, scrolling together.
-  await page.selectOption('#compare', 'ref:main');
-  await page.waitForFunction(() => window.__viz.grids.length === 2 && window.__viz.screens >= 8, null, { timeout: 15000 });
+  await settle(page, () => page.selectOption('#compare', 'ref:main'), 2);
+  assert.equal(await page.evaluate(() => window.__viz.grids.length), 2);
   await page.evaluate(() => { window.__viz.grids[0].root.scrollTop = 400; });
   await page.waitForFunction(() => window.__viz.grids[1].root.scrollTop === window.__viz.grids[0].root.scrollTop);
   await shot(page, 'rich-compare');
-  await page.selectOption('#compare', '');
-  await waitScreen(page, 9);
+  await settle(page, () => page.selectOption('#compare', ''));
 
   // Keyboard: arrows move the focused cell, Enter opens its row, Escape closes it.
   await page.focus('.grid');

@@ -279,12 +279,21 @@ async function datasetPage(main, name) {
       tqlMsg.textContent = 'run a query first';
       return;
     }
+    // The daemon saves views from the last commit of main, as 3.x does.
+    if (st.ref !== 'main') {
+      tqlMsg.className = 'msg error';
+      tqlMsg.textContent = 'views are saved from main: switch the ref to main first';
+      return;
+    }
     const id = window.prompt('view id:');
     if (!id) return;
     try {
       await postJson(paths.views(name), { id, query: st.resultQuery });
+      // A write drops the daemon's kept results: the query runs again for its pages.
+      tqlInput.value = st.resultQuery;
+      await runQuery();
       tqlMsg.className = 'msg';
-      tqlMsg.textContent = `saved view ${id}`;
+      tqlMsg.textContent = `saved view ${id} (${st.result.total} rows)`;
     } catch (e) {
       tqlMsg.className = 'msg error';
       tqlMsg.textContent = `${e.kind || 'error'}: ${e.message}`;
