@@ -1,7 +1,8 @@
 // Browser tests of the web visualizer: a real chromium driven by playwright-core
 // against a running `deeplake serve` (scripts/test.sh starts it and builds the
 // datasets). Environment: DEEPLAKE_VIZ_URL (the server), DEEPLAKE_VIZ_OUT (where
-// screenshots and figures go), DEEPLAKE_VIZ_RICH / _10K / _100K (dataset names).
+// screenshots and figures go), DEEPLAKE_VIZ_RICH / _10K / _100K (dataset names),
+// DEEPLAKE_VIZ_TOKEN_URL and DEEPLAKE_VIZ_TOKEN (a server that needs that read token).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -13,6 +14,8 @@ const OUT = process.env.DEEPLAKE_VIZ_OUT || 'target/web-test';
 const RICH = process.env.DEEPLAKE_VIZ_RICH || 'rich';
 const TEN_K = process.env.DEEPLAKE_VIZ_10K || 'images10k';
 const HUNDRED_K = process.env.DEEPLAKE_VIZ_100K || 'rows100k';
+const TOKEN_URL = process.env.DEEPLAKE_VIZ_TOKEN_URL;
+const TOKEN = process.env.DEEPLAKE_VIZ_TOKEN;
 assert.ok(BASE, 'DEEPLAKE_VIZ_URL must name the server');
 mkdirSync(OUT, { recursive: true });
 
@@ -325,5 +328,34 @@ test('100k rows: scrolling fetches only visible rows and keeps memory bounded', 
   assert.ok(heapEnd < heapStart + 24e6, `heap grew from ${heapStart} to ${heapEnd}`);
   await shot(page, 'rows100k');
   assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('a server with tokens: the page takes one from #token= or asks for it', async () => {
+  assert.ok(TOKEN_URL && TOKEN, 'DEEPLAKE_VIZ_TOKEN_URL and DEEPLAKE_VIZ_TOKEN name the tokened server');
+  const res = await fetch(new URL('datasets', TOKEN_URL));
+  assert.equal(res.status, 401, 'the API needs the token');
+
+  // From the address: the token leaves the address bar and every API call carries it.
+  let { context, page, errors } = await openPage();
+  await page.goto(`${TOKEN_URL}/#token=${TOKEN}`);
+  await page.waitForSelector('.list li a');
+  const listed = await page.$$eval('.list li a', (as) => as.map((a) => a.textContent).sort());
+  assert.deepEqual(listed, [TEN_K, RICH, HUNDRED_K].sort());
+  assert.ok(!page.url().includes(TOKEN), page.url());
+  await settle(page, () => page.click(`.list a[href="#/d/${RICH}"]`));
+  assert.ok((await cellPixels(page, 0, false)).opaque > 0, 'thumbnails load with the token');
+  assert.deepEqual(errors, []);
+  await context.close();
+
+  // Without it: a 401 brings up the prompt, and the typed token is used.
+  ({ context, page, errors } = await openPage());
+  let asked = 0;
+  page.on('dialog', (d) => { asked++; d.accept(TOKEN); });
+  await page.goto(`${TOKEN_URL}/`);
+  await page.waitForSelector('.list li a');
+  assert.equal(asked, 1);
+  assert.equal(errors.length, 1, `${errors}`);
+  assert.match(errors[0], /status of 401/);
   await context.close();
 });

@@ -244,46 +244,73 @@ export class Grid extends EventTarget {
     const onScreen = (c) => c.index >= top && c.index < bottom;
     const pending = this.cells
       .filter((c) => c.index >= 0 && !c.loaded && !c.ctrl)
-      .sort((a, b) => (onScreen(b) - onScreen(a)) || a.index - b.index);
-    for (const c of pending) this.loadCell(c, gen);
+      .sort((a, b) => a.index - b.index);
+    // Thumbnails on screen go first; their labels and overlays (slice requests) start
+    // once those are in, and the margin once the screen is done, so neither competes
+    // with what is on screen for connections and CPU.
+    let release;
+    const gate = new Promise((r) => { release = r; });
+    const first = pending.filter(onScreen).map((c) => this.loadCell(c, gen, gate));
+    Promise.allSettled(first.map((f) => f.thumb)).then(release);
+    Promise.allSettled(first.map((f) => f.done)).then(() => {
+      if (gen !== this.generation) return;
+      for (const c of pending) {
+        if (!onScreen(c) && c.index >= 0 && !c.loaded && !c.ctrl) this.loadCell(c, gen, Promise.resolve());
+      }
+    });
   }
 
-  async loadCell(cell, gen) {
+  /**
+   * Loads one cell: its thumbnail at once (drawn when it arrives), its overlays and
+   * caption after `gate`. Answers promises of the thumbnail's arrival and of the end.
+   */
+  loadCell(cell, gen, gate) {
     const index = cell.index;
     const ctrl = new AbortController();
     cell.ctrl = ctrl;
     const current = () => cell.index === index && gen === this.generation;
-    try {
-      const row = await this.source.row(index, ctrl.signal);
-      if (!current()) return;
-      cell.row = row;
-      // The thumbnail is drawn as soon as it arrives; overlays and captions follow.
-      const thumb = this.loader.thumbnail(row, ctrl.signal).then((img) => {
-        if (!current() || cell.loaded) return img;
-        cell.data = { bitmap: img && img.bitmap, url: img && img.url, overlays: [], caption: '' };
+    let thumbDone;
+    const thumbArrived = new Promise((r) => { thumbDone = r; });
+    const done = (async () => {
+      try {
+        const row = await this.source.row(index, ctrl.signal);
+        if (!current()) return;
+        cell.row = row;
+        const thumb = this.loader.thumbnail(row, ctrl.signal).then((img) => {
+          if (current() && !cell.loaded) {
+            cell.data = { bitmap: img && img.bitmap, url: img && img.url, overlays: [], caption: '' };
+            cell.thumb = true;
+            this.paint(cell);
+            this.checkFirstScreen();
+          }
+          return img;
+        });
+        thumb.finally(thumbDone).catch(() => {});
+        await gate;
+        if (!current()) return;
+        const [img, ann] = await Promise.all([thumb, this.loader.annotations(row)]);
+        if (!current()) return;
+        cell.data = Object.assign({ bitmap: img && img.bitmap, url: img && img.url }, ann);
         cell.thumb = true;
+        cell.loaded = true;
+        cell.ctrl = null;
         this.paint(cell);
         this.checkFirstScreen();
-        return img;
-      });
-      const [img, ann] = await Promise.all([thumb, this.loader.annotations(row)]);
-      if (!current()) return;
-      cell.data = Object.assign({ bitmap: img && img.bitmap, url: img && img.url }, ann);
-      cell.thumb = true;
-      cell.loaded = true;
-      cell.ctrl = null;
-      this.paint(cell);
-      this.checkFirstScreen();
-    } catch (e) {
-      if (ctrl.signal.aborted || e.name === 'AbortError') return;
-      if (cell.index === index) {
-        cell.ctrl = null;
-        cell.loaded = true;
-        cell.thumb = true;
-        cell.cap.textContent = `error: ${e.message}`;
-        cell.el.classList.add('failed');
+      } catch (e) {
+        if (ctrl.signal.aborted || e.name === 'AbortError') return;
+        if (cell.index === index) {
+          cell.ctrl = null;
+          cell.loaded = true;
+          cell.thumb = true;
+          cell.cap.textContent = `error: ${e.message}`;
+          cell.el.classList.add('failed');
+          this.checkFirstScreen();
+        }
+      } finally {
+        thumbDone();
       }
-    }
+    })();
+    return { thumb: thumbArrived, done };
   }
 
   paint(cell) {
