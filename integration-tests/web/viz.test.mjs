@@ -111,7 +111,7 @@ async function setOverlays(page, on) {
   const boxes = await page.$$('.toggles input[type=checkbox]');
   for (const b of boxes) {
     if ((await b.isChecked()) !== on) {
-      const redrawn = page.evaluate(() => new Promise((r) => window.__viz.grids[0].addEventListener('redrawn', r, { once: true })));
+      const redrawn = page.evaluate(() => Promise.all(window.__viz.grids.map((g) => new Promise((r) => g.addEventListener('redrawn', r, { once: true })))));
       await b.click();
       await redrawn;
     }
@@ -208,6 +208,30 @@ test('rich dataset: thumbnails, overlays, query, branches, diff, sequence', asyn
   await page.waitForFunction(() => window.__viz.grids[1].root.scrollTop === window.__viz.grids[0].root.scrollTop);
   await shot(page, 'rich-compare');
   await settle(page, () => page.selectOption('#compare', ''));
+  // Compare two image tensors: the second grid shows the grey depth images (overlays
+  // off: without them its pixels are grey, the first grid's are not).
+  await settle(page, () => page.selectOption('#compare', 'tensor:depth'), 2);
+  await setOverlays(page, false);
+  const spread = (g) => page.evaluate((k) => {
+    const cell = [...window.__viz.grids[k].root.querySelectorAll('.cell')].find((c) => c.dataset.row === '0');
+    const c = cell.querySelector('canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let opaque = 0, most = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (!d[i + 3]) continue;
+      opaque++;
+      most = Math.max(most, Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]));
+    }
+    return { opaque, most, total: d.length / 4 };
+  }, g);
+  const [camera, depth] = [await spread(0), await spread(1)];
+  assert.ok(depth.opaque > depth.total * 0.9, 'the depth image fills its canvas');
+  assert.ok(depth.most <= 8, `depth is grey (channel spread ${depth.most})`);
+  assert.ok(camera.most > 40, `the camera image is coloured (channel spread ${camera.most})`);
+  await setOverlays(page, true);
+  await shot(page, 'rich-compare-depth');
+  await settle(page, () => page.selectOption('#compare', ''));
+  assert.equal(await page.evaluate(() => window.__viz.grids.length), 1);
 
   // Keyboard: arrows move the focused cell, Enter opens its row, Escape closes it.
   await page.focus('.grid');
@@ -307,7 +331,9 @@ test('100k rows: scrolling fetches only visible rows and keeps memory bounded', 
     const { metrics } = await cdp.send('Performance.getMetrics');
     return metrics.find((m) => m.name === 'JSHeapUsedSize').value;
   };
+  const domNodes = async () => (await cdp.send('Memory.getDOMCounters')).nodes;
   const heapStart = await heap();
+  const nodesStart = await domNodes();
   for (let k = 0; k < 40; k++) {
     const n = images();
     await page.evaluate((f) => {
@@ -318,11 +344,13 @@ test('100k rows: scrolling fetches only visible rows and keeps memory bounded', 
     assert.ok(images() - n <= pool, `stop ${k}: ${images() - n} image requests`);
   }
   const heapEnd = await heap();
+  const nodesEnd = await domNodes();
   const domCells = await page.$$eval('.cell', (cs) => cs.length);
   const cached = await page.evaluate(() => window.__viz.loaders[0].images.size);
-  console.log(`JS heap: ${(heapStart / 1e6).toFixed(1)} MB -> ${(heapEnd / 1e6).toFixed(1)} MB after 40 stops; ${domCells} cells in the DOM, ${cached} images cached`);
-  writeFileSync(join(OUT, 'scroll-100k.txt'), `pool ${pool}\nfling_image_requests ${fling}\nheap_start ${heapStart}\nheap_end ${heapEnd}\n`);
+  console.log(`JS heap: ${(heapStart / 1e6).toFixed(1)} MB -> ${(heapEnd / 1e6).toFixed(1)} MB after 40 stops; DOM nodes ${nodesStart} -> ${nodesEnd}; ${domCells} cells in the DOM, ${cached} images cached`);
+  writeFileSync(join(OUT, 'scroll-100k.txt'), `pool ${pool}\nfling_image_requests ${fling}\nheap_start ${heapStart}\nheap_end ${heapEnd}\ndom_nodes_start ${nodesStart}\ndom_nodes_end ${nodesEnd}\n`);
   assert.equal(domCells, pool);
+  assert.ok(nodesEnd <= nodesStart + 50, `DOM nodes grew from ${nodesStart} to ${nodesEnd}`);
   assert.ok(cached <= 400);
   assert.ok(heapEnd < 64e6, `heap ${heapEnd}`);
   assert.ok(heapEnd < heapStart + 24e6, `heap grew from ${heapStart} to ${heapEnd}`);

@@ -5,7 +5,7 @@
 //!
 //! `--annotations` adds a tensor of every annotation htype the web visualizer draws
 //! (masks, keypoints, polygons, points, an embedding, JSON and a three-frame
-//! `sequence[image]`), all derived from the same shape, commits the rows and makes a
+//! `sequence[image]`) and a second image tensor (`depth`, to compare with), all derived from the same shape, commits the rows and makes a
 //! branch `relabel` that changes some labels and appends a few rows, so the visualizer
 //! has versions to compare. The same seed always gives the same dataset.
 
@@ -114,7 +114,8 @@ fn paint(
 }
 
 /// The annotation tensors of `--annotations`, in the order [`annotate`] fills them.
-const ANNOTATION_TENSORS: [&str; 8] = [
+const ANNOTATION_TENSORS: [&str; 9] = [
+    "depth",
     "masks",
     "segments",
     "keypoints",
@@ -126,6 +127,11 @@ const ANNOTATION_TENSORS: [&str; 8] = [
 ];
 
 async fn create_annotation_tensors(ds: &mut Dataset) -> anyhow::Result<()> {
+    ds.create_tensor(
+        "depth",
+        TensorOptions::new("image").sample_compression("jpeg"),
+    )
+    .await?;
     ds.create_tensor("masks", TensorOptions::new("binary_mask"))
         .await?;
     let mut seg_names = vec!["background"];
@@ -164,7 +170,8 @@ async fn create_annotation_tensors(ds: &mut Dataset) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The annotation samples of one row (see [`ANNOTATION_TENSORS`]): the shape's mask,
+/// The annotation samples of one row (see [`ANNOTATION_TENSORS`]): a grey "depth"
+/// image (the shape near, the background far), the shape's mask,
 /// its class in a segment mask, the box corners as keypoints, a triangle polygon, the
 /// box centre as a point, an embedding, a JSON record and a clip of the shape moving.
 fn annotate(
@@ -215,7 +222,23 @@ fn annotate(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let depth_px: Vec<u8> = mask
+        .iter()
+        .map(|&m| if m == 1 { 220 } else { 40 })
+        .collect();
+    let mut depth = Vec::new();
+    JpegEncoder::new_with_quality(&mut depth, 90).write_image(
+        &depth_px,
+        size,
+        size,
+        image::ExtendedColorType::L8,
+    )?;
     Ok(vec![
+        Sample::Encoded {
+            bytes: depth.into(),
+            compression: Compression::Jpeg,
+            shape: None,
+        },
         Sample::Array(NdArray::new(Dtype::Bool, vec![s, s, 1], mask)?),
         Sample::Array(NdArray::from_slice(vec![s, s], &seg)?),
         Sample::Array(NdArray::from_slice(vec![12, 1], &kp)?),
