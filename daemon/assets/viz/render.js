@@ -133,9 +133,9 @@ function keypoints(ctx, sample, tensor, at) {
 function polygons(ctx, sample, at) {
   if (!Array.isArray(sample)) return;
   sample.forEach((poly, i) => {
-    const pts = flat(poly) ? [] : poly;
+    // A polygon is a list of [x, y] (or an array sample of shape (n, 2)).
     const f = flat(poly);
-    const list = f ? Array.from({ length: f.values.length / 2 }, (_, j) => [f.values[2 * j], f.values[2 * j + 1]]) : pts;
+    const list = f ? Array.from({ length: f.values.length / 2 }, (_, j) => [f.values[2 * j], f.values[2 * j + 1]]) : poly;
     if (!list.length) return;
     ctx.beginPath();
     list.forEach(([x, y], j) => (j ? ctx.lineTo : ctx.moveTo).call(ctx, at.x + x * at.s, at.y + y * at.s));

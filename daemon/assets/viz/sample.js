@@ -79,7 +79,9 @@ export class SampleView {
       body.append(box);
       if (t.is_sequence && t.htype === 'image') {
         await this.sequence(box, t, row);
-      } else if (t.htype === 'image' || (t.is_link && t.htype === 'image')) {
+      } else if (t.htype === 'image') {
+        // Stored images and link[image] alike: raw answers the bytes (links through
+        // the daemon's linker).
         const res = await getRaw(paths.sample(dataset, t.name, row, ref, 'raw'));
         const blob = await res.blob();
         const bitmap = await createImageBitmap(blob);
@@ -129,7 +131,8 @@ export class SampleView {
       scrub.max = String(frames - 1);
       const bitmap = await createImageBitmap(await res.blob());
       if (mine !== seq) return bitmap.close();
-      if (!canvas.width || canvas.width === 300) {
+      if (!canvas.dataset.sized) {
+        canvas.dataset.sized = '1';
         canvas.width = Math.min(384, bitmap.width * 3);
         canvas.height = Math.round((canvas.width * bitmap.height) / bitmap.width);
       }
