@@ -4,14 +4,14 @@
 // State lives here; grid.js, render.js and sample.js do the drawing.
 
 import { getJson, paths, postJson, takeTokenFromHash } from './api.js';
-import { Grid, RowLoader } from './grid.js';
+import { Grid, RowLoader, SETTLE_MS } from './grid.js';
 import { OVERLAY_HTYPES } from './render.js';
 import { SampleView } from './sample.js';
 
 // Figures the browser tests read (and anyone curious, from the console): the time of
 // the first screen of thumbnails, and a count of grids that settled (every cell on
 // screen drawn with its overlays).
-const viz = (window.__viz = { firstScreenMs: null, screens: 0, grids: [], loaders: [] });
+const viz = (window.__viz = { firstScreenMs: null, screens: 0, grids: [], loaders: [], settleMs: SETTLE_MS });
 
 const CAPTION_HTYPES = new Set(['class_label', 'text']);
 const RESULT_PAGE = 1000;
@@ -83,22 +83,31 @@ function fullSource(length) {
 }
 
 /**
- * Row sets of a 3.x diff dict for the side `to` (added / updated / deleted), from the
- * tensors in `rowTensors` (a sequence's diff counts items, not rows).
+ * Marks of a 3.x diff dict between `from` (another ref) and `to` (the ref shown), by
+ * row: added and updated on the shown side, and deleted on the other side (rows of
+ * the common ancestor that are here but gone there). Only tensors in `rowTensors`
+ * count (a sequence's diff counts items, not rows).
  */
 function diffSets(d, rowTensors) {
-  const sides = Array.isArray(d.tensor[0]) ? d.tensor : [d.tensor];
-  const commits = sides[sides.length - 1];
+  const two = Array.isArray(d.tensor[0]);
+  const here = two ? d.tensor[1] : d.tensor;
+  const there = two ? d.tensor[0] : [];
   const out = { added: new Set(), updated: new Set(), deleted: new Set() };
-  for (const c of commits) {
-    for (const [name, ch] of Object.entries(c)) {
-      if (!rowTensors.has(name) || !ch || typeof ch !== 'object') continue;
-      const [s, e] = ch.data_added || [0, 0];
-      for (let i = s; i < e; i++) out.added.add(i);
-      for (const i of ch.data_updated || []) if (!out.added.has(i)) out.updated.add(i);
-      for (const i of ch.data_deleted || []) out.deleted.add(i);
+  const each = (commits, f) => {
+    for (const c of commits) {
+      for (const [name, ch] of Object.entries(c)) if (rowTensors.has(name) && ch && typeof ch === 'object') f(ch);
     }
-  }
+  };
+  each(here, (ch) => {
+    const [s, e] = ch.data_added || [0, 0];
+    for (let i = s; i < e; i++) out.added.add(i);
+  });
+  each(here, (ch) => {
+    for (const i of ch.data_updated || []) if (!out.added.has(i)) out.updated.add(i);
+  });
+  each(there, (ch) => {
+    for (const i of ch.data_deleted || []) out.deleted.add(i);
+  });
   return out;
 }
 
@@ -217,7 +226,8 @@ async function datasetPage(main, name) {
         el.classList.toggle('updated', sets.updated.has(row));
         el.classList.toggle('deleted', sets.deleted.has(row));
       };
-      legend.append(h('span', {}, `+${sets.added.size} added`), h('span', {}, `~${sets.updated.size} changed`), h('span', {}, `-${sets.deleted.size} deleted`));
+      legend.append(h('span', {}, `+${sets.added.size} added`), h('span', {}, `~${sets.updated.size} changed`),
+        h('span', {}, `-${sets.deleted.size} deleted in ${st.diff}`));
     }
     const left = await makePane(st.ref, st.primary, info.tensors, `${st.ref} · ${st.primary}`, source);
     gridsState = [left];
@@ -303,6 +313,9 @@ async function datasetPage(main, name) {
   refSel.addEventListener('change', async () => {
     st.ref = refSel.value;
     st.result = null;
+    // A ref is not diffed or compared with itself.
+    if (st.diff === st.ref) st.diff = '';
+    if (st.compare === `ref:${st.ref}`) st.compare = '';
     tqlMsg.textContent = '';
     await loadInfo();
     await fillRefs();

@@ -13,7 +13,8 @@ import { Lru, imageCache } from './cache.js';
 import { drawSample, sampleText } from './render.js';
 
 const PAGE = 50;
-const SETTLE_MS = 60;
+// How long scrolling must pause before the cells on screen fetch (a fling passes by).
+export const SETTLE_MS = 100;
 
 export class RowLoader {
   /**

@@ -5,9 +5,10 @@
 //!
 //! `--annotations` adds a tensor of every annotation htype the web visualizer draws
 //! (masks, keypoints, polygons, points, an embedding, JSON and a three-frame
-//! `sequence[image]`) and a second image tensor (`depth`, to compare with), all derived from the same shape, commits the rows and makes a
-//! branch `relabel` that changes some labels and appends a few rows, so the visualizer
-//! has versions to compare. The same seed always gives the same dataset.
+//! `sequence[image]`) and a second image tensor (`depth`, to compare with), all
+//! derived from the same shape, commits the rows and makes a branch `relabel` that
+//! changes some labels, deletes the last row and appends five, so the visualizer has
+//! versions to compare. The same seed always gives the same dataset.
 
 use std::io::Write;
 
@@ -315,7 +316,8 @@ async fn write_rows(
 }
 
 /// `--annotations`' history: the rows committed on `main`, then a branch that gives
-/// every fifth of the first 50 rows the next class and appends a few rows.
+/// every fifth of the first 50 rows the next class, deletes the last row and appends
+/// five.
 async fn make_relabel_branch(
     ds: &mut Dataset,
     rng: &mut StdRng,
@@ -333,8 +335,11 @@ async fn make_relabel_branch(
         ds.update("labels", i as u64, Sample::Text(next.to_owned()))
             .await?;
     }
+    // The last row goes (rows before it keep their numbers), then five new ones come.
+    ds.pop(None).await?;
     write_rows(ds, rng, 5, size, true).await?;
-    ds.commit("relabel every fifth row, add five rows").await?;
+    ds.commit("relabel every fifth row, replace the last row by five new ones")
+        .await?;
     ds.checkout("main", false).await?;
     Ok(())
 }
