@@ -211,6 +211,15 @@ test('rich dataset: thumbnails, overlays, query, branches, diff, sequence', asyn
   // Back on the branch; its diff against itself is off.
   await settle(page, () => page.selectOption('#ref', 'relabel'));
   assert.equal(await page.inputValue('#diff'), '');
+  // Time travel: the branch's log offers the commit it started from, which shows
+  // main's rows and labels.
+  const log = await api(`datasets/${RICH}/log?ref=relabel`);
+  const base = log.find((c) => c.message === 'demo rows');
+  assert.ok(base, JSON.stringify(log));
+  await settle(page, () => page.selectOption('#ref', base.commit_id));
+  assert.equal(await page.evaluate(() => window.__viz.grids[0].count), info.length);
+  assert.match(await page.getAttribute('.cell[data-row="0"] canvas', 'aria-label'), new RegExp(`^row 0: .*${label0}`));
+  await settle(page, () => page.selectOption('#ref', 'relabel'));
 
   // Compare two refs side by side, scrolling together.
   await settle(page, () => page.selectOption('#compare', 'ref:main'), 2);
