@@ -124,3 +124,50 @@ ensure_wrk() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >&2 || die "installing wrk failed"
     command -v wrk >/dev/null || die "wrk is still missing after installing it"
 }
+
+# web_modules
+#
+# Prints the node_modules folder holding the browser tests' npm packages
+# (integration-tests/web: playwright-core, pinned by its package-lock.json), installing
+# them first if needed. Like the venvs: the folder is keyed by a hash of the lock file,
+# built under a lock, and marked complete last.
+web_modules() {
+    local web="$REPO_ROOT/integration-tests/web" hash dir
+    command -v npm >/dev/null || die "npm is required for the browser tests"
+    hash=$(cat "$web/package.json" "$web/package-lock.json" | sha256sum | cut -c1-12) || die "sha256sum failed"
+    dir="$CACHE/npm/web-$hash"
+    if [ ! -f "$dir/.complete" ]; then
+        mkdir -p "$CACHE/npm"
+        (
+            if command -v flock >/dev/null; then flock 9; fi
+            if [ ! -f "$dir/.complete" ]; then
+                log "installing the browser tests' npm packages into $dir (first run only)"
+                rm -rf "$dir"
+                mkdir -p "$dir"
+                cp "$web/package.json" "$web/package-lock.json" "$dir/"
+                if ! (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts) >"$dir.log" 2>&1; then
+                    tail -n 40 "$dir.log" >&2
+                    die "npm ci failed (full log: $dir.log)"
+                fi
+                touch "$dir/.complete"
+            fi
+        ) 9>"$CACHE/npm/web-$hash.lock" || exit 1
+    fi
+    printf '%s\n' "$dir/node_modules"
+}
+
+# ensure_chromium: makes sure Debian's chromium is at /usr/bin/chromium (the browser
+# tests drive it), installing the package when it is missing. Idempotent.
+ensure_chromium() {
+    [ -x /usr/bin/chromium ] && return 0
+    command -v apt-get >/dev/null || die "chromium is missing and apt-get is not available: install chromium"
+    local sudo=
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "need root (or sudo) to install chromium"
+        sudo=sudo
+    fi
+    log "installing chromium (apt, first run only)"
+    $sudo apt-get update -qq >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2 || die "installing chromium failed"
+    [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
+}

@@ -63,6 +63,12 @@ printf 'faker venv:     %s\n' "$faker"
 printf 'proto venv:     %s\n' "$proto"
 printf 'schemathesis:   %s\n' "$schemathesis"
 
+# The browser test of the web visualizer: Debian's chromium and playwright-core (npm,
+# cached outside the clone like the venvs).
+ensure_chromium
+web=$(web_modules)
+printf 'web test npm:   %s\n' "$web"
+
 # The image test: hadolint (+ pytest, PyYAML) and Podman with its debootstrapped base
 # image (first run about 2 minutes, then cached).
 hadolint=$(hadolint_venv)

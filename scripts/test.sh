@@ -2,7 +2,8 @@
 # The project's full check, as CI runs it: installs the test tools (scripts/setup.sh),
 # starts the local S3 server, then runs formatting, lints, the dependency-direction
 # rule, every Rust test, schemathesis against the HTTP API, the interop suite against
-# deeplake 3.9.52 / 4.7.4, and the Airbyte connector with a real source.
+# deeplake 3.9.52 / 4.7.4, the Airbyte connector with a real source, the Python client,
+# the web visualizer in chromium and the connector image.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -104,6 +105,13 @@ run_docs_test() {
         "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/docs
 }
 
+# The web visualizer in chromium (scripts/web-test.sh), with the build of the steps
+# above.
+run_web_test() {
+    cargo build --workspace --bins || return 1
+    bash scripts/web-test.sh
+}
+
 # The connector image: hadolint, then a Podman build and spec/check/write inside it.
 run_image_test() {
     local venv
@@ -120,6 +128,7 @@ run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
 run_step "python client (numpy, torch)" run_client_test
 run_step "user docs (quickstart)" run_docs_test
+run_step "web visualizer (chromium)" run_web_test
 run_step "image (hadolint, podman)" run_image_test
 
 section "summary"

@@ -334,6 +334,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .merge(routes::query::router())
         .merge(routes::stream::router())
         .merge(routes::jobs::router())
+        .merge(routes::viz::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             limits.body_bytes,

@@ -12,3 +12,4 @@ mod serve_arrow;
 mod serve_jobs;
 mod serve_stream;
 mod vc;
+mod viz;

@@ -9,3 +9,4 @@ pub mod samples;
 pub mod stream;
 pub mod system;
 pub mod versions;
+pub mod viz;

@@ -55,6 +55,10 @@ pub struct QueryRequest {
     pub r#ref: Option<String>,
     #[serde(default)]
     pub seed: u64,
+    /// Rows carry only `__row` and computed columns, not every tensor's sample of
+    /// `SELECT *` (a client that reads the tensors itself, such as the visualizer).
+    #[serde(default)]
+    pub rows_only: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,6 +78,8 @@ pub struct QueryPage {
 pub struct PageParams {
     pub limit: Option<usize>,
     pub offset: Option<usize>,
+    /// JSON rows carry only `__row` and computed columns (see `QueryRequest`).
+    pub rows_only: Option<bool>,
     /// `json` (default) or `arrow` (an Arrow IPC stream).
     pub format: Option<String>,
     /// With `format=arrow`: decode images to arrays (default true) or send their stored
@@ -205,6 +211,7 @@ async fn render_page(
     r: &StoredResult,
     offset: usize,
     limit: usize,
+    rows_only: bool,
 ) -> Result<Vec<Value>, ApiError> {
     let res = &r.result;
     let ds = &r.dataset_handle;
@@ -214,7 +221,7 @@ async fn render_page(
         .sources
         .iter()
         .position(|s| s.url == ds.url() && s.node == ds.node_id().as_str());
-    let tensors = if res.star {
+    let tensors = if res.star && !rows_only {
         ds.tensor_names()
     } else {
         Vec::new()
@@ -281,7 +288,7 @@ pub async fn run(
             .ok_or_else(|| ApiError::internal("a result kept a moment ago is gone"))?;
         return arrow_page(&kept, &stored, offset, limit, f.decode.unwrap_or(true)).await;
     }
-    let rows = render_page(&stored, offset, limit).await?;
+    let rows = render_page(&stored, offset, limit, body.rows_only).await?;
     let total = stored.result.rows.len();
     let result_id = state.keep_result(stored);
     Ok(Json(QueryPage {
@@ -318,7 +325,7 @@ pub async fn page(
     if arrow {
         return arrow_page(&r, &id, offset, limit, q.decode.unwrap_or(true)).await;
     }
-    let rows = render_page(&r, offset, limit).await?;
+    let rows = render_page(&r, offset, limit, q.rows_only.unwrap_or(false)).await?;
     Ok(Json(QueryPage {
         result_id: id,
         total: r.result.rows.len(),

@@ -3,6 +3,10 @@
 //! one sample's stored bytes (`?format=raw`: the original JPEG of a jpeg tensor).
 //! Rendering runs on the blocking pool: arrays can be large.
 //!
+//! A sequence's row is a list of items (frames); `?frame=k` picks item `k`, so a player
+//! fetches one frame at a time (`raw`: its stored bytes, with the row's frame count in
+//! `X-Deeplake-Frames`; `json`: the decoded item).
+//!
 //! Link tensors resolve through the dataset's linker: `raw` answers the target's bytes
 //! with their content type, `json` and `arrow` the decoded target (as an image tensor
 //! would); `?format=link` gives the stored path and creds key instead. A target that
@@ -46,6 +50,8 @@ pub struct SampleParams {
     /// With `format=arrow`: decode images to arrays (default true) or send their stored
     /// bytes as Binary.
     pub decode: Option<bool>,
+    /// A sequence tensor's item (frame) of the row, from 0; with `format=raw` or `json`.
+    pub frame: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -157,7 +163,17 @@ pub async fn one(
     let r = parse_ref(q.r#ref.as_deref())?;
     let ds = state.read(&name, r.as_ref()).await?;
     check_len(ds.tensor_len(tensor.as_str())?, index)?;
-    let is_link = ds.tensor_htype(tensor.as_str())?.is_link;
+    let htype = ds.tensor_htype(tensor.as_str())?;
+    let is_link = htype.is_link;
+    if let Some(frame) = q.frame {
+        if !htype.is_sequence || is_link {
+            return Err(ApiError::bad_request(format!(
+                "frame applies to sequence tensors of stored samples; {:?} is {htype}",
+                tensor.as_str()
+            )));
+        }
+        return one_frame(&ds, tensor.as_str(), index, frame, q.format.as_deref()).await;
+    }
     match q.format.as_deref() {
         Some("link") => {
             let s = ds.read(tensor.as_str(), index).await?;
@@ -192,27 +208,95 @@ pub async fn one(
         Some("arrow") => arrow_rows(&ds, tensor.as_str(), index..index + 1, q.decode).await,
         Some("raw") => {
             let (shape, bytes) = ds.read_stored(tensor.as_str(), index).await?;
-            let meta = ds.tensor_meta(tensor.as_str())?;
-            let ctype = match meta.sample_compression.as_deref() {
-                Some("jpeg" | "jpg") => "image/jpeg",
-                Some("png") => "image/png",
-                _ => "application/octet-stream",
-            };
-            let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
-            Ok((
-                [
-                    (CONTENT_TYPE, ctype.to_owned()),
-                    (
-                        axum::http::HeaderName::from_static("x-deeplake-shape"),
-                        shape.join(","),
-                    ),
-                ],
-                bytes,
-            )
-                .into_response())
+            Ok(stored_response(&ds, tensor.as_str(), &shape, bytes, None)?)
         }
         Some(other) => Err(ApiError::bad_request(format!(
             "format {other:?} is not one of json, arrow, raw, link"
+        ))),
+    }
+}
+
+/// Stored bytes of one sample (or frame) with their media type and shape headers.
+fn stored_response(
+    ds: &deeplake_core::Dataset,
+    tensor: &str,
+    shape: &[u64],
+    bytes: bytes::Bytes,
+    frames: Option<usize>,
+) -> Result<Response, ApiError> {
+    let meta = ds.tensor_meta(tensor)?;
+    let ctype = match meta.sample_compression.as_deref() {
+        Some("jpeg" | "jpg") => "image/jpeg",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    };
+    let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let mut resp = (
+        [
+            (CONTENT_TYPE, ctype.to_owned()),
+            (
+                axum::http::HeaderName::from_static("x-deeplake-shape"),
+                shape.join(","),
+            ),
+        ],
+        bytes,
+    )
+        .into_response();
+    if let Some(n) = frames {
+        resp.headers_mut().insert(
+            axum::http::HeaderName::from_static("x-deeplake-frames"),
+            axum::http::HeaderValue::from(n),
+        );
+    }
+    Ok(resp)
+}
+
+/// Item `frame` of sequence row `index`: its stored bytes (`raw`) or decoded (`json`).
+async fn one_frame(
+    ds: &deeplake_core::Dataset,
+    tensor: &str,
+    index: u64,
+    frame: u64,
+    format: Option<&str>,
+) -> Result<Response, ApiError> {
+    let out_of_range = |n: usize| {
+        ApiError::not_found(format!(
+            "frame {frame} is out of range: row {index} of {tensor:?} has {n} frames"
+        ))
+    };
+    match format {
+        Some("raw") => {
+            let mut items = ds.read_stored_items(tensor, index).await?;
+            let n = items.len();
+            let k = usize::try_from(frame).map_err(|_| out_of_range(n))?;
+            if k >= n {
+                return Err(out_of_range(n));
+            }
+            let (shape, bytes) = items.swap_remove(k);
+            stored_response(ds, tensor, &shape, bytes, Some(n))
+        }
+        None | Some("json") => {
+            let Sample::Sequence(mut items) = ds.read(tensor, index).await? else {
+                return Err(out_of_range(0));
+            };
+            let n = items.len();
+            let k = usize::try_from(frame).map_err(|_| out_of_range(n))?;
+            if k >= n {
+                return Err(out_of_range(n));
+            }
+            let item = items.swap_remove(k);
+            let body = tokio::task::spawn_blocking(move || serde_json::to_vec(&sample_json(&item)))
+                .await?
+                .map_err(|e| ApiError::internal(format!("rendering row {index}: {e}")))?;
+            let mut resp = ([(CONTENT_TYPE, "application/json")], body).into_response();
+            resp.headers_mut().insert(
+                axum::http::HeaderName::from_static("x-deeplake-frames"),
+                axum::http::HeaderValue::from(n),
+            );
+            Ok(resp)
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format {other:?} does not apply to a frame: use raw or json"
         ))),
     }
 }
