@@ -41,7 +41,9 @@ async fn base(url: &str) -> String {
         .unwrap();
     ds.extend("x", (0..5).map(int).collect()).await.unwrap();
     ds.extend("t", (0..5).map(text).collect()).await.unwrap();
-    ds.commit("base").await.unwrap()
+    let c = ds.commit("base").await.unwrap();
+    ds.close().await.unwrap();
+    c
 }
 
 /// Appends rows 5..10 and commits, through `storage`.
@@ -269,5 +271,188 @@ print(json.dumps(out))
             let (x, t) = want(10);
             assert_eq!(v[u][c1], serde_json::json!([x, t]), "{u}@{c1}");
         }
+    }
+}
+
+/// main: 0..5 (c0), then 100, 101 (c1); alt from c0: 5..10 (c2). Returns (c1, c2).
+async fn branches(url: &str) -> (String, String) {
+    base(url).await;
+    let mut ds = Dataset::open(url, OpenOptions::default()).await.unwrap();
+    ds.checkout("alt", true).await.unwrap();
+    ds.extend("x", (5..10).map(int).collect()).await.unwrap();
+    ds.extend("t", (5..10).map(text).collect()).await.unwrap();
+    let c2 = ds.commit("on alt").await.unwrap();
+    ds.checkout("main", false).await.unwrap();
+    ds.extend("x", vec![int(100), int(101)]).await.unwrap();
+    ds.extend("t", vec![text(100), text(101)]).await.unwrap();
+    let c1 = ds.commit("on main").await.unwrap();
+    ds.close().await.unwrap();
+    (c1, c2)
+}
+
+async fn merge_alt(url: &str, storage: StoreOptions) -> Result<(), Error> {
+    let mut ds = Dataset::open(
+        url,
+        OpenOptions {
+            storage,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ds.merge("alt", deeplake_core::version::MergePolicy::None)
+        .await?;
+    Ok(())
+}
+
+async fn head_rows(url: &str) -> (Vec<i64>, Vec<String>) {
+    let ds = Dataset::open(
+        url,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (ints(&ds, "x").await, texts(&ds).await)
+}
+
+#[tokio::test]
+async fn merges_under_three_hundred_fault_schedules() {
+    // What a merge without faults gives.
+    let clean = "memory://faults-merge-clean/ds";
+    branches(clean).await;
+    merge_alt(clean, StoreOptions::default()).await.unwrap();
+    let merged = head_rows(clean).await;
+    assert_eq!(merged.0.len(), 12, "{merged:?}");
+    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    for seed in 0..300u64 {
+        let url = format!("memory://faults-merge-{seed}/ds");
+        let (c1, c2) = branches(&url).await;
+        let (layer, log) = FaultPlan::seeded(seed).layer();
+        let result = merge_alt(&url, StoreOptions::default().with_layer(layer)).await;
+        let counts = log.counts();
+        let ds = Dataset::open(
+            &url,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: does not open after {counts:?}: {e}"));
+        let (mut want1, want2) = (want(5), want(10));
+        want1.0.extend([100, 101]);
+        want1.1.extend(["row 100".to_owned(), "row 101".to_owned()]);
+        assert_eq!(
+            rows_at(&url, &c1).await,
+            want1,
+            "seed {seed}: main's commit"
+        );
+        assert_eq!(rows_at(&url, &c2).await, want2, "seed {seed}: alt's commit");
+        let merge_commit = ds
+            .log()
+            .iter()
+            .find(|c| !c.is_head && c.merge_parent.is_some())
+            .map(|c| c.id.clone());
+        if let Some(m) = &merge_commit {
+            assert_eq!(
+                rows_at(&url, m).await,
+                merged,
+                "seed {seed}: the merge commit"
+            );
+        }
+        match (&result, &merge_commit) {
+            (Ok(()), Some(_)) => *tally.entry("merged").or_default() += 1,
+            (Ok(()), None) => panic!("seed {seed}: the merge succeeded but left no merge commit"),
+            (Err(_), Some(_)) => *tally.entry("failed after merging").or_default() += 1,
+            (Err(_), None) => *tally.entry("failed").or_default() += 1,
+        }
+    }
+    eprintln!("300 merge schedules: {tally:?}");
+    assert!(
+        tally.get("merged").copied().unwrap_or(0) > 0
+            && tally.get("failed").copied().unwrap_or(0) > 0
+    );
+}
+
+#[tokio::test]
+async fn gc_under_three_hundred_fault_schedules_keeps_every_commit() {
+    use deeplake_core::dataset::gc::{self, GcOptions};
+    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    for seed in 0..300u64 {
+        let url = format!("memory://faults-gc-{seed}/ds");
+        let (c1, c2) = branches(&url).await;
+        // Garbage: a head chunk written, then superseded by its update (chunks are
+        // never rewritten in place), and the flush record before the last.
+        let mut ds = Dataset::open(&url, OpenOptions::default()).await.unwrap();
+        ds.extend("x", vec![int(7)]).await.unwrap();
+        ds.extend("t", vec![text(7)]).await.unwrap();
+        ds.flush().await.unwrap();
+        ds.update("x", 7, int(8)).await.unwrap();
+        ds.flush().await.unwrap();
+        ds.close().await.unwrap();
+        let (layer, _) = FaultPlan::seeded(seed).layer();
+        let run = async {
+            let store = deeplake_core::store::Store::open(
+                &url,
+                &StoreOptions::default().with_layer(layer),
+            )?;
+            let opts = GcOptions {
+                grace: std::time::Duration::ZERO,
+            };
+            let plan = gc::plan(&store, &opts).await?;
+            gc::apply(&store, &plan).await
+        }
+        .await;
+        let (mut want1, want2) = (want(5), want(10));
+        want1.0.extend([100, 101]);
+        want1.1.extend(["row 100".to_owned(), "row 101".to_owned()]);
+        assert_eq!(
+            rows_at(&url, &c1).await,
+            want1,
+            "seed {seed}: main's commit after gc"
+        );
+        assert_eq!(
+            rows_at(&url, &c2).await,
+            want2,
+            "seed {seed}: alt's commit after gc"
+        );
+        let mut head = want1.clone();
+        head.0.push(8);
+        head.1.push("row 7".to_owned());
+        assert_eq!(
+            head_rows(&url).await,
+            head,
+            "seed {seed}: main's head after gc"
+        );
+        if let Ok(report) = &run {
+            if !report.deleted.is_empty() {
+                *tally.entry("deleted something").or_default() += 1;
+            }
+            let store = deeplake_core::store::Store::open(&url, &StoreOptions::default()).unwrap();
+            let again = gc::plan(
+                &store,
+                &GcOptions {
+                    grace: std::time::Duration::ZERO,
+                },
+            )
+            .await
+            .unwrap();
+            assert!(
+                again
+                    .items
+                    .iter()
+                    .all(|i| !report.deleted.iter().any(|d| d.key == i.key)),
+                "seed {seed}: deleted objects are gone"
+            );
+        }
+        *tally
+            .entry(if run.is_ok() { "collected" } else { "failed" })
+            .or_default() += 1;
+    }
+    eprintln!("300 gc schedules: {tally:?}");
+    for k in ["collected", "failed", "deleted something"] {
+        assert!(tally.get(k).copied().unwrap_or(0) > 0, "{k}: {tally:?}");
     }
 }
