@@ -456,3 +456,104 @@ async fn gc_under_three_hundred_fault_schedules_keeps_every_commit() {
         assert!(tally.get(k).copied().unwrap_or(0) > 0, "{k}: {tally:?}");
     }
 }
+
+/// Opens `url@c0` through a fault schedule, read-only.
+async fn open_faulty(url: &str, commit: &str, seed: u64) -> Result<std::sync::Arc<Dataset>, Error> {
+    let (layer, _) = FaultPlan::seeded(seed).layer();
+    Dataset::open_url(
+        &format!("{url}@{commit}"),
+        OpenOptions {
+            storage: StoreOptions::default().with_layer(layer),
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .map(std::sync::Arc::new)
+}
+
+#[tokio::test]
+async fn queries_and_streams_under_three_hundred_fault_schedules_are_right_or_an_error() {
+    use deeplake_core::stream::{Order, Stream, StreamSpec};
+    use deeplake_core::tql::{self, QueryOptions};
+    let url = "memory://faults-query/ds";
+    let c0 = base(url).await;
+    let q = "SELECT * WHERE x >= 2 ORDER BY x DESC";
+    let clean = Dataset::open_url(&format!("{url}@{c0}"), OpenOptions::default())
+        .await
+        .unwrap();
+    let want_rows = tql::query(&clean, q, &QueryOptions::default())
+        .await
+        .unwrap()
+        .rows_of(&clean, "are checked")
+        .unwrap();
+    assert_eq!(want_rows, vec![4, 3, 2]);
+    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    for seed in 0..300u64 {
+        // A query: the same rows, or an error.
+        let got = async {
+            let ds = open_faulty(url, &c0, seed).await?;
+            let r = tql::query(&ds, q, &QueryOptions::default()).await?;
+            r.rows_of(&ds, "are checked")
+        }
+        .await;
+        match got {
+            Ok(rows) => {
+                assert_eq!(rows, want_rows, "seed {seed}: query");
+                *tally.entry("query right").or_default() += 1;
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                *tally.entry("query failed").or_default() += 1;
+            }
+        }
+        // A shuffled stream: every row once with its values, or an error (never a hang).
+        let streamed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            let ds = open_faulty(url, &c0, seed + 10_000).await?;
+            let mut s = Stream::open(
+                ds,
+                None,
+                StreamSpec {
+                    tensors: vec!["x".into(), "t".into()],
+                    batch_size: 2,
+                    order: Order::Shuffle { seed, buffer: 4 },
+                    ..StreamSpec::default()
+                },
+            )
+            .await?;
+            let mut seen = Vec::new();
+            while let Some(b) = s.next().await {
+                let b = b?;
+                let Some(deeplake_core::stream::Column::Dense(x)) = b.column("x") else {
+                    panic!("seed {seed}: x is not one array");
+                };
+                let x: Vec<u64> = x.to_f64_vec().into_iter().map(|v| v as u64).collect();
+                assert_eq!(x, b.rows, "seed {seed}: a streamed row's value");
+                seen.extend(b.rows.iter().copied());
+            }
+            Ok::<_, Error>(seen)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the stream hung"));
+        match streamed {
+            Ok(mut rows) => {
+                rows.sort_unstable();
+                assert_eq!(rows, vec![0, 1, 2, 3, 4], "seed {seed}: stream");
+                *tally.entry("stream right").or_default() += 1;
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                *tally.entry("stream failed").or_default() += 1;
+            }
+        }
+    }
+    eprintln!("300 query and stream schedules: {tally:?}");
+    for k in [
+        "query right",
+        "query failed",
+        "stream right",
+        "stream failed",
+    ] {
+        assert!(tally.get(k).copied().unwrap_or(0) > 0, "{k}: {tally:?}");
+    }
+}
