@@ -15,7 +15,7 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 venv=$(schemathesis_venv)
 target=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-cargo build -p deeplake-daemon --bin deeplake
+cargo build --locked -p deeplake-daemon --bin deeplake
 bin=${DEEPLAKE_BIN:-$target/debug/deeplake}
 
 tmp=$(mktemp -d)

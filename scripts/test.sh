@@ -3,7 +3,8 @@
 # starts the local S3 server, then runs formatting, lints, the dependency-direction
 # rule, every Rust test, schemathesis against the HTTP API, the interop suite against
 # deeplake 3.9.52 / 4.7.4, the Airbyte connector with a real source, the Python client,
-# the web visualizer in chromium and the connector image.
+# the user docs' code blocks, the web visualizer in chromium and the connector image.
+# Cargo runs with --locked: the lock file is the build's, never updated here.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -66,7 +67,7 @@ run_interop() {
     local target
     target=$(cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
-    cargo build --workspace --bins || return 1
+    cargo build --locked --workspace --bins || return 1
     DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
         DEEPLAKE_FIXTURE_WRITER=${DEEPLAKE_FIXTURE_WRITER:-$target/debug/deeplake-fixture-writer} \
         "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/interop
@@ -79,7 +80,7 @@ run_airbyte_test() {
     target=$(cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
     # The same build as the interop step (one feature set, nothing rebuilt).
-    cargo build --workspace --bins || return 1
+    cargo build --locked --workspace --bins || return 1
     DEEPLAKE_CONNECTOR_BIN=${DEEPLAKE_CONNECTOR_BIN:-$target/debug/destination-deeplake} \
         DEEPLAKE_FAKER_BIN="$FAKER_VENV/bin/source-faker" \
         "$DL3_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/airbyte
@@ -90,7 +91,7 @@ run_client_test() {
     local target
     target=$(cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
-    cargo build --workspace --bins || return 1
+    cargo build --locked --workspace --bins || return 1
     DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
         "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q client/python/tests
 }
@@ -100,7 +101,7 @@ run_docs_test() {
     local target
     target=$(cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
-    cargo build --workspace --bins || return 1
+    cargo build --locked --workspace --bins || return 1
     DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
         "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q integration-tests/docs
 }
@@ -108,7 +109,7 @@ run_docs_test() {
 # The web visualizer in chromium (scripts/web-test.sh), with the build of the steps
 # above.
 run_web_test() {
-    cargo build --workspace --bins || return 1
+    cargo build --locked --workspace --bins || return 1
     bash scripts/web-test.sh
 }
 
@@ -120,9 +121,9 @@ run_image_test() {
 }
 
 run_step "cargo fmt" cargo fmt --all -- --check
-run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+run_step "cargo clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
 run_step "dependency direction" check_dependency_direction
-run_step "cargo test" cargo test --workspace
+run_step "cargo test" cargo test --locked --workspace
 run_step "API fuzzing (schemathesis)" bash scripts/schemathesis.sh
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
