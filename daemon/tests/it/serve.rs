@@ -4,7 +4,8 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use clap::Parser;
-use deeplake_core::{Dataset, OpenOptions, Sample};
+use deeplake_core::format::compression::Compression;
+use deeplake_core::{Dataset, OpenOptions, Sample, TensorOptions};
 use deeplake_daemon::cli::{Cli, Command};
 use deeplake_daemon::serve::auth::{TokenConfig, Tokens, hash_token};
 use deeplake_daemon::serve::{self, AppState, Limits};
@@ -290,6 +291,72 @@ async fn samples_as_json_slices_and_raw_jpeg() {
     )
     .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+}
+
+/// A WAV file of `n` silent 16-bit mono samples at 8 kHz.
+fn wav(n: u32) -> Vec<u8> {
+    let data = n * 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    b.resize(b.len() + data as usize, 0);
+    b
+}
+
+#[tokio::test]
+async fn raw_audio_and_video_carry_their_media_types() {
+    // A browser's <audio>/<video> plays a raw sample URL only with a media type.
+    let s = server(Tokens::default()).await;
+    let path = s.root.path().join("media").to_string_lossy().into_owned();
+    let mut ds = Dataset::create(&path, OpenOptions::default())
+        .await
+        .unwrap();
+    let audio = wav(400);
+    // The start of an MP4: a `ftyp` box is what its codec is known by.
+    let mut video = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2".to_vec();
+    video.extend_from_slice(&[0; 64]);
+    for (name, htype, codec, bytes, shape) in [
+        ("audio", "audio", "wav", audio.clone(), vec![400, 1]),
+        ("video", "video", "mp4", video.clone(), vec![1, 2, 2, 3]),
+    ] {
+        ds.create_tensor(name, TensorOptions::new(htype).sample_compression(codec))
+            .await
+            .unwrap();
+        ds.append(
+            name,
+            Sample::Encoded {
+                bytes: bytes.into(),
+                compression: Compression::parse(codec).unwrap().unwrap(),
+                shape: Some(shape),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    ds.close().await.unwrap();
+    for (name, want, bytes) in [("audio", "audio/wav", audio), ("video", "video/mp4", video)] {
+        let (st, body, ctype) = send(
+            &s.app,
+            "GET",
+            &format!("/datasets/media/tensors/{name}/samples/0?format=raw"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(ctype, want);
+        assert_eq!(body, bytes);
+    }
 }
 
 pub(crate) async fn set_caption(root: &std::path::Path, branch: &str, row: u64, text: &str) {

@@ -225,11 +225,9 @@ fn stored_response(
     frames: Option<usize>,
 ) -> Result<Response, ApiError> {
     let meta = ds.tensor_meta(tensor)?;
-    let ctype = match meta.sample_compression.as_deref() {
-        Some("jpeg" | "jpg") => "image/jpeg",
-        Some("png") => "image/png",
-        _ => "application/octet-stream",
-    };
+    // Media players need the type: a browser plays `audio/wav` from a URL, not
+    // `application/octet-stream`.
+    let ctype = content_type(meta.sample_compression.as_deref().unwrap_or(""));
     let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
     let mut resp = (
         [
@@ -397,10 +395,11 @@ fn link_json(s: &Sample, tensor: &str) -> Result<Value, ApiError> {
     }
 }
 
-/// The media type of a link target's bytes, from their sniffed codec.
+/// The media type of bytes of `codec`: a link target's sniffed codec, or a tensor's
+/// sample compression.
 fn content_type(codec: &str) -> &'static str {
     match codec {
-        "jpeg" => "image/jpeg",
+        "jpeg" | "jpg" => "image/jpeg",
         "png" => "image/png",
         "gif" => "image/gif",
         "bmp" => "image/bmp",
