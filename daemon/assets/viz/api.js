@@ -20,6 +20,11 @@ export function takeTokenFromHash() {
   history.replaceState(null, '', location.pathname + location.search + (rest === '#' ? '' : rest));
 }
 
+/** Whether requests carry a token (a media element's own fetches could not). */
+export function hasToken() {
+  return Boolean(sessionStorage.getItem(TOKEN_KEY));
+}
+
 function headers(extra) {
   const h = Object.assign({}, extra);
   const t = sessionStorage.getItem(TOKEN_KEY);

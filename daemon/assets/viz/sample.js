@@ -1,9 +1,12 @@
 // The single-sample view: every tensor of one row, laid out by htype. Images get the
 // row's overlays; a `sequence[image]` gets a scrubber and a play button that fetch
 // one frame per step (`?format=raw&frame=k`); video and audio play with the
-// browser's controls; text and JSON show as text; embeddings as a sparkline.
+// browser's controls, their `src` the raw sample URL itself so that the browser
+// streams them (with a token, which a media element cannot send, the bytes are
+// fetched first and played from a blob); text and JSON show as text; embeddings as a
+// sparkline.
 
-import { getJson, getRaw, paths } from './api.js';
+import { getJson, getRaw, hasToken, paths } from './api.js';
 import { OVERLAY_HTYPES, drawSample, sampleText, sparkline } from './render.js';
 
 function el(tag, attrs = {}, ...children) {
@@ -92,10 +95,12 @@ export class SampleView {
         bitmap.close();
         box.append(canvas);
       } else if (MEDIA[t.htype]) {
-        const res = await getRaw(paths.sample(dataset, t.name, row, ref, 'raw'));
-        const url = URL.createObjectURL(await res.blob());
-        this.urls.push(url);
-        box.append(el(MEDIA[t.htype], { controls: '', src: url, 'aria-label': `row ${row} ${t.name}` }));
+        let src = paths.sample(dataset, t.name, row, ref, 'raw');
+        if (hasToken()) {
+          src = URL.createObjectURL(await (await getRaw(src)).blob());
+          this.urls.push(src);
+        }
+        box.append(el(MEDIA[t.htype], { controls: '', preload: 'metadata', src, 'aria-label': `row ${row} ${t.name}` }));
       } else if (t.htype === 'embedding') {
         const c = el('canvas', { class: 'spark', role: 'img', 'aria-label': `${t.name} sparkline` });
         c.width = 240;
