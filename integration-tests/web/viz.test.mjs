@@ -1,11 +1,13 @@
 // Browser tests of the web visualizer: a real chromium driven by playwright-core
 // against a running `deeplake serve` (scripts/test.sh starts it and builds the
 // datasets). Environment: DEEPLAKE_VIZ_URL (the server), DEEPLAKE_VIZ_OUT (where
-// screenshots and figures go), DEEPLAKE_VIZ_RICH / _10K / _100K (dataset names),
-// DEEPLAKE_VIZ_TOKEN_URL and DEEPLAKE_VIZ_TOKEN (a server that needs that read token).
+// screenshots and figures go), DEEPLAKE_VIZ_RICH / _10K / _100K / _1M / _MEDIA (dataset
+// names), DEEPLAKE_VIZ_MEDIA_FILES (the folder of the media dataset's linked images,
+// WAV and MP4 files, with colours.json), DEEPLAKE_VIZ_TOKEN_URL and DEEPLAKE_VIZ_TOKEN
+// (a server that needs that read token).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -14,6 +16,9 @@ const OUT = process.env.DEEPLAKE_VIZ_OUT || 'target/web-test';
 const RICH = process.env.DEEPLAKE_VIZ_RICH || 'rich';
 const TEN_K = process.env.DEEPLAKE_VIZ_10K || 'images10k';
 const HUNDRED_K = process.env.DEEPLAKE_VIZ_100K || 'rows100k';
+const MILLION = process.env.DEEPLAKE_VIZ_1M || 'rows1m';
+const MEDIA = process.env.DEEPLAKE_VIZ_MEDIA || 'media';
+const MEDIA_FILES = process.env.DEEPLAKE_VIZ_MEDIA_FILES;
 const TOKEN_URL = process.env.DEEPLAKE_VIZ_TOKEN_URL;
 const TOKEN = process.env.DEEPLAKE_VIZ_TOKEN;
 assert.ok(BASE, 'DEEPLAKE_VIZ_URL must name the server');
@@ -59,6 +64,17 @@ async function api(path) {
 }
 
 const waitScreen = (page, n) => page.waitForFunction((k) => window.__viz.screens >= k, n, { timeout: 15000 });
+
+/**
+ * Waits until the first grid shows the rows at its scroll position, all loaded. Cells
+ * that are loaded but still hold the rows of before the scroll do not count: the
+ * scroll event may not have reached the page yet.
+ */
+const waitLoadedHere = (page) => page.waitForFunction(() => {
+  const g = window.__viz.grids[0];
+  const top = Math.floor(g.root.scrollTop / g.cellH) * g.cols;
+  return g.cells.some((c) => c.index === top && c.loaded) && g.cells.every((c) => c.index < 0 || c.loaded);
+}, null, { timeout: 15000 });
 
 /** Runs `action`, then waits until `grids` more grids settled (cells on screen drawn). */
 async function settle(page, action, grids = 1) {
@@ -316,12 +332,18 @@ test('10k images: the first screen of thumbnails in under 1 s', async () => {
   await context.close();
 });
 
-test('100k rows: scrolling fetches only visible rows and keeps memory bounded', async () => {
+/**
+ * Scrolling the grid of `name` (`rows` rows): a fling from top to bottom and 40 stops
+ * fetch only the rows on screen, the last row's thumbnail shows its image (tensor
+ * `primary`); heap, DOM and caches stay bounded. Figures go to scroll-`tag`.txt.
+ */
+async function scrollCheck(name, rows, tag, primary) {
   const { context, page, errors, requests } = await openPage();
   const cdp = await context.newCDPSession(page);
   await cdp.send('Performance.enable');
-  await page.goto(`${BASE}/#/d/${HUNDRED_K}`);
+  await page.goto(`${BASE}/#/d/${name}`);
   await waitScreen(page, 1);
+  assert.equal(await page.evaluate(() => window.__viz.grids[0].count), rows);
   const pool = await page.evaluate(() => window.__viz.grids[0].poolSize);
   const images = () => requests.filter((u) => /\/samples\/\d+\?.*format=raw/.test(u)).length;
   const slices = () => requests.filter((u) => /\/samples\?/.test(u)).length;
@@ -346,14 +368,22 @@ test('100k rows: scrolling fetches only visible rows and keeps memory bounded', 
     }
     return stalls;
   });
-  await page.waitForFunction(() => window.__viz.grids[0].cells.every((c) => c.index < 0 || c.loaded), null, { timeout: 15000 });
+  await waitLoadedHere(page);
   const fling = images() - before;
-  console.log(`fling over 100k rows: ${fling} image requests (${stalls} stalls of the page's timers), ${slices()} slice requests in all, pool ${pool} cells`);
+  console.log(`fling over ${tag} rows: ${fling} image requests (${stalls} stalls of the page's timers), ${slices()} slice requests in all, pool ${pool} cells`);
   assert.ok(fling <= pool * (1 + stalls), `fling fetched ${fling} images (pool ${pool}, ${stalls} stalls)`);
   const last = await page.$$eval('.cell:not([hidden])[data-row]', (cs) => Math.max(...cs.map((c) => Number(c.dataset.row))));
-  assert.equal(last, 99999);
+  assert.equal(last, rows - 1);
+  const px = await cellPixels(page, rows - 1, false);
+  const want = await imageMean(page, `${BASE}/datasets/${name}/tensors/${primary}/samples/${rows - 1}?format=raw`);
+  assert.ok(px.opaque > px.total * 0.9, `row ${rows - 1} is drawn (${px.opaque}/${px.total})`);
+  for (let k = 0; k < 3; k++) {
+    assert.ok(Math.abs(px.mean[k] - want[k]) < 12, `row ${rows - 1} channel ${k}: canvas ${px.mean[k]} vs image ${want[k]}`);
+  }
 
-  // Stops at 40 places: each fetches at most one pool of images; the DOM keeps its pool.
+  // Stops at 40 places: each fetches at most one pool of images, and at least the rows
+  // fully on screen (after the first, the stops are far from any cached row); the
+  // DOM keeps its pool.
   const heap = async () => {
     await cdp.send('HeapProfiler.collectGarbage');
     const { metrics } = await cdp.send('Performance.getMetrics');
@@ -362,27 +392,130 @@ test('100k rows: scrolling fetches only visible rows and keeps memory bounded', 
   const domNodes = async () => (await cdp.send('Memory.getDOMCounters')).nodes;
   const heapStart = await heap();
   const nodesStart = await domNodes();
+  const onScreen = await page.evaluate(() => {
+    const g = window.__viz.grids[0];
+    return g.cols * Math.floor(g.root.clientHeight / g.cellH);
+  });
+  const stops = [];
   for (let k = 0; k < 40; k++) {
     const n = images();
     await page.evaluate((f) => {
       const root = window.__viz.grids[0].root;
       root.scrollTop = (root.scrollHeight - root.clientHeight) * f;
     }, (k * 0.6180339) % 1);
-    await page.waitForFunction(() => window.__viz.grids[0].cells.every((c) => c.index < 0 || c.loaded), null, { timeout: 15000 });
-    assert.ok(images() - n <= pool, `stop ${k}: ${images() - n} image requests`);
+    await waitLoadedHere(page);
+    const fetched = images() - n;
+    stops.push(fetched);
+    assert.ok(fetched <= pool, `stop ${k}: ${fetched} image requests`);
+    if (k > 0) assert.ok(fetched >= onScreen, `stop ${k}: ${fetched} image requests for ${onScreen} rows on screen`);
+    const top = await page.evaluate(() => {
+      const g = window.__viz.grids[0];
+      return Math.floor(g.root.scrollTop / g.cellH) * g.cols;
+    });
+    const px = await cellPixels(page, top, false);
+    assert.ok(px && px.opaque > px.total * 0.9, `stop ${k}: row ${top} is drawn`);
   }
   const heapEnd = await heap();
   const nodesEnd = await domNodes();
   const domCells = await page.$$eval('.cell', (cs) => cs.length);
   const cached = await page.evaluate(() => window.__viz.loaders[0].images.size);
   console.log(`JS heap: ${(heapStart / 1e6).toFixed(1)} MB -> ${(heapEnd / 1e6).toFixed(1)} MB after 40 stops; DOM nodes ${nodesStart} -> ${nodesEnd}; ${domCells} cells in the DOM, ${cached} images cached`);
-  writeFileSync(join(OUT, 'scroll-100k.txt'), `pool ${pool}\nfling_image_requests ${fling}\nfling_stalls ${stalls}\nheap_start ${heapStart}\nheap_end ${heapEnd}\ndom_nodes_start ${nodesStart}\ndom_nodes_end ${nodesEnd}\n`);
+  writeFileSync(join(OUT, `scroll-${tag}.txt`), `pool ${pool}\nfling_image_requests ${fling}\nfling_stalls ${stalls}\nstop_image_requests ${stops.join(',')}\nheap_start ${heapStart}\nheap_end ${heapEnd}\ndom_nodes_start ${nodesStart}\ndom_nodes_end ${nodesEnd}\n`);
   assert.equal(domCells, pool);
   assert.ok(nodesEnd <= nodesStart + 50, `DOM nodes grew from ${nodesStart} to ${nodesEnd}`);
   assert.ok(cached <= 400);
   assert.ok(heapEnd < 64e6, `heap ${heapEnd}`);
   assert.ok(heapEnd < heapStart + 24e6, `heap grew from ${heapStart} to ${heapEnd}`);
-  await shot(page, 'rows100k');
+  await shot(page, name);
+  assert.deepEqual(errors, []);
+  await context.close();
+}
+
+test('100k rows: scrolling fetches only visible rows and keeps memory bounded', () => scrollCheck(HUNDRED_K, 100000, '100k', 'images'));
+
+// Thumbnails of a link[image] tensor: every one is fetched through the daemon's linker.
+test('1M rows: scrolling fetches only visible rows and keeps memory bounded', () => scrollCheck(MILLION, 1000000, '1m', 'url'));
+
+test('media: link[image] thumbnails through the daemon; video and audio with native controls', async () => {
+  assert.ok(MEDIA_FILES, 'DEEPLAKE_VIZ_MEDIA_FILES names the media files');
+  const colours = JSON.parse(readFileSync(join(MEDIA_FILES, 'colours.json'), 'utf8'));
+  const { context, page, errors, requests } = await openPage();
+  const info = await api(`datasets/${MEDIA}`);
+  assert.equal(info.length, colours.length);
+  const htypes = Object.fromEntries(info.tensors.map((t) => [t.name, t.htype]));
+  assert.deepEqual(htypes, { linked: 'link[image]', audio: 'audio', video: 'video' });
+  // The link tensor stores absolute paths to the files beside the dataset.
+  const stored = await api(`datasets/${MEDIA}/tensors/linked/samples/1?format=link`);
+  assert.ok(JSON.stringify(stored).includes(join(MEDIA_FILES, 'image1.png')), JSON.stringify(stored));
+
+  // The grid's thumbnails are the linked files, fetched through the daemon: each
+  // canvas shows its file's colour.
+  await page.goto(`${BASE}/#/d/${MEDIA}`);
+  await waitScreen(page, 1);
+  await page.waitForFunction(() => window.__viz.grids[0].cells.every((c) => c.index < 0 || c.loaded), null, { timeout: 15000 });
+  await shot(page, 'media-grid');
+  for (let row = 0; row < colours.length; row++) {
+    const px = await cellPixels(page, row, false);
+    assert.ok(px && px.opaque > px.total * 0.5, `row ${row} is drawn (${px && px.opaque}/${px && px.total})`);
+    for (let k = 0; k < 3; k++) {
+      assert.ok(Math.abs(px.mean[k] - colours[row][k]) < 8, `row ${row} channel ${k}: canvas ${px.mean[k]} vs file ${colours[row][k]}`);
+    }
+  }
+  const linkReqs = requests.filter((u) => /\/tensors\/linked\/samples\/\d+\?.*format=raw/.test(u));
+  assert.equal(linkReqs.length, colours.length, `${linkReqs}`);
+
+  // The sample view: the linked image on a canvas, video and audio as native players
+  // whose source is the daemon's raw sample URL, their metadata loaded by the browser.
+  const row = 1;
+  await page.click(`.cell[data-row="${row}"]`);
+  await page.waitForSelector(`.sample[aria-label="row ${row}"] section[data-tensor="audio"] audio`);
+  const linked = await page.$eval('section[data-tensor="linked"] canvas', (c) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    const sum = [0, 0, 0];
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i + 3]) { n++; sum[0] += d[i]; sum[1] += d[i + 1]; sum[2] += d[i + 2]; }
+    }
+    return { n, mean: sum.map((v) => v / Math.max(1, n)) };
+  });
+  assert.ok(linked.n > 0, 'the linked image is drawn in the sample view');
+  for (let k = 0; k < 3; k++) {
+    assert.ok(Math.abs(linked.mean[k] - colours[row][k]) < 8, `sample view channel ${k}: ${linked.mean[k]} vs ${colours[row][k]}`);
+  }
+  const media = async (kind) => {
+    await page.waitForFunction((sel) => {
+      const m = document.querySelector(sel);
+      return m && (m.readyState >= 1 || m.error);
+    }, `section[data-tensor="${kind}"] ${kind}`, { timeout: 15000 });
+    return page.$eval(`section[data-tensor="${kind}"] ${kind}`, (m) => ({
+      controls: m.controls, src: m.src, readyState: m.readyState, duration: m.duration,
+      error: m.error && m.error.message, width: m.videoWidth, height: m.videoHeight,
+    }));
+  };
+  const video = await media('video');
+  const audio = await media('audio');
+  console.log(`sample view: video ${JSON.stringify(video)}; audio ${JSON.stringify(audio)}`);
+  for (const [kind, m, seconds] of [['video', video, 12 / 8], ['audio', audio, 0.5 + 0.25 * row]]) {
+    assert.equal(m.error, null, `${kind} played without an error`);
+    assert.equal(m.controls, true, `${kind} has native controls`);
+    const url = new URL(m.src);
+    assert.equal(url.origin + url.pathname, `${new URL(BASE).origin}/datasets/${MEDIA}/tensors/${kind}/samples/${row}`);
+    assert.equal(url.searchParams.get('format'), 'raw');
+    assert.ok(m.readyState >= 1, `${kind} metadata loaded (readyState ${m.readyState})`);
+    assert.ok(Math.abs(m.duration - seconds) < 0.1, `${kind} lasts ${m.duration} s, its file ${seconds} s`);
+    // The daemon answers the stored bytes: the very file that was appended.
+    const res = await fetch(m.src);
+    assert.equal(res.headers.get('content-type'), kind === 'video' ? 'video/mp4' : 'audio/wav');
+    const file = readFileSync(join(MEDIA_FILES, `${kind}${row}.${kind === 'video' ? 'mp4' : 'wav'}`));
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(file), `${kind} bytes are the file's`);
+  }
+  assert.deepEqual([video.width, video.height], [32, 32]);
+  // The browser decodes and plays the video (muted, as autoplay rules want).
+  await page.$eval('section[data-tensor="video"] video', (v) => { v.muted = true; return v.play(); });
+  await page.waitForFunction(() => document.querySelector('section[data-tensor="video"] video').currentTime > 0.2, null, { timeout: 15000 });
+  await shot(page, 'media-sample');
+  await page.keyboard.press('Escape');
+  assert.equal(await page.isHidden('#sample'), true);
   assert.deepEqual(errors, []);
   await context.close();
 });
@@ -397,7 +530,7 @@ test('a server with tokens: the page takes one from #token= or asks for it', asy
   await page.goto(`${TOKEN_URL}/#token=${TOKEN}`);
   await page.waitForSelector('.list li a');
   const listed = await page.$$eval('.list li a', (as) => as.map((a) => a.textContent).sort());
-  assert.deepEqual(listed, [TEN_K, RICH, HUNDRED_K].sort());
+  assert.deepEqual(listed, [TEN_K, RICH, HUNDRED_K, MILLION, MEDIA].sort());
   assert.ok(!page.url().includes(TOKEN), page.url());
   await settle(page, () => page.click(`.list a[href="#/d/${RICH}"]`));
   assert.ok((await cellPixels(page, 0, false)).opaque > 0, 'thumbnails load with the token');
