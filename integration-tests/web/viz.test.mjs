@@ -534,6 +534,19 @@ test('a server with tokens: the page takes one from #token= or asks for it', asy
   assert.ok(!page.url().includes(TOKEN), page.url());
   await settle(page, () => page.click(`.list a[href="#/d/${RICH}"]`));
   assert.ok((await cellPixels(page, 0, false)).opaque > 0, 'thumbnails load with the token');
+  // A media element cannot send the token: the page fetches the bytes with it and
+  // plays them from a blob.
+  await page.goto(`${TOKEN_URL}/#/d/${MEDIA}`);
+  await page.waitForSelector('.cell[data-row="0"]');
+  await page.click('.cell[data-row="0"]');
+  await page.waitForFunction(() => {
+    const a = document.querySelector('section[data-tensor="audio"] audio');
+    return a && a.readyState >= 1;
+  }, null, { timeout: 15000 });
+  const tokened = await page.$eval('section[data-tensor="audio"] audio', (a) => ({ src: a.src, duration: a.duration, controls: a.controls }));
+  assert.match(tokened.src, /^blob:/);
+  assert.equal(tokened.controls, true);
+  assert.ok(Math.abs(tokened.duration - 0.5) < 0.1, `audio lasts ${tokened.duration} s`);
   assert.deepEqual(errors, []);
   await context.close();
 
