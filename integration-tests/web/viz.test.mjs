@@ -311,13 +311,22 @@ test('rich dataset: thumbnails, overlays, query, branches, diff, sequence', asyn
 });
 
 test('10k images: the first screen of thumbnails in under 1 s', async () => {
-  const { context, page, errors } = await openPage();
-  await page.goto(`${BASE}/#/d/${TEN_K}`);
-  await page.waitForFunction(() => window.__viz.firstScreenMs !== null, null, { timeout: 15000 });
-  const ms = await page.evaluate(() => window.__viz.firstScreenMs);
+  // Three cold loads (a fresh browser context each, so nothing is cached); the median
+  // is judged, since one load on a shared 2-core machine can catch a busy moment.
+  const loads = [];
+  let last = null;
+  for (let i = 0; i < 3; i++) {
+    if (last) await last.context.close();
+    last = await openPage();
+    await last.page.goto(`${BASE}/#/d/${TEN_K}`);
+    await last.page.waitForFunction(() => window.__viz.firstScreenMs !== null, null, { timeout: 15000 });
+    loads.push(await last.page.evaluate(() => window.__viz.firstScreenMs));
+  }
+  const { context, page, errors } = last;
+  const ms = [...loads].sort((a, b) => a - b)[1];
   const cells = await page.evaluate(() => window.__viz.grids[0].firstScreenCells);
-  console.log(`first screen of ${cells} thumbnails (10k images): ${ms.toFixed(0)} ms after navigation`);
-  writeFileSync(join(OUT, 'first-screen-ms.txt'), `${ms.toFixed(1)}\n`);
+  console.log(`first screen of ${cells} thumbnails (10k images): median ${ms.toFixed(0)} ms after navigation (cold loads: ${loads.map((x) => x.toFixed(0)).join(', ')} ms)`);
+  writeFileSync(join(OUT, 'first-screen-ms.txt'), `median ${ms.toFixed(1)} loads ${loads.map((x) => x.toFixed(1)).join(' ')}\n`);
   await waitScreen(page, 1);
   await shot(page, 'images10k');
   // The first screen is every cell on screen: 7 columns by 4 lines at 1280 x 800, each
@@ -327,7 +336,7 @@ test('10k images: the first screen of thumbnails in under 1 s', async () => {
     const px = await cellPixels(page, row, false);
     assert.ok(px && px.opaque > px.total * 0.9, `row ${row} is drawn`);
   }
-  assert.ok(ms < 1000, `first screen took ${ms} ms`);
+  assert.ok(ms < 1000, `first screen took ${ms} ms (median of ${loads.join(', ')})`);
   assert.deepEqual(errors, []);
   await context.close();
 });
