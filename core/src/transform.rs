@@ -619,22 +619,6 @@ async fn feed_of(
     })
 }
 
-/// The staging marker of a run not yet published.
-struct Marker {
-    fingerprint: String,
-    input_rows: u64,
-    output_rows: u64,
-}
-
-fn marker_of(ds: &Dataset) -> Option<Marker> {
-    let m = ds.info().get(LINEAGE_KEY)?.as_object()?;
-    Some(Marker {
-        fingerprint: m.get("fingerprint")?.as_str()?.to_owned(),
-        input_rows: m.get("input_rows")?.as_u64()?,
-        output_rows: m.get("output_rows")?.as_u64()?,
-    })
-}
-
 fn with_branch(opts: &OpenOptions, branch: &str, holder: &str) -> Result<OpenOptions> {
     let mut o = opts.clone();
     o.branch = Some(branch.parse::<BranchName>()?);
@@ -642,6 +626,174 @@ fn with_branch(opts: &OpenOptions, branch: &str, holder: &str) -> Result<OpenOpt
     o.lease_holder = Some(holder.to_owned());
     o.lease_wait = Some(o.lease_wait.unwrap_or(Duration::from_secs(30)));
     Ok(o)
+}
+
+/// The staging branch of one run (fingerprint), for writers that bring their own rows
+/// (the daemon's staged appends) as well as for [`run`]: open or resume, write parts
+/// with a marker, then publish once or discard.
+pub struct Staging {
+    pub ds: Dataset,
+    pub branch: String,
+    /// The marker of an earlier run of this fingerprint (resume from it), if any.
+    pub resumed: Option<Map<String, Value>>,
+    target: String,
+    /// Opens the target branch under this run's lease holder.
+    target_open: OpenOptions,
+}
+
+impl Staging {
+    /// Opens the staging branch of `fingerprint` on `target` (created if absent): the
+    /// target's uncommitted changes are committed first; a staging branch left by an
+    /// earlier run of the same fingerprint is resumed. `tensors` are created where
+    /// missing. `open.branch` names the target branch (default `main`).
+    pub async fn open(
+        target: &str,
+        open: &OpenOptions,
+        fingerprint: &str,
+        tensors: &[(String, TensorOptions)],
+    ) -> Result<Staging> {
+        let target_branch = open
+            .branch
+            .as_ref()
+            .map_or_else(|| "main".to_owned(), |b| b.to_string());
+        let branch = format!("{STAGING_PREFIX}{fingerprint}");
+        let holder = format!("transform-{fingerprint}");
+        let target_open = with_branch(open, &target_branch, &holder)?;
+        let mut t = Dataset::open_or_create(target, target_open.clone()).await?;
+        if t.has_changes() {
+            t.commit("auto commit before transform").await?;
+        }
+        let (mut ds, resumed) = if t.branches().contains(&branch) {
+            t.close().await?;
+            let ds = Dataset::open(target, with_branch(open, &branch, &holder)?).await?;
+            let marker = ds
+                .info()
+                .get(LINEAGE_KEY)
+                .and_then(Value::as_object)
+                .filter(|m| m.get("fingerprint").and_then(Value::as_str) == Some(fingerprint))
+                .cloned();
+            let Some(m) = marker else {
+                return Err(Error::Conflict {
+                    path: branch.clone(),
+                    message: format!(
+                        "branch {branch} exists but holds no unfinished run of this transform"
+                    ),
+                    retryable: false,
+                });
+            };
+            (ds, Some(m))
+        } else {
+            t.checkout(&branch, true).await?;
+            (t, None)
+        };
+        for (name, opts) in tensors {
+            if !ds.tensor_names().contains(name) {
+                ds.create_tensor(name, opts.clone()).await?;
+            }
+        }
+        Ok(Staging {
+            ds,
+            branch,
+            resumed,
+            target: target.to_owned(),
+            target_open,
+        })
+    }
+
+    /// A resumed marker's count `key` (0 when starting afresh).
+    pub fn resumed_count(&self, key: &str) -> u64 {
+        self.resumed
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
+    /// Appends `columns` and records `marker` (with `done: false`) in ONE flush, so
+    /// after a crash the marker counts exactly the rows staged.
+    pub async fn write(
+        &mut self,
+        columns: Vec<(String, Vec<Sample>)>,
+        mut marker: Map<String, Value>,
+    ) -> Result<()> {
+        if columns.first().is_some_and(|c| !c.1.is_empty()) {
+            self.ds.extend_columns(columns).await?;
+        }
+        marker.insert("done".into(), json!(false));
+        self.ds.set_info(LINEAGE_KEY, Value::Object(marker)).await?;
+        self.ds.flush().await
+    }
+
+    /// Makes the staged rows the target branch's new commit, with `lineage` (marked
+    /// `done`) in its `dataset_info.json`: a fast-forward in one tree record, or a
+    /// merge commit when the target moved meanwhile (its staging branch then stays,
+    /// since the merge commit names its commit). Returns the commit and whether it was
+    /// a fast-forward.
+    pub async fn publish(
+        mut self,
+        mut lineage: Map<String, Value>,
+        message: &str,
+    ) -> Result<(String, bool)> {
+        lineage.insert("done".into(), json!(true));
+        self.ds
+            .set_info(LINEAGE_KEY, Value::Object(lineage))
+            .await?;
+        self.ds.flush().await?;
+        let mut target = Dataset::open(&self.target, self.target_open.clone()).await?;
+        let out = match self.ds.publish_onto(message, &mut target).await {
+            Ok(c) => (c, true),
+            Err(Error::Conflict { message: why, .. }) => {
+                tracing::info!(reason = %why, "target moved: merging the transform instead");
+                let merged = target.merge(&self.branch, MergePolicy::default()).await?;
+                let c = merged
+                    .commit
+                    .ok_or_else(|| Error::internal("the transform's merge wrote no commit"))?;
+                (c, false)
+            }
+            Err(e) => return Err(e),
+        };
+        target.close().await?;
+        Ok(out)
+    }
+
+    /// Deletes the staging branch: the target is left exactly as it was.
+    pub async fn discard(self) -> Result<()> {
+        let Staging {
+            ds,
+            branch,
+            target,
+            target_open,
+            ..
+        } = self;
+        ds.close().await?;
+        let mut t = Dataset::open(&target, target_open).await?;
+        t.delete_branch(&branch).await?;
+        t.close().await
+    }
+}
+
+/// The default commit message: the functions and the source version.
+pub fn commit_message(
+    functions: &[&str],
+    identity: &Map<String, Value>,
+    rows_in: u64,
+    rows_out: u64,
+) -> String {
+    let source = identity
+        .get("source")
+        .and_then(Value::as_str)
+        .map(|s| {
+            let c = identity.get("source_commit").and_then(Value::as_str);
+            format!(
+                " from {s}{}",
+                c.map(|c| format!(" at {c}")).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "transform {}{source}: {rows_in} rows in, {rows_out} rows out",
+        functions.join(" -> ")
+    )
 }
 
 /// Runs `pipeline` over `input` into `opts.target` (module docs).
@@ -680,42 +832,8 @@ pub async fn run(
         h = fnv(part.as_bytes(), fnv(b"\x1e", h));
     }
     let fp = format!("{h:016x}");
-    let staging = format!("{STAGING_PREFIX}{fp}");
-    let holder = format!("transform-{fp}");
-    let topen = with_branch(&opts.open, &target_branch, &holder)?;
-
-    // The target: created if absent; its uncommitted changes committed, so the staging
-    // branch grows from the commit the target shows.
-    let mut target = Dataset::open_or_create(&opts.target, topen.clone()).await?;
-    if target.has_changes() {
-        target.commit("auto commit before transform").await?;
-    }
-    let (mut out, resumed) = if target.branches().contains(&staging) {
-        drop(target);
-        let ds = Dataset::open(&opts.target, with_branch(&opts.open, &staging, &holder)?).await?;
-        match marker_of(&ds) {
-            Some(m) if m.fingerprint == fp => (ds, Some(m)),
-            _ => {
-                return Err(Error::Conflict {
-                    path: staging.clone(),
-                    message: format!(
-                        "branch {staging} exists but holds no unfinished run of this transform"
-                    ),
-                    retryable: false,
-                });
-            }
-        }
-    } else {
-        target.checkout(&staging, true).await?;
-        (target, None)
-    };
-
-    for (name, t) in &opts.tensors {
-        if !out.tensor_names().contains(name) {
-            out.create_tensor(name, t.clone()).await?;
-        }
-    }
-    let tensors = out.tensor_names();
+    let mut staging = Staging::open(&opts.target, &opts.open, &fp, &opts.tensors).await?;
+    let tensors = staging.ds.tensor_names();
     if tensors.is_empty() {
         return Err(Error::invalid(
             "the target has no tensors: declare the tensors the functions write",
@@ -725,13 +843,12 @@ pub async fn run(
     identity.insert("fingerprint".into(), json!(fp));
     identity.insert("target_branch".into(), json!(target_branch));
 
-    let (mut done_in, mut done_out) = (0u64, 0u64);
-    let resumed_from = resumed.as_ref().map_or(0, |m| m.input_rows);
-    if let Some(m) = &resumed {
-        feed.skip(m.input_rows)?;
-        done_in = m.input_rows;
-        done_out = m.output_rows;
-        tracing::info!(staging = %staging, rows = done_in, "resuming transform");
+    let mut done_in = staging.resumed_count("input_rows");
+    let mut done_out = staging.resumed_count("output_rows");
+    let resumed_from = done_in;
+    if done_in > 0 {
+        feed.skip(done_in)?;
+        tracing::info!(staging = %staging.branch, rows = done_in, "resuming transform");
     }
     ctl.start_stage(total.unwrap_or(0));
     ctl.advance(done_in);
@@ -740,7 +857,7 @@ pub async fn run(
     let result = write_all(
         pipeline,
         &mut feed,
-        &mut out,
+        &mut staging,
         &workers,
         &tensors,
         &identity,
@@ -749,12 +866,13 @@ pub async fn run(
         &mut done_out,
     )
     .await;
+    let branch = staging.branch.clone();
     match result {
         Ok(true) => {}
         Ok(false) => {
             return Ok(Report {
                 commit: None,
-                staging_branch: staging,
+                staging_branch: branch,
                 input_rows: done_in,
                 output_rows: done_out,
                 resumed_from,
@@ -766,54 +884,24 @@ pub async fn run(
             if matches!(e, Error::Transform { .. }) {
                 // The function fails on this input however often it runs: the staged
                 // part goes, leaving the dataset as it was.
-                drop(out);
-                if let Err(c) = drop_staging(opts, &target_branch, &holder, &staging).await {
-                    tracing::warn!(branch = %staging, error = %c, "staging branch not removed");
+                if let Err(c) = staging.discard().await {
+                    tracing::warn!(branch = %branch, error = %c, "staging branch not removed");
                 }
             }
             return Err(e);
         }
     }
-
     let mut lineage = identity.clone();
     lineage.insert("input_rows".into(), json!(done_in));
     lineage.insert("output_rows".into(), json!(done_out));
-    lineage.insert("done".into(), json!(true));
-    out.set_info(LINEAGE_KEY, Value::Object(lineage)).await?;
-    let source = identity
-        .get("source")
-        .and_then(Value::as_str)
-        .map(|s| {
-            let c = identity.get("source_commit").and_then(Value::as_str);
-            format!(
-                " from {s}{}",
-                c.map(|c| format!(" at {c}")).unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
-    let message = opts.message.clone().unwrap_or_else(|| {
-        format!(
-            "transform {}{source}: {done_in} rows in, {done_out} rows out",
-            functions.join(" -> ")
-        )
-    });
-    let mut target = Dataset::open(&opts.target, topen).await?;
-    let (commit, fast_forward) = match out.publish_onto(&message, &mut target).await {
-        Ok(c) => (c, true),
-        Err(Error::Conflict { message: why, .. }) => {
-            tracing::info!(reason = %why, "target moved: merging the transform instead");
-            let merged = target.merge(&staging, MergePolicy::default()).await?;
-            let c = merged
-                .commit
-                .ok_or_else(|| Error::internal("the transform's merge wrote no commit"))?;
-            (c, false)
-        }
-        Err(e) => return Err(e),
-    };
-    target.close().await?;
+    let message = opts
+        .message
+        .clone()
+        .unwrap_or_else(|| commit_message(&functions, &identity, done_in, done_out));
+    let (commit, fast_forward) = staging.publish(lineage, &message).await?;
     Ok(Report {
         commit: Some(commit),
-        staging_branch: staging,
+        staging_branch: branch,
         input_rows: done_in,
         output_rows: done_out,
         resumed_from,
@@ -822,27 +910,12 @@ pub async fn run(
     })
 }
 
-async fn drop_staging(
-    opts: &TransformOptions,
-    target_branch: &str,
-    holder: &str,
-    staging: &str,
-) -> Result<()> {
-    let mut t = Dataset::open(
-        &opts.target,
-        with_branch(&opts.open, target_branch, holder)?,
-    )
-    .await?;
-    t.delete_branch(staging).await?;
-    t.close().await
-}
-
 /// The batch loop; `Ok(false)` when cancelled.
 #[allow(clippy::too_many_arguments)]
 async fn write_all(
     pipeline: &Pipeline,
     feed: &mut Feed,
-    out: &mut Dataset,
+    out: &mut Staging,
     workers: &Arc<rayon::ThreadPool>,
     tensors: &[String],
     identity: &Map<String, Value>,
@@ -874,13 +947,8 @@ async fn write_all(
         let mut marker = identity.clone();
         marker.insert("input_rows".into(), json!(*done_in + n));
         marker.insert("output_rows".into(), json!(*done_out + written));
-        marker.insert("done".into(), json!(false));
         // The next batch is read and computed while this one is encoded and flushed.
-        let write = async {
-            out.extend_columns(columns).await?;
-            out.set_info(LINEAGE_KEY, Value::Object(marker)).await?;
-            out.flush().await
-        };
+        let write = out.write(columns, marker);
         let next = async {
             let b = feed.next().await?;
             compute(b).await

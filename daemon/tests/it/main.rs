@@ -11,4 +11,5 @@ mod serve;
 mod serve_arrow;
 mod serve_jobs;
 mod serve_stream;
+mod transform;
 mod vc;
