@@ -8,4 +8,5 @@ pub mod query;
 pub mod samples;
 pub mod stream;
 pub mod system;
+pub mod transforms;
 pub mod versions;
