@@ -463,3 +463,117 @@ async fn on_the_fly_transforms_write_nothing() {
     assert_eq!(last_commit(&again).id, commit);
     assert!(!again.has_changes());
 }
+
+/// deeplake 3.9.52 opens a published transform: one branch, the commit on it after the
+/// target's previous one, the rows, the lineage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeplake_3_reads_a_published_transform() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src").to_str().unwrap().to_owned();
+    source(&src, 40).await;
+    let out = dir.path().join("out").to_str().unwrap().to_owned();
+    let mut opts = TransformOptions::new(&out);
+    opts.tensors = out_tensors();
+    opts.num_workers = 3;
+    opts.batch_rows = 16;
+    let rep = transform::run(
+        &resize_relabel(),
+        ds_input(&src),
+        &opts,
+        &Control::default(),
+    )
+    .await
+    .unwrap();
+    let commit = rep.commit.unwrap();
+    let got = testkit::oracle::dl3_json(
+        r#"
+ds = deeplake.load(sys.argv[1], read_only=True)
+log = [c["commit"] for c in ds.commits]
+messages = [c["message"] for c in ds.commits]
+labels = [int(x) for x in ds.labels.numpy().ravel()]
+shape = list(ds.images[0].numpy().shape)
+lineage = ds.info["transform"]
+print(json.dumps({"branches": list(ds.branches), "log": log, "messages": messages,
+                  "labels": labels, "shape": shape, "functions": lineage["functions"],
+                  "input_rows": lineage["input_rows"]}))
+"#,
+        [&out],
+    );
+    assert_eq!(got["branches"], serde_json::json!(["main"]));
+    assert_eq!(got["log"][0], serde_json::json!(commit));
+    let want: Vec<i64> = (0..40).map(|i| i % 5).collect();
+    assert_eq!(got["labels"], serde_json::json!(want));
+    assert_eq!(got["shape"], serde_json::json!([4, 4, 3]));
+    assert_eq!(got["functions"], serde_json::json!(["resize_relabel"]));
+    assert_eq!(got["log"].as_array().unwrap().len(), 2, "{got}");
+    assert_eq!(got["messages"][1], "auto commit before transform");
+    assert!(
+        got["messages"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("transform resize_relabel from")
+    );
+    assert_eq!(got["input_rows"], 40);
+}
+
+/// Onto the S3 test server: a cancelled run leaves the target, a re-run resumes and
+/// publishes one commit equal to a local serial run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_cancelled_run_resumes_and_publishes() {
+    let (url, storage) = testkit::storage::s3_url_and_options("transform");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src").to_str().unwrap().to_owned();
+    source(&src, 60).await;
+    let s3 = OpenOptions {
+        storage,
+        ..Default::default()
+    };
+    let ctl = Arc::new(Control::default());
+    let k = ctl.clone();
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let p = resize_relabel().map("stop_midway", move |row: Row| {
+        if c.fetch_add(1, Ordering::SeqCst) == 30 {
+            k.cancel();
+        }
+        Ok(row)
+    });
+    let mut opts = TransformOptions::new(&url);
+    opts.open = s3.clone();
+    opts.tensors = out_tensors();
+    opts.num_workers = 2;
+    opts.batch_rows = 10;
+    let rep = transform::run(&p, ds_input(&src), &opts, &ctl)
+        .await
+        .unwrap();
+    assert_eq!(rep.commit, None);
+    let t = Dataset::open(&url, s3.clone()).await.unwrap();
+    assert_eq!(t.len(), 0);
+    drop(t);
+    let rep = transform::run(&p, ds_input(&src), &opts, &Control::default())
+        .await
+        .unwrap();
+    assert!(rep.resumed_from > 0 && rep.fast_forward, "{rep:?}");
+    let ds = Dataset::open(&url, s3).await.unwrap();
+    assert_eq!(ds.branches(), vec!["main".to_owned()]);
+    assert_eq!(last_commit(&ds).id, rep.commit.unwrap());
+
+    let local = dir.path().join("local").to_str().unwrap().to_owned();
+    let mut lopts = TransformOptions::new(&local);
+    lopts.tensors = out_tensors();
+    lopts.num_workers = 1;
+    transform::run(
+        &resize_relabel(),
+        ds_input(&src),
+        &lopts,
+        &Control::default(),
+    )
+    .await
+    .unwrap();
+    let l = Dataset::open(&local, OpenOptions::default()).await.unwrap();
+    assert_eq!(
+        int_column(&ds, "labels").await,
+        int_column(&l, "labels").await
+    );
+    assert_eq!(images(&ds).await, images(&l).await);
+}
