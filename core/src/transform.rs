@@ -478,7 +478,7 @@ enum Feed {
 
 impl Feed {
     /// Skips `n` input rows (done by an earlier run).
-    fn skip(&mut self, n: u64) -> Result<()> {
+    async fn skip(&mut self, n: u64) -> Result<()> {
         match self {
             Feed::Source { src, next } => {
                 let n = usize::try_from(n).map_err(Error::internal)?;
@@ -497,13 +497,22 @@ impl Feed {
                 }
             }
             Feed::Iter { rows, pos, .. } => {
-                for _ in 0..n {
-                    if rows.next().is_none() {
-                        return Err(Error::invalid(format!(
-                            "the input ended before the {n} rows an earlier run had done"
-                        )));
-                    }
-                    *pos += 1;
+                let mut it = std::mem::replace(rows, Box::new(std::iter::empty()));
+                let (it, skipped) = tokio::task::spawn_blocking(move || {
+                    let skipped = it
+                        .by_ref()
+                        .take(usize::try_from(n).unwrap_or(usize::MAX))
+                        .count();
+                    (it, skipped)
+                })
+                .await
+                .map_err(Error::internal)?;
+                *rows = it;
+                *pos += skipped as u64;
+                if (skipped as u64) < n {
+                    return Err(Error::invalid(format!(
+                        "the input ended before the {n} rows an earlier run had done"
+                    )));
                 }
             }
         }
@@ -521,7 +530,16 @@ impl Feed {
                 src.read(start..end).await.map(Some)
             }
             Feed::Iter { rows, pos, batch } => {
-                let got: Vec<Row> = rows.by_ref().take(*batch).collect();
+                // A user iterator may read files: it runs on the blocking pool.
+                let mut it = std::mem::replace(rows, Box::new(std::iter::empty()));
+                let n = *batch;
+                let (it, got) = tokio::task::spawn_blocking(move || {
+                    let got: Vec<Row> = it.by_ref().take(n).collect();
+                    (it, got)
+                })
+                .await
+                .map_err(Error::internal)?;
+                *rows = it;
                 if got.is_empty() {
                     return Ok(None);
                 }
@@ -847,7 +865,7 @@ pub async fn run(
     let mut done_out = staging.resumed_count("output_rows");
     let resumed_from = done_in;
     if done_in > 0 {
-        feed.skip(done_in)?;
+        feed.skip(done_in).await?;
         tracing::info!(staging = %staging.branch, rows = done_in, "resuming transform");
     }
     ctl.start_stage(total.unwrap_or(0));
