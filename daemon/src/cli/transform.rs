@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use deeplake_core::format::compression::{Compression, decode_sample};
+use deeplake_core::format::compression::{Compression, decode_sample, encode_sample};
 use deeplake_core::runtime::Control;
 use deeplake_core::stream::Transform;
 use deeplake_core::stream::transform::{SampleAt, apply};
@@ -113,6 +113,15 @@ pub fn resize_relabel(image: &str, label: &str, (h, w): (usize, usize), k: i64) 
             _ => return Err(Error::invalid(format!("the row has no number in {label}"))),
         };
         let new = u32::try_from(l.rem_euclid(k.max(1))).map_err(Error::internal)?;
+        // Encoded here, on the worker pool, so the one writer only stores bytes.
+        let small = match small {
+            Sample::Array(a) => Sample::Encoded {
+                bytes: encode_sample(&a, &Compression::Jpeg)?.into(),
+                compression: Compression::Jpeg,
+                shape: Some(a.shape.clone()),
+            },
+            other => other,
+        };
         Ok(Row::from([
             ("images".to_owned(), small),
             ("labels".to_owned(), Sample::Array(NdArray::scalar(new))),
@@ -163,32 +172,35 @@ pub fn resize_u8(a: &NdArray, oh: usize, ow: usize) -> deeplake_core::Result<NdA
     let src = &a.data[..];
     let cx = coeffs(w, ow);
     let mut tmp = vec![0u8; h * ow * c];
-    for y in 0..h {
-        let row = &src[y * w * c..(y + 1) * w * c];
-        let out = &mut tmp[y * ow * c..(y + 1) * ow * c];
-        for (x, (lo, ws)) in cx.iter().enumerate() {
-            for ch in 0..c {
-                let acc: i32 = ws
-                    .iter()
-                    .enumerate()
-                    .map(|(k, wt)| wt * i32::from(row[(lo + k) * c + ch]))
-                    .sum();
-                out[x * c + ch] = to_u8(acc);
+    let mut acc = vec![0i32; c];
+    for (row, out) in src.chunks_exact(w * c).zip(tmp.chunks_exact_mut(ow * c)) {
+        for ((lo, ws), px) in cx.iter().zip(out.chunks_exact_mut(c)) {
+            acc.fill(0);
+            let window = &row[lo * c..(lo + ws.len()) * c];
+            for (wt, s) in ws.iter().zip(window.chunks_exact(c)) {
+                for (a, v) in acc.iter_mut().zip(s) {
+                    *a += wt * i32::from(*v);
+                }
+            }
+            for (d, a) in px.iter_mut().zip(&acc) {
+                *d = to_u8(*a);
             }
         }
     }
     let cy = coeffs(h, oh);
     let stride = ow * c;
     let mut out = vec![0u8; oh * stride];
-    for (y, (lo, ws)) in cy.iter().enumerate() {
-        let dst = &mut out[y * stride..(y + 1) * stride];
-        for (i, d) in dst.iter_mut().enumerate() {
-            let acc: i32 = ws
-                .iter()
-                .enumerate()
-                .map(|(k, wt)| wt * i32::from(tmp[(lo + k) * stride + i]))
-                .sum();
-            *d = to_u8(acc);
+    let mut acc = vec![0i32; stride];
+    for ((lo, ws), dst) in cy.iter().zip(out.chunks_exact_mut(stride)) {
+        acc.fill(0);
+        let rows = &tmp[lo * stride..(lo + ws.len()) * stride];
+        for (wt, r) in ws.iter().zip(rows.chunks_exact(stride)) {
+            for (a, v) in acc.iter_mut().zip(r) {
+                *a += wt * i32::from(*v);
+            }
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = to_u8(*a);
         }
     }
     NdArray::new(deeplake_core::Dtype::U8, vec![oh, ow, c], out)
