@@ -170,30 +170,15 @@ pub fn resize_u8(a: &NdArray, oh: usize, ow: usize) -> deeplake_core::Result<NdA
         )));
     }
     let src = &a.data[..];
-    let cx = coeffs(w, ow);
-    let mut tmp = vec![0u8; h * ow * c];
-    let mut acc = vec![0i32; c];
-    for (row, out) in src.chunks_exact(w * c).zip(tmp.chunks_exact_mut(ow * c)) {
-        for ((lo, ws), px) in cx.iter().zip(out.chunks_exact_mut(c)) {
-            acc.fill(0);
-            let window = &row[lo * c..(lo + ws.len()) * c];
-            for (wt, s) in ws.iter().zip(window.chunks_exact(c)) {
-                for (a, v) in acc.iter_mut().zip(s) {
-                    *a += wt * i32::from(*v);
-                }
-            }
-            for (d, a) in px.iter_mut().zip(&acc) {
-                *d = to_u8(*a);
-            }
-        }
-    }
+    // Rows first: that pass runs over whole contiguous rows (it vectorizes), and the
+    // per-pixel column pass then sees only the `oh` rows left.
     let cy = coeffs(h, oh);
-    let stride = ow * c;
-    let mut out = vec![0u8; oh * stride];
+    let stride = w * c;
+    let mut tmp = vec![0u8; oh * stride];
     let mut acc = vec![0i32; stride];
-    for ((lo, ws), dst) in cy.iter().zip(out.chunks_exact_mut(stride)) {
+    for ((lo, ws), dst) in cy.iter().zip(tmp.chunks_exact_mut(stride)) {
         acc.fill(0);
-        let rows = &tmp[lo * stride..(lo + ws.len()) * stride];
+        let rows = &src[lo * stride..(lo + ws.len()) * stride];
         for (wt, r) in ws.iter().zip(rows.chunks_exact(stride)) {
             for (a, v) in acc.iter_mut().zip(r) {
                 *a += wt * i32::from(*v);
@@ -201,6 +186,23 @@ pub fn resize_u8(a: &NdArray, oh: usize, ow: usize) -> deeplake_core::Result<NdA
         }
         for (d, a) in dst.iter_mut().zip(&acc) {
             *d = to_u8(*a);
+        }
+    }
+    let cx = coeffs(w, ow);
+    let mut out = vec![0u8; oh * ow * c];
+    let mut px_acc = vec![0i32; c];
+    for (row, o) in tmp.chunks_exact(stride).zip(out.chunks_exact_mut(ow * c)) {
+        for ((lo, ws), px) in cx.iter().zip(o.chunks_exact_mut(c)) {
+            px_acc.fill(0);
+            let window = &row[lo * c..(lo + ws.len()) * c];
+            for (wt, s) in ws.iter().zip(window.chunks_exact(c)) {
+                for (a, v) in px_acc.iter_mut().zip(s) {
+                    *a += wt * i32::from(*v);
+                }
+            }
+            for (d, a) in px.iter_mut().zip(&px_acc) {
+                *d = to_u8(*a);
+            }
         }
     }
     NdArray::new(deeplake_core::Dtype::U8, vec![oh, ow, c], out)
