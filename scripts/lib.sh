@@ -108,6 +108,8 @@ bench_data() {
 
 # The Python client's tests (numpy, pyarrow, pytest, torch).
 client_venv() { ensure_venv client "$REPO_ROOT/scripts/requirements/client.txt"; }
+# Ray (and the client's needs) for the transform scheduler="ray" tests.
+client_ray_venv() { ensure_venv client-ray "$REPO_ROOT/scripts/requirements/client-ray.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).
 hadolint_venv() { ensure_venv hadolint "$REPO_ROOT/scripts/requirements/hadolint.txt"; }
 

@@ -93,7 +93,11 @@ run_client_test() {
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || return 1
     cargo build --locked --workspace --bins || return 1
     DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
-        "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q client/python/tests
+        "$CLIENT_VENV/bin/python" -m pytest -p no:cacheprovider -q client/python/tests || return 1
+    local ray_venv
+    ray_venv=$(client_ray_venv) || return 1
+    DEEPLAKE_BIN=${DEEPLAKE_BIN:-$target/debug/deeplake} \
+        "$ray_venv/bin/python" -m pytest -p no:cacheprovider -q client/python/tests_ray
 }
 
 # The user docs: every code block of the pages integration-tests/docs lists runs.

@@ -67,6 +67,15 @@ pub enum Error {
     },
 
     /// An impossible state: a bug in this crate.
+    /// A user function of a transform failed (returned an error or panicked) on one
+    /// input sample: the caller's code or data must change.
+    #[error("transform function {function:?} failed on sample {sample}: {message}")]
+    Transform {
+        function: String,
+        sample: u64,
+        message: String,
+    },
+
     #[error("internal error: {message}")]
     Internal { message: String },
 }
@@ -152,6 +161,7 @@ impl Error {
             Error::Io(_) => "io",
             Error::Query { .. } => "query",
             Error::Link { .. } => "link",
+            Error::Transform { .. } => "transform",
             Error::Internal { .. } => "internal",
         }
     }

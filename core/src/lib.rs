@@ -6,7 +6,8 @@
 //! error, ids, runtime, bytecache -> format (pure bytes <-> structs) -> store (object_store;
 //! the only place keys are spelled) -> link (fetching link targets) -> version (commit
 //! tree, chunk lookup) -> dataset (read, write) -> tql -> materialize (views written out as
-//! dense datasets), stream (order plans, batches)
+//! dense datasets), stream (order plans, batches) -> transform (user functions in
+//! parallel into one commit, or on the fly)
 //! ```
 //!
 //! Datasets are stored in the Deep Lake 3.x Tensor Storage Format, byte-compatible with
@@ -28,6 +29,7 @@ pub mod tql;
 
 pub mod materialize;
 pub mod stream;
+pub mod transform;
 
 pub use dataset::{Dataset, OpenOptions, PackedRows, TensorOptions};
 pub use error::{Error, Result};

@@ -727,3 +727,116 @@ impl Dataset {
         Ok(())
     }
 }
+
+impl Dataset {
+    /// Commits this head (a staging branch that grew from `target`'s last commit) and
+    /// makes that commit the new state of `target`'s branch in ONE tree record: the
+    /// commit moves onto `target`'s branch, `target` gets a fresh head after it, its old
+    /// (unchanged) head and this staging branch are dropped. Readers of `target` see
+    /// either the old state or the whole new commit, never a part of it (the publish
+    /// step of `transform`). Refuses, changing nothing, when `target` has uncommitted
+    /// changes or moved past the commit this branch grew from; the caller merges then.
+    /// Returns the commit id; `target` is left at the new head.
+    pub async fn publish_onto(mut self, message: &str, target: &mut Dataset) -> Result<String> {
+        self.check_writable()?;
+        target.check_writable()?;
+        if self.branch == target.branch {
+            return Err(Error::invalid(format!(
+                "cannot publish branch {} onto itself",
+                self.branch
+            )));
+        }
+        self.ensure_lease().await?;
+        target.ensure_lease().await?;
+        self.flush_all().await?;
+        target.flush_all().await?;
+        if target.has_changes() {
+            return Err(Error::Conflict {
+                path: paths::VERSION_CONTROL_INFO.to_owned(),
+                message: format!(
+                    "branch {} has uncommitted changes: cannot fast-forward it",
+                    target.branch
+                ),
+                retryable: false,
+            });
+        }
+        let head = self.node.to_string();
+        let target_head = target.node.to_string();
+        let (b, t) = (self.branch.clone(), target.branch.clone());
+        let next = CommitId::generate();
+        self.write_head_files(&next).await?;
+        let (n, m) = (next.to_string(), message.to_owned());
+        let rec = log::update(&self.store, "publish", move |tree, _| {
+            let moved = |what: &str| Error::Conflict {
+                path: paths::VERSION_CONTROL_INFO.to_owned(),
+                message: format!("{what} moved while publishing"),
+                retryable: false,
+            };
+            if tree.branches.get(&b) != Some(&head) {
+                return Err(moved(&format!("branch {b}")));
+            }
+            if tree.branches.get(&t) != Some(&target_head) {
+                return Err(moved(&format!("branch {t}")));
+            }
+            let base = tree.commits.get(&head).and_then(|c| c.parent.clone());
+            let target_base = tree
+                .commits
+                .get(&target_head)
+                .and_then(|c| c.parent.clone());
+            if base.is_none() || base != target_base {
+                return Err(Error::Conflict {
+                    path: paths::VERSION_CONTROL_INFO.to_owned(),
+                    message: format!("branch {b} did not grow from the last commit of {t}"),
+                    retryable: false,
+                });
+            }
+            let base = base.unwrap_or_default();
+            if let Some(p) = tree.commits.get_mut(&base).map(Arc::make_mut) {
+                p.children.retain(|c| *c != target_head);
+            }
+            tree.commits.remove(&target_head);
+            let node = tree
+                .commits
+                .get_mut(&head)
+                .map(Arc::make_mut)
+                .ok_or_else(|| Error::not_found("commit", &head))?;
+            node.branch = t.clone();
+            node.commit_message = Some(m.clone());
+            node.commit_time = Some(now());
+            node.commit_user_name = Some("public".to_owned());
+            node.children.push(n.clone());
+            tree.commits
+                .insert(n.clone(), CommitNode::head(&t, Some(head.clone())).into());
+            tree.branches.insert(t.clone(), n.clone());
+            tree.branches.remove(&b);
+            Ok(vec![base.clone(), head.clone(), n.clone()])
+        })
+        .await?;
+        let committed = self.node.clone();
+        // The staging branch is gone from the tree; its lease record only blocks a
+        // branch of the same name, so it is released now.
+        self.release_lease().await?;
+        // The old head is unreachable; a crash before this delete leaves garbage for
+        // gc, never a visible change.
+        if let Some(folder) = paths::commit_folder(&target.node) {
+            target.store.delete_prefix(&folder).await?;
+        }
+        let mut fresh = Box::pin(Dataset::open_at(
+            target.store.clone(),
+            rec.tree,
+            next,
+            target.branch.clone(),
+            true,
+            Some(target.cache.shared().clone()),
+        ))
+        .await?;
+        let lease = std::mem::replace(&mut target.lease, Lease::new(None, None));
+        fresh.writer.set_policy(target.writer.policy());
+        fresh.linker = target.linker.take();
+        fresh.link_verify = target.link_verify;
+        *target = fresh;
+        target.lease = lease;
+        target.tags = rec.tags;
+        Ok(committed.to_string())
+    }
+}

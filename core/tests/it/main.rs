@@ -17,6 +17,7 @@ mod staging;
 mod storage;
 mod stream;
 mod tql;
+mod transform;
 mod versioning;
 
 /// Every sample of a scalar integer tensor, in order.

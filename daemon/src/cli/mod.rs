@@ -18,6 +18,7 @@ pub mod reset;
 pub mod stream;
 pub mod tag;
 pub mod token;
+pub mod transform;
 
 use std::io::Write;
 
@@ -92,6 +93,8 @@ pub enum Command {
     /// Stream a dataset in-process as a training loop gets it, and report rows/s, MB/s
     /// and the time to the first batch.
     Stream(stream::StreamArgs),
+    /// Run the built-in resize-and-relabel transform in parallel into one commit.
+    Transform(transform::TransformArgs),
     /// Name a commit with a tag, or list the tags.
     Tag(tag::TagArgs),
     /// Show what a branch, commit id or tag names, or create a branch (--create).
@@ -124,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(a) => query::run(&a, &mut out).await?,
         Command::Materialize(a) => materialize::run(&a, &mut out).await?,
         Command::Stream(a) => stream::run(&a, &mut out).await?,
+        Command::Transform(a) => transform::run(&a, &mut out).await?,
         Command::Tag(a) => tag::run(&a, &mut out).await?,
         Command::Checkout(a) => checkout::run(&a, &mut out).await?,
         Command::Reset(a) => reset::run(&a, &mut out).await?,

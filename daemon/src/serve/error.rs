@@ -85,6 +85,7 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             Error::Query { .. } => StatusCode::BAD_REQUEST,
+            Error::Transform { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Unsupported { .. } => StatusCode::UNPROCESSABLE_ENTITY,

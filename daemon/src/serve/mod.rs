@@ -20,6 +20,7 @@ pub mod materialize_job;
 pub mod metrics;
 pub mod routes;
 pub mod state;
+pub mod transform_job;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -198,6 +199,10 @@ impl Config {
         routes::jobs::list,
         routes::jobs::status,
         routes::jobs::cancel,
+        routes::transforms::begin,
+        routes::transforms::part,
+        routes::transforms::commit,
+        routes::transforms::abort,
     ),
     modifiers(&Security, &CommonResponses)
 )]
@@ -335,6 +340,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .merge(routes::stream::router())
         .merge(routes::jobs::router())
         .merge(routes::viz::router())
+        .merge(routes::transforms::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             limits.body_bytes,

@@ -11,5 +11,6 @@ mod serve;
 mod serve_arrow;
 mod serve_jobs;
 mod serve_stream;
+mod transform;
 mod vc;
 mod viz;

@@ -5,6 +5,9 @@
     for batch in ds.stream(tensors=["images", "labels"], batch_size=64, shuffle=True):
         images, labels = batch["images"], batch["labels"]   # numpy arrays
 
+``@deeplake_rs.compute`` functions run in parallel (threads, processes or a Ray
+cluster) into a dataset, landing as one commit (see ``deeplake_rs.transform``).
+
 ``ds.pytorch(...)`` gives a torch IterableDataset (needs torch). Needs only numpy and
 pyarrow otherwise.
 """
@@ -12,6 +15,19 @@ pyarrow otherwise.
 from ._http import DaemonError, StreamError
 from .dataset import Dataset, QueryResult
 from .stream import Stream, batch_to_numpy
+from .transform import ComputeFunction, Pipeline, TransformError, compose, compute
 
-__all__ = ["Dataset", "QueryResult", "Stream", "DaemonError", "StreamError", "batch_to_numpy"]
+__all__ = [
+    "Dataset",
+    "QueryResult",
+    "Stream",
+    "DaemonError",
+    "StreamError",
+    "batch_to_numpy",
+    "compute",
+    "compose",
+    "ComputeFunction",
+    "Pipeline",
+    "TransformError",
+]
 __version__ = "0.1.0"

@@ -65,6 +65,16 @@ class Endpoint:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
+    def post_bytes(self, path: str, data: bytes, content_type: str) -> Any:
+        """POSTs raw bytes (an Arrow IPC stream, say) and returns the decoded JSON answer."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method="POST")
+        with self._open(req) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
     def stream(self, path: str, body: Any) -> BinaryIO:
         """Opens a streaming route; the caller reads (and closes) the body."""
         return self._open(self._request("POST", path, body))

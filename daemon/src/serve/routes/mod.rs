@@ -8,5 +8,6 @@ pub mod query;
 pub mod samples;
 pub mod stream;
 pub mod system;
+pub mod transforms;
 pub mod versions;
 pub mod viz;

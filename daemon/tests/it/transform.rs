@@ -1,0 +1,199 @@
+//! `deeplake transform` as a real process: SIGKILLed once rows were staged, the target
+//! stays at its previous commit; the same command again completes it, equal value for
+//! value to an uninterrupted serial run.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deeplake_core::format::compression::Compression;
+use deeplake_core::{Dataset, NdArray, OpenOptions, Sample, TensorOptions};
+use serde_json::Value;
+
+use super::materialize::jpeg;
+
+async fn source(url: &str, n: u32) {
+    let mut ds = Dataset::create(url, OpenOptions::default()).await.unwrap();
+    ds.create_tensor(
+        "images",
+        TensorOptions::new("image").sample_compression("jpeg"),
+    )
+    .await
+    .unwrap();
+    ds.create_tensor(
+        "labels",
+        TensorOptions::new("generic").dtype(deeplake_core::Dtype::I64),
+    )
+    .await
+    .unwrap();
+    let images = (0..n)
+        .map(|i| Sample::Encoded {
+            bytes: jpeg(i).into(),
+            compression: Compression::Jpeg,
+            shape: None,
+        })
+        .collect();
+    let labels = (0..n)
+        .map(|i| Sample::Array(NdArray::scalar(i64::from(i) * 3)))
+        .collect();
+    ds.extend_columns(vec![("images".into(), images), ("labels".into(), labels)])
+        .await
+        .unwrap();
+    ds.commit("source").await.unwrap();
+}
+
+fn read_only() -> OpenOptions {
+    OpenOptions {
+        read_only: true,
+        ..Default::default()
+    }
+}
+
+/// The last commit of `main` and the length there.
+async fn state(url: &str) -> (String, u64, Vec<String>) {
+    let ds = Dataset::open(url, read_only()).await.unwrap();
+    let commit = ds.log().into_iter().find(|c| !c.is_head).unwrap().id;
+    (commit, ds.len(), ds.branches())
+}
+
+/// Input rows the staging branch of `url` holds, if there is one.
+async fn staged(url: &str) -> Option<u64> {
+    let ds = Dataset::open(url, read_only()).await.ok()?;
+    let b = ds
+        .branches()
+        .into_iter()
+        .find(|b| b.starts_with("transform-"))?;
+    let mut o = read_only();
+    o.branch = Some(b.parse().unwrap());
+    let s = Dataset::open(url, o).await.ok()?;
+    s.info().get("transform")?["input_rows"].as_u64()
+}
+
+/// Every row's stored bytes, per output tensor.
+async fn contents(url: &str) -> Vec<Vec<(Vec<u64>, Vec<u8>)>> {
+    let ds = Dataset::open(url, read_only()).await.unwrap();
+    let mut out = Vec::new();
+    for t in ["images", "labels"] {
+        let mut col = Vec::new();
+        for r in 0..ds.tensor_len(t).unwrap() {
+            let (shape, bytes) = ds.read_stored(t, r).await.unwrap();
+            col.push((shape, bytes.to_vec()));
+        }
+        out.push(col);
+    }
+    out
+}
+
+fn run_to_end(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_deeplake"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deeplake {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_transform_leaves_the_target_and_a_rerun_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src").to_str().unwrap().to_owned();
+    source(&src, 400).await;
+    let reference = dir.path().join("ref").to_str().unwrap().to_owned();
+    let target = dir.path().join("out").to_str().unwrap().to_owned();
+    let args = |to: &str, workers: &str| -> Vec<String> {
+        [
+            "transform",
+            &src,
+            "--to",
+            to,
+            "--resize",
+            "6x5",
+            "--relabel-mod",
+            "7",
+            "--workers",
+            workers,
+            "--batch-rows",
+            "8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let r = args(&reference, "1");
+    let r: Vec<&str> = r.iter().map(String::as_str).collect();
+    let rep = run_to_end(&r);
+    assert_eq!(rep["input_rows"], 400);
+
+    // The target has a commit of its own before the run.
+    {
+        let mut t = Dataset::create(&target, OpenOptions::default())
+            .await
+            .unwrap();
+        t.commit("empty start").await.unwrap();
+    }
+    let before = state(&target).await;
+    let c = args(&target, "3");
+    let c: Vec<&str> = c.iter().map(String::as_str).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deeplake"))
+        .args(&c)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let at_kill = loop {
+        if let Some(n) = staged(&target).await
+            && n > 0
+        {
+            break n;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing was staged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(at_kill < 400, "killed after {at_kill} rows");
+    // Readers of main see exactly the previous commit.
+    let after = state(&target).await;
+    assert_eq!((&after.0, after.1), (&before.0, before.1));
+    assert_eq!(after.1, 0);
+
+    let rep = run_to_end(&c);
+    assert!(rep["resumed_from"].as_u64().unwrap() >= at_kill, "{rep}");
+    assert_eq!(rep["input_rows"], 400);
+    assert_eq!(rep["fast_forward"], true);
+    let done = state(&target).await;
+    assert_eq!(done.1, 400);
+    assert_eq!(
+        done.2,
+        vec!["main".to_owned()],
+        "the staging branch is gone"
+    );
+    assert_eq!(done.0, rep["commit"].as_str().unwrap());
+    let want = contents(&reference).await;
+    assert_eq!(contents(&target).await, want);
+    let ds = Dataset::open(&target, read_only()).await.unwrap();
+    let labels = ds.read_range("labels", 0..400).await.unwrap();
+    for (i, l) in labels.iter().enumerate() {
+        match l {
+            Sample::Array(a) => assert_eq!(a.to_f64_vec()[0] as usize, (i * 3) % 7),
+            other => panic!("{other:?}"),
+        }
+    }
+}
