@@ -66,7 +66,6 @@ pub enum Error {
         retryable: bool,
     },
 
-    /// An impossible state: a bug in this crate.
     /// A user function of a transform failed (returned an error or panicked) on one
     /// input sample: the caller's code or data must change.
     #[error("transform function {function:?} failed on sample {sample}: {message}")]
@@ -76,6 +75,7 @@ pub enum Error {
         message: String,
     },
 
+    /// An impossible state: a bug in this crate.
     #[error("internal error: {message}")]
     Internal { message: String },
 }

@@ -474,12 +474,19 @@ impl Dataset {
         if self.tree.branches.contains_key(name.as_str()) {
             return Err(Error::invalid(format!("branch {name} already exists")));
         }
-        let at_head = self
-            .tree
-            .commits
-            .get(self.node.as_str())
-            .is_some_and(|n| n.is_head());
-        let base: String = if at_head {
+        let at_head = |ds: &Dataset| {
+            ds.tree
+                .commits
+                .get(ds.node.as_str())
+                .is_some_and(|n| n.is_head())
+        };
+        if at_head(self) && self.has_changes() {
+            // The changes this handle saw may be another writer's, committed since it
+            // loaded them: decide on the head as it is once this handle holds the
+            // branch (taking the lease reloads it), or an empty auto commit lands.
+            self.ensure_lease().await?;
+        }
+        let base: String = if at_head(self) {
             if self.has_changes() {
                 self.commit(&format!("auto commit before checkout to {name}"))
                     .await?

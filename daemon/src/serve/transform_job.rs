@@ -224,6 +224,7 @@ pub async fn begin(state: &AppState, name: &DatasetName, b: Begin) -> Result<Beg
 /// Decodes a part's body (an Arrow IPC stream; empty: no rows) into full columns.
 pub fn decode_part(
     body: &[u8],
+    json: bool,
     specs: &HashMap<String, ColumnSpec>,
 ) -> Result<Vec<(String, Vec<Sample>)>, ApiError> {
     let mut names: Vec<&String> = specs.keys().collect();
@@ -231,7 +232,11 @@ pub fn decode_part(
     if body.is_empty() {
         return Ok(names.into_iter().map(|n| (n.clone(), Vec::new())).collect());
     }
-    let mut cols = arrow::decode(body, specs)?;
+    let mut cols = if json {
+        crate::serve::routes::append::json_columns(body, specs)?
+    } else {
+        arrow::decode(body, specs)?
+    };
     let rows = cols.first().map_or(0, |(_, c)| c.len());
     for n in names {
         match cols.iter().find(|(t, _)| t == n) {

@@ -197,3 +197,88 @@ async fn a_killed_transform_leaves_the_target_and_a_rerun_completes_it() {
         }
     }
 }
+
+/// The daemon's transform routes take a part as JSON columns too (any HTTP client can
+/// send one); a body of another type is refused, and the parts land as one commit.
+#[tokio::test]
+async fn transform_parts_as_json_land_as_one_commit() {
+    use super::serve_arrow::{json_call, send, server};
+    use axum::http::StatusCode;
+    use serde_json::json;
+    let s = server().await;
+    let (st, b) = json_call(&s.app, "POST", "/datasets", json!({"name": "tj"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    for (name, htype) in [("x", "generic"), ("t", "text")] {
+        let mut body = json!({"name": name, "htype": htype});
+        if name == "x" {
+            body["dtype"] = json!("int64");
+        }
+        let (st, b) = json_call(&s.app, "POST", "/datasets/tj/tensors", body).await;
+        assert!(st.is_success(), "{b}");
+    }
+    let (st, begun) = json_call(
+        &s.app,
+        "POST",
+        "/datasets/tj/transforms",
+        json!({"job": "j1", "functions": ["double"], "parts": 2}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{begun}");
+    let job_id = begun["job_id"].as_str().unwrap().to_owned();
+    for (i, rows) in [(0, [1, 2]), (1, [3, 4])] {
+        let body = json!({"columns": {"x": rows, "t": rows.map(|r| format!("row {r}"))}});
+        let (st, b, _) = send(
+            &s.app,
+            "POST",
+            &format!("/datasets/tj/transforms/j1/parts/{i}?input_rows=2"),
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&b));
+    }
+    let (st, b, _) = send(
+        &s.app,
+        "POST",
+        "/datasets/tj/transforms/j1/parts/2",
+        Some("text/plain"),
+        b"x".to_vec(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&b).contains("content-type"));
+    let (st, b) = json_call(
+        &s.app,
+        "POST",
+        "/datasets/tj/transforms/j1/commit",
+        json!({"parts": 2}),
+    )
+    .await;
+    assert!(st.is_success(), "{b}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let (_, j) = json_call(&s.app, "GET", &format!("/jobs/{job_id}"), json!(null)).await;
+        if j["state"] != "running" && j["state"] != "queued" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let ds = Dataset::open(
+        &s.root.path().join("tj").to_string_lossy(),
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(testkit::samples::ints(&ds, "x").await, vec![1, 2, 3, 4]);
+    let last = ds.log().into_iter().find(|c| !c.is_head).unwrap();
+    assert!(
+        last.message.as_deref().unwrap_or("").contains("double"),
+        "{:?}",
+        last.message
+    );
+}

@@ -141,7 +141,13 @@ async fn race(url: &str, st: &StoreOptions, envs: &[(String, String)]) {
         .filter(|c| !c.is_head)
         .map(|c| c.id.clone())
         .collect();
-    assert_eq!(log.len() as u32, WORKERS * ROUNDS + 1, "{log:?}");
+    let messages: Vec<(String, Option<String>)> = ds
+        .log()
+        .iter()
+        .filter(|c| !c.is_head)
+        .map(|c| (c.id.clone(), c.message.clone()))
+        .collect();
+    assert_eq!(log.len() as u32, WORKERS * ROUNDS + 1, "{messages:?}");
     assert_eq!(log.last(), Some(&base));
 
     // Each worker's branch: base value, then its own values in order.

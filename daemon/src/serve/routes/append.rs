@@ -59,7 +59,7 @@ pub struct AppendResult {
     pub commit: Option<String>,
 }
 
-fn json_columns(
+pub(crate) fn json_columns(
     body: &[u8],
     specs: &HashMap<String, ColumnSpec>,
 ) -> Result<Vec<(String, Vec<Sample>)>, ApiError> {

@@ -121,11 +121,15 @@ pub async fn begin(
     }))
 }
 
-/// One part of the output rows, as an Arrow IPC stream (the append mapping; an empty
-/// body is a part with no rows). Every tensor of the dataset needs a column.
+/// One part of the output rows, as an Arrow IPC stream or JSON columns (the append
+/// mappings; an empty body is a part with no rows). Every tensor of the dataset needs a
+/// column.
 #[utoipa::path(post, path = "/datasets/{name}/transforms/{job}/parts/{part}", tag = "transforms",
     params(("name" = String, Path), ("job" = String, Path), ("part" = u64, Path), PartParams),
-    request_body(content((crate::serve::arrow::ArrowStream = "application/vnd.apache.arrow.stream"))),
+    request_body(content(
+        (super::append::AppendColumns = "application/json"),
+        (crate::serve::arrow::ArrowStream = "application/vnd.apache.arrow.stream"),
+    )),
     responses((status = 202, body = PartAccepted), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody)))]
@@ -134,6 +138,7 @@ pub async fn part(
     caller: Caller,
     Path((name, job, index)): Path<(String, String, u64)>,
     Query(q): Query<PartParams>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PartAccepted>), ApiError> {
     let name: DatasetName = name.parse()?;
@@ -156,9 +161,26 @@ pub async fn part(
             }),
         ));
     }
+    let ctype = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json = match ctype.split(';').next().unwrap_or("").trim() {
+        "application/json" => true,
+        crate::serve::arrow::ARROW_STREAM => false,
+        // An empty part needs no type.
+        _ if body.is_empty() => false,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "content-type {ctype:?}: send application/json or {}",
+                crate::serve::arrow::ARROW_STREAM
+            )));
+        }
+    };
     let specs = session.specs.clone();
     let columns =
-        tokio::task::spawn_blocking(move || transform_job::decode_part(&body, &specs)).await??;
+        tokio::task::spawn_blocking(move || transform_job::decode_part(&body, json, &specs))
+            .await??;
     let rows = columns.first().map_or(0, |c| c.1.len()) as u64;
     session
         .tx
