@@ -12,7 +12,6 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use deeplake_core::materialize::{
@@ -21,7 +20,7 @@ use deeplake_core::materialize::{
 use deeplake_core::runtime::Control;
 
 use super::StorageArgs;
-use super::import::progress::Progress;
+use super::import::progress::run_cancellable;
 
 #[derive(Debug, clap::Args)]
 pub struct MaterializeArgs {
@@ -131,37 +130,9 @@ pub async fn run(a: &MaterializeArgs, out: &mut dyn Write) -> anyhow::Result<()>
     let ctl = Arc::new(Control::default());
     let work = {
         let ctl = ctl.clone();
-        tokio::spawn(async move { materialize::materialize(&opts, &ctl).await })
+        async move { materialize::materialize(&opts, &ctl).await }
     };
-    tokio::pin!(work);
-    let mut progress: Option<Progress> = None;
-    let mut shown = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let mut interrupted = false;
-    let report = loop {
-        tokio::select! {
-            r = &mut work => break r.context("the materialization task failed")??,
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
-                ctl.cancel();
-                let _ = writeln!(std::io::stderr(), "stopping after the batch in flight (run the same command again to resume)");
-            }
-            _ = tick.tick() => {
-                let (done, total) = ctl.progress();
-                if total == 0 {
-                    continue;
-                }
-                let p = progress.get_or_insert_with(|| Progress::counting("writing", "rows", total));
-                if done > shown {
-                    p.inc(done - shown);
-                    shown = done;
-                }
-            }
-        }
-    };
-    if let Some(p) = progress {
-        p.finish();
-    }
+    let report = run_cancellable(ctl, "writing", work).await?;
     writeln!(out, "{}", report.to_json())?;
     if report.cancelled {
         anyhow::bail!(

@@ -1,4 +1,5 @@
-//! Progress reporting for `deeplake import`, on stderr only (stdout carries the summary).
+//! Progress reporting for the CLI's long jobs (import, materialize, transform, stream), on
+//! stderr only (stdout carries the summary).
 //!
 //! When stderr is a terminal an indicatif bar shows files done, files/s and the ETA;
 //! otherwise (logs, CI, pipes) one plain line is written at most every two seconds, so
@@ -114,6 +115,47 @@ fn log_line(label: &str, unit: &str, done: u64, total: u64, elapsed: Duration) -
         "unknown".to_owned()
     };
     format!("{label}: {done}/{total} {unit} ({rate:.1} {unit}/s, ETA {eta})")
+}
+
+/// Runs `work` (a resumable core job steered by `ctl`) on its own task: its progress
+/// as counted by `ctl` is shown as `label` in rows, and the first Ctrl-C cancels it,
+/// so it stops after the batch in flight and the same command resumes it.
+pub(crate) async fn run_cancellable<T: Send + 'static>(
+    ctl: std::sync::Arc<deeplake_core::runtime::Control>,
+    label: &'static str,
+    work: impl std::future::Future<Output = deeplake_core::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    let work = tokio::spawn(work);
+    tokio::pin!(work);
+    let mut progress: Option<Progress> = None;
+    let mut shown = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut interrupted = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r.map_err(|e| anyhow::anyhow!("the {label} task failed: {e}"))??,
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                ctl.cancel();
+                let _ = writeln!(std::io::stderr(), "stopping after the batch in flight (run the same command again to resume)");
+            }
+            _ = tick.tick() => {
+                let (done, total) = ctl.progress();
+                if total == 0 {
+                    continue;
+                }
+                let p = progress.get_or_insert_with(|| Progress::counting(label, "rows", total));
+                if done > shown {
+                    p.inc(done - shown);
+                    shown = done;
+                }
+            }
+        }
+    };
+    if let Some(p) = progress {
+        p.finish();
+    }
+    Ok(result)
 }
 
 #[cfg(test)]
