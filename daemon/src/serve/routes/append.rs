@@ -59,6 +59,40 @@ pub struct AppendResult {
     pub commit: Option<String>,
 }
 
+/// The two forms a body of rows comes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    Json,
+    Arrow,
+}
+
+/// Which form a body of rows is in, from its content type.
+pub(crate) fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let ctype = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match ctype.split(';').next().unwrap_or("").trim() {
+        arrow::ARROW_STREAM => Ok(BodyKind::Arrow),
+        "application/json" => Ok(BodyKind::Json),
+        _ => Err(ApiError::bad_request(format!(
+            "content-type {ctype:?}: send application/json or {}",
+            arrow::ARROW_STREAM
+        ))),
+    }
+}
+
+/// A body of rows, or why it could not be read (413 when over the limit).
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(r.status(), "payload_too_large", r.body_text())
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })
+}
+
 pub(crate) fn json_columns(
     body: &[u8],
     specs: &HashMap<String, ColumnSpec>,
@@ -96,24 +130,14 @@ async fn columns_of(
         .into_iter()
         .map(|t| arrow::column_spec(ds, &t, false).map(|s| (t, s)))
         .collect::<Result<_, _>>()?;
-    let ctype = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ctype.split(';').next().unwrap_or("").trim();
+    let kind = body_kind(headers)?;
     let names = ds.tensor_names();
-    let mut cols = match mime {
-        arrow::ARROW_STREAM => {
+    let mut cols = match kind {
+        BodyKind::Arrow => {
             tokio::task::spawn_blocking(move || arrow::decode(&body, &specs)).await??
         }
-        "application/json" => {
+        BodyKind::Json => {
             tokio::task::spawn_blocking(move || json_columns(&body, &specs)).await??
-        }
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "content-type {ctype:?}: send application/json or {}",
-                arrow::ARROW_STREAM
-            )));
         }
     };
     let Some(rows) = cols.first().map(|(_, c)| c.len()) else {
@@ -160,13 +184,7 @@ pub async fn append(
     let name: DatasetName = name.parse()?;
     caller.require(Scope::Write, Some(name.as_str()))?;
     let branch = q.branch.as_deref().map(str::parse).transpose()?;
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(r.status(), "payload_too_large", r.body_text())
-        } else {
-            ApiError::bad_request(r.body_text())
-        }
-    })?;
+    let body = body_bytes(body)?;
     let mut ds = state.write(&name, branch).await?;
     let cols = match columns_of(&ds, &headers, body).await {
         Ok(c) => c,

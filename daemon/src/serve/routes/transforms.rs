@@ -143,13 +143,7 @@ pub async fn part(
 ) -> Result<(StatusCode, Json<PartAccepted>), ApiError> {
     let name: DatasetName = name.parse()?;
     caller.require(Scope::Write, Some(name.as_str()))?;
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(r.status(), "payload_too_large", r.body_text())
-        } else {
-            ApiError::bad_request(r.body_text())
-        }
-    })?;
+    let body = super::append::body_bytes(body)?;
     let session = transform_job::session(&state, &name, &job)?;
     if index < session.parts_done {
         return Ok((
@@ -161,22 +155,9 @@ pub async fn part(
             }),
         ));
     }
-    let ctype = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let json = match ctype.split(';').next().unwrap_or("").trim() {
-        "application/json" => true,
-        crate::serve::arrow::ARROW_STREAM => false,
-        // An empty part needs no type.
-        _ if body.is_empty() => false,
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "content-type {ctype:?}: send application/json or {}",
-                crate::serve::arrow::ARROW_STREAM
-            )));
-        }
-    };
+    // An empty part needs no type.
+    let json =
+        !body.is_empty() && super::append::body_kind(&headers)? == super::append::BodyKind::Json;
     let specs = session.specs.clone();
     let columns =
         tokio::task::spawn_blocking(move || transform_job::decode_part(&body, json, &specs))
