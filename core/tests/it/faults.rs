@@ -274,6 +274,14 @@ print(json.dumps(out))
     }
 }
 
+/// Rows of main's commit c1 in [`branches`].
+fn main_rows() -> (Vec<i64>, Vec<String>) {
+    let (mut x, mut t) = want(5);
+    x.extend([100, 101]);
+    t.extend(["row 100".to_owned(), "row 101".to_owned()]);
+    (x, t)
+}
+
 /// main: 0..5 (c0), then 100, 101 (c1); alt from c0: 5..10 (c2). Returns (c1, c2).
 async fn branches(url: &str) -> (String, String) {
     base(url).await;
@@ -341,9 +349,7 @@ async fn merges_under_three_hundred_fault_schedules() {
         )
         .await
         .unwrap_or_else(|e| panic!("seed {seed}: does not open after {counts:?}: {e}"));
-        let (mut want1, want2) = (want(5), want(10));
-        want1.0.extend([100, 101]);
-        want1.1.extend(["row 100".to_owned(), "row 101".to_owned()]);
+        let (want1, want2) = (main_rows(), want(10));
         assert_eq!(
             rows_at(&url, &c1).await,
             want1,
@@ -405,9 +411,7 @@ async fn gc_under_three_hundred_fault_schedules_keeps_every_commit() {
             gc::apply(&store, &plan).await
         }
         .await;
-        let (mut want1, want2) = (want(5), want(10));
-        want1.0.extend([100, 101]);
-        want1.1.extend(["row 100".to_owned(), "row 101".to_owned()]);
+        let (want1, want2) = (main_rows(), want(10));
         assert_eq!(
             rows_at(&url, &c1).await,
             want1,
