@@ -327,7 +327,9 @@ async fn produce(
         spec.prefetch_bytes.min(Semaphore::MAX_PERMITS),
     ));
     let mut offset = spec.cursor.offset;
-    let pool = BufferPool::new(spec.ahead.max(1) + 2);
+    // Batches in flight outlive the engine's own queue (a server's send queue holds
+    // some), so the pool is sized in bytes, half the prefetch budget, not in batches.
+    let pool = BufferPool::new(spec.prefetch_bytes / 2);
     let built = futures::stream::iter(batches)
         .map(|rows| {
             build(
@@ -577,20 +579,33 @@ fn decode_all(samples: Vec<Sample>, dtype: crate::Dtype) -> Result<Vec<Sample>> 
 
 /// Batch buffers handed back once their batch is dropped, so the next batches reuse
 /// memory already mapped instead of faulting in (and the kernel zeroing) fresh pages.
+/// It keeps at most `limit` bytes of idle buffers.
 #[derive(Clone)]
-struct BufferPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>, usize);
+struct BufferPool(Arc<std::sync::Mutex<Idle>>);
+
+#[derive(Default)]
+struct Idle {
+    free: Vec<Vec<u8>>,
+    bytes: usize,
+    limit: usize,
+}
 
 impl BufferPool {
-    fn new(keep: usize) -> Self {
-        BufferPool(Arc::new(std::sync::Mutex::new(Vec::new())), keep)
+    fn new(limit: usize) -> Self {
+        BufferPool(Arc::new(std::sync::Mutex::new(Idle {
+            limit,
+            ..Idle::default()
+        })))
     }
 
     /// A buffer of `len` bytes. Its contents are stale, and every byte is overwritten
     /// by the decoder before the batch is handed out.
     fn take(&self, len: usize) -> PooledBuf {
-        let reused = self.0.lock().ok().and_then(|mut free| {
-            let i = free.iter().position(|b| b.capacity() >= len)?;
-            Some(free.swap_remove(i))
+        let reused = self.0.lock().ok().and_then(|mut idle| {
+            let i = idle.free.iter().position(|b| b.capacity() >= len)?;
+            let b = idle.free.swap_remove(i);
+            idle.bytes -= b.capacity();
+            Some(b)
         });
         let mut buf = reused.unwrap_or_default();
         buf.resize(len, 0);
@@ -598,7 +613,6 @@ impl BufferPool {
         PooledBuf {
             buf,
             pool: Arc::downgrade(&self.0),
-            keep: self.1,
         }
     }
 }
@@ -606,8 +620,7 @@ impl BufferPool {
 /// A batch buffer that goes back to its pool when the last view of it is dropped.
 struct PooledBuf {
     buf: Vec<u8>,
-    pool: std::sync::Weak<std::sync::Mutex<Vec<Vec<u8>>>>,
-    keep: usize,
+    pool: std::sync::Weak<std::sync::Mutex<Idle>>,
 }
 
 impl PooledBuf {
@@ -625,10 +638,11 @@ impl AsRef<[u8]> for PooledBuf {
 impl Drop for PooledBuf {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade()
-            && let Ok(mut free) = pool.lock()
-            && free.len() < self.keep
+            && let Ok(mut idle) = pool.lock()
+            && idle.bytes + self.buf.capacity() <= idle.limit
         {
-            free.push(std::mem::take(&mut self.buf));
+            idle.bytes += self.buf.capacity();
+            idle.free.push(std::mem::take(&mut self.buf));
         }
     }
 }
