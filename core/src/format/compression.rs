@@ -34,7 +34,6 @@
 use std::io::{Cursor, Read};
 
 use image::ImageEncoder;
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::bytestream::ZCursor;
@@ -539,8 +538,8 @@ fn image_dims(arr: &NdArray, codec: &str) -> Result<(u32, u32, usize), Error> {
 fn encode_jpeg(arr: &NdArray) -> Result<Vec<u8>, Error> {
     let (h, w, c) = image_dims(arr, "jpeg")?;
     let color = match (arr.dtype, c) {
-        (Dtype::U8, 1) => image::ExtendedColorType::L8,
-        (Dtype::U8, 3) => image::ExtendedColorType::Rgb8,
+        (Dtype::U8, 1) => jpeg_encoder::ColorType::Luma,
+        (Dtype::U8, 3) => jpeg_encoder::ColorType::Rgb,
         _ => {
             return Err(Error::invalid(format!(
                 "cannot encode a {} array of shape {:?} as jpeg: expected uint8 with 1 or 3 channels",
@@ -548,9 +547,17 @@ fn encode_jpeg(arr: &NdArray) -> Result<Vec<u8>, Error> {
             )));
         }
     };
-    let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
-        .write_image(&arr.data, w, h, color)
+    // The format's frame header holds 16-bit sides.
+    let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
+        return Err(Error::invalid(format!(
+            "cannot encode an image of shape {:?} as jpeg: a side exceeds 65535 pixels",
+            arr.shape
+        )));
+    };
+    let mut out = Vec::with_capacity(arr.data.len() / 8 + 1024);
+    // Below quality 90 the encoder subsamples chroma 4:2:0, as libjpeg and PIL do.
+    jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
+        .encode(&arr.data, w16, h16, color)
         .map_err(|e| {
             Error::invalid(format!(
                 "jpeg encoding of shape {:?} failed: {e}",

@@ -18,7 +18,7 @@ use anyhow::Context;
 use deeplake_core::format::compression::{Compression, decode_sample, encode_sample};
 use deeplake_core::runtime::Control;
 use deeplake_core::stream::Transform;
-use deeplake_core::stream::transform::{SampleAt, apply};
+use deeplake_core::stream::transform::{SampleAt, apply, resize_image};
 use deeplake_core::transform::{self, Input, Pipeline, Row, Rows, TransformOptions};
 use deeplake_core::{Error, NdArray, Sample, TensorOptions};
 
@@ -94,9 +94,7 @@ pub fn resize_relabel(image: &str, label: &str, (h, w): (usize, usize), k: i64) 
             other => other,
         };
         let small = match img {
-            Sample::Array(a) if a.dtype == deeplake_core::Dtype::U8 && a.shape.len() == 3 => {
-                Sample::Array(resize_u8(&a, h, w)?)
-            }
+            Sample::Array(a) => Sample::Array(resize_image(&a, h, w)?),
             other => {
                 let at = SampleAt {
                     tensor: &image,
@@ -126,85 +124,6 @@ pub fn resize_relabel(image: &str, label: &str, (h, w): (usize, usize), k: i64) 
             ("labels".to_owned(), Sample::Array(NdArray::scalar(new))),
         ]))
     })
-}
-
-/// Fixed-point bits of the resize weights.
-const W_BITS: u32 = 14;
-
-/// Per output index: the first source index and the weights of an antialiased triangle
-/// (bilinear) filter, as fixed-point integers summing to `1 << W_BITS`.
-fn coeffs(src: usize, dst: usize) -> Vec<(usize, Vec<i32>)> {
-    let scale = src as f64 / dst as f64;
-    let support = scale.max(1.0);
-    (0..dst)
-        .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            let lo = (center - support).floor().max(0.0) as usize;
-            let hi = ((center + support).ceil() as usize).min(src);
-            let w: Vec<f64> = (lo..hi)
-                .map(|j| (1.0 - ((j as f64 + 0.5 - center) / support).abs()).max(0.0))
-                .collect();
-            let sum: f64 = w.iter().sum::<f64>().max(f64::MIN_POSITIVE);
-            let one = f64::from(1u32 << W_BITS);
-            (
-                lo,
-                w.iter().map(|v| (v / sum * one).round() as i32).collect(),
-            )
-        })
-        .collect()
-}
-
-fn to_u8(acc: i32) -> u8 {
-    ((acc + (1 << (W_BITS - 1))) >> W_BITS).clamp(0, 255) as u8
-}
-
-/// Bilinear (antialiased) resize of `(h, w, c)` uint8 pixels to `(oh, ow, c)`: two
-/// separable passes in fixed point, the kernel of the built-in pipeline.
-pub fn resize_u8(a: &NdArray, oh: usize, ow: usize) -> deeplake_core::Result<NdArray> {
-    let (h, w, c) = (a.shape[0], a.shape[1], a.shape[2]);
-    if h == 0 || w == 0 || c == 0 {
-        return Err(Error::invalid(format!(
-            "cannot resize an image of shape {:?}",
-            a.shape
-        )));
-    }
-    let src = &a.data[..];
-    // Rows first: that pass runs over whole contiguous rows (it vectorizes), and the
-    // per-pixel column pass then sees only the `oh` rows left.
-    let cy = coeffs(h, oh);
-    let stride = w * c;
-    let mut tmp = vec![0u8; oh * stride];
-    let mut acc = vec![0i32; stride];
-    for ((lo, ws), dst) in cy.iter().zip(tmp.chunks_exact_mut(stride)) {
-        acc.fill(0);
-        let rows = &src[lo * stride..(lo + ws.len()) * stride];
-        for (wt, r) in ws.iter().zip(rows.chunks_exact(stride)) {
-            for (a, v) in acc.iter_mut().zip(r) {
-                *a += wt * i32::from(*v);
-            }
-        }
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = to_u8(*a);
-        }
-    }
-    let cx = coeffs(w, ow);
-    let mut out = vec![0u8; oh * ow * c];
-    let mut px_acc = vec![0i32; c];
-    for (row, o) in tmp.chunks_exact(stride).zip(out.chunks_exact_mut(ow * c)) {
-        for ((lo, ws), px) in cx.iter().zip(o.chunks_exact_mut(c)) {
-            px_acc.fill(0);
-            let window = &row[lo * c..(lo + ws.len()) * c];
-            for (wt, s) in ws.iter().zip(window.chunks_exact(c)) {
-                for (a, v) in px_acc.iter_mut().zip(s) {
-                    *a += wt * i32::from(*v);
-                }
-            }
-            for (d, a) in px.iter_mut().zip(&px_acc) {
-                *d = to_u8(*a);
-            }
-        }
-    }
-    NdArray::new(deeplake_core::Dtype::U8, vec![oh, ow, c], out)
 }
 
 /// Rows of a `{"file", "label"}` JSON-lines file: the file's bytes and the label.
@@ -295,51 +214,4 @@ pub async fn run(a: &TransformArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    /// The fixed-point kernel stays within 2 levels of the image crate's bilinear
-    /// resize (the streaming transform) on a textured image, down and up.
-    #[test]
-    fn fast_resize_matches_the_reference_kernel() {
-        let (h, w) = (37usize, 53usize);
-        let px: Vec<u8> = (0..h * w * 3)
-            .map(|i| ((i * 7919) % 251) as u8 / 2 + ((i / 3) % w) as u8)
-            .collect();
-        let a = NdArray::new(deeplake_core::Dtype::U8, vec![h, w, 3], px).unwrap();
-        for (oh, ow) in [(16, 20), (37, 53), (64, 80)] {
-            let ours = resize_u8(&a, oh, ow).unwrap();
-            let at = SampleAt {
-                tensor: "t",
-                row: 0,
-                seed: 0,
-                epoch: 0,
-            };
-            let Sample::Array(want) = apply(
-                &[Transform::Resize {
-                    height: oh,
-                    width: ow,
-                }],
-                Sample::Array(a.clone()),
-                at,
-            )
-            .unwrap() else {
-                panic!("not an array")
-            };
-            assert_eq!(ours.shape, want.shape);
-            let worst = ours
-                .data
-                .iter()
-                .zip(want.data.iter())
-                .map(|(x, y)| (i16::from(*x) - i16::from(*y)).abs())
-                .max()
-                .unwrap();
-            assert!(worst <= 2, "{oh}x{ow}: differs by {worst}");
-        }
-    }
 }
