@@ -11,7 +11,8 @@
 # holding Debian's CA bundle at /etc/ssl/certs/ca-certificates.crt). A host binary needs
 # a BASE with the same or a newer glibc than the host's. The version in the labels must
 # match the workspace version in Cargo.toml and dockerImageTag in metadata.yaml; the
-# image test checks all three.
+# image test checks all three. The daemon's image is built by daemon/Dockerfile; the
+# two run together with an S3-compatible store in compose.yaml.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 ARG BASE=docker.io/library/debian:bookworm-slim
@@ -38,7 +39,11 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 # The platform wraps the entrypoint on Kubernetes and reads the command from here.
 ENV AIRBYTE_ENTRYPOINT="/usr/local/bin/destination-deeplake"
 LABEL io.airbyte.name="deeplake-rs/destination-deeplake" \
-    io.airbyte.version="0.1.0"
+    io.airbyte.version="0.1.0" \
+    org.opencontainers.image.title="destination-deeplake" \
+    org.opencontainers.image.description="Airbyte destination writing Deep Lake datasets" \
+    org.opencontainers.image.version="0.1.0" \
+    org.opencontainers.image.licenses="Apache-2.0"
 WORKDIR /home/airbyte
 USER 1000:1000
 ENTRYPOINT ["/usr/local/bin/destination-deeplake"]

@@ -112,6 +112,9 @@ client_venv() { ensure_venv client "$REPO_ROOT/scripts/requirements/client.txt";
 client_ray_venv() { ensure_venv client-ray "$REPO_ROOT/scripts/requirements/client-ray.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).
 hadolint_venv() { ensure_venv hadolint "$REPO_ROOT/scripts/requirements/hadolint.txt"; }
+# The Python build frontend (build, setuptools) and the client's runtime needs, for the
+# packaging test (integration-tests/package).
+package_venv() { ensure_venv package "$REPO_ROOT/scripts/requirements/package.txt"; }
 
 # ensure_wrk: makes sure the HTTP load generator `wrk` is on PATH (the daemon bench),
 # installing Debian's package when it is missing. Idempotent: nothing is done when it

@@ -75,3 +75,7 @@ hadolint=$(hadolint_venv)
 printf 'hadolint venv:  %s\n' "$hadolint"
 podman_base=$(bash "$REPO_ROOT/scripts/podman.sh" setup)
 printf 'podman base:    %s\n' "$podman_base"
+
+# The packaging test: the Python build frontend for the client's wheel and sdist.
+package=$(package_venv)
+printf 'package venv:   %s\n' "$package"

@@ -3,7 +3,8 @@
 # starts the local S3 server, then runs formatting, lints, the dependency-direction
 # rule, every Rust test, schemathesis against the HTTP API, the interop suite against
 # deeplake 3.9.52 / 4.7.4, the Airbyte connector with a real source, the Python client,
-# the user docs' code blocks, the web visualizer in chromium and the connector image.
+# the user docs' code blocks, the web visualizer in chromium, the two container images
+# with compose.yaml, and packaging (cargo install, the Python client's wheel and sdist).
 # Cargo runs with --locked: the lock file is the build's, never updated here.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
@@ -117,11 +118,21 @@ run_web_test() {
     bash scripts/web-test.sh
 }
 
-# The connector image: hadolint, then a Podman build and spec/check/write inside it.
+# The images: hadolint, then Podman builds of the connector and the daemon, spec/check/
+# write inside the connector's, compose.yaml checked against them, and both run against
+# the test S3 server (integration-tests/image).
 run_image_test() {
     local venv
     venv=$(hadolint_venv) || return 1
     "$venv/bin/python" -m pytest -p no:cacheprovider -q integration-tests/image
+}
+
+# `cargo install --path` of both binaries (debug, offline, into a scratch root), the
+# Python client's sdist and wheel installed into a fresh venv, one version everywhere.
+run_package_test() {
+    local venv
+    venv=$(package_venv) || return 1
+    "$venv/bin/python" -m pytest -p no:cacheprovider -q -rA integration-tests/package
 }
 
 run_step "cargo fmt" cargo fmt --all -- --check
@@ -135,6 +146,7 @@ run_step "python client (numpy, torch)" run_client_test
 run_step "user docs (quickstart)" run_docs_test
 run_step "web visualizer (chromium)" run_web_test
 run_step "image (hadolint, podman)" run_image_test
+run_step "packaging (cargo install, wheel, sdist)" run_package_test
 
 section "summary"
 if [ ${#failed[@]} -gt 0 ]; then

@@ -4,6 +4,7 @@
 //! destination-deeplake spec
 //! destination-deeplake check --config CONFIG.json
 //! destination-deeplake write --config CONFIG.json --catalog CATALOG.json < messages
+//! destination-deeplake --version
 //! ```
 //!
 //! stdout carries Airbyte messages only, one per line; a failure is a TRACE ERROR
@@ -36,7 +37,7 @@ use crate::error::{CoreContext, Failure, Result};
 
 fn usage() -> Failure {
     Failure::config(
-        "usage: destination-deeplake spec | check --config FILE | write --config FILE --catalog FILE",
+        "usage: destination-deeplake spec | check --config FILE | write --config FILE --catalog FILE | --version",
     )
 }
 
@@ -120,7 +121,20 @@ fn write(config_path: &str, catalog_path: &str) -> Result<()> {
     runtime()?.block_on(sync::write(cfg, &catalog))
 }
 
+/// `--version` is for people and packaging checks, not the platform: a plain line, as
+/// `deeplake --version` prints it.
+fn version() -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "destination-deeplake {}", env!("CARGO_PKG_VERSION"))
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::system(format!("writing to stdout failed: {e}")))
+}
+
 fn run(argv: &[String]) -> Result<()> {
+    if matches!(argv, [flag] if flag == "--version" || flag == "-V") {
+        return version();
+    }
     let args = parse_args(argv)?;
     match (args.cmd.as_str(), args.config, args.catalog) {
         ("spec", _, _) => spec(),

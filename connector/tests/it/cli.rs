@@ -1,4 +1,4 @@
-//! `spec` and `check`.
+//! `spec`, `check` and `--version`.
 
 use serde_json::{Value, json};
 
@@ -17,6 +17,20 @@ fn spec_prints_exactly_the_spec_file() {
     let secret = &file["connectionSpecification"]["properties"]["destination"]["properties"]["s3"]
         ["properties"]["secret_access_key"];
     assert_eq!(secret["airbyte_secret"], true);
+}
+
+#[test]
+fn version_prints_the_package_version_as_one_plain_line() {
+    let r = run(&["--version"], b"");
+    assert_eq!(r.code, Some(0));
+    assert_eq!(
+        r.stdout,
+        format!("destination-deeplake {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    // Anything after it is not a version request but a usage error, on the protocol.
+    let r = run(&["--version", "spec"], b"");
+    assert_ne!(r.code, Some(0));
+    assert_eq!(r.messages()[0]["type"], "TRACE", "{}", r.stdout);
 }
 
 fn check(cfg: &Value) -> Value {

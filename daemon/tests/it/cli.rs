@@ -196,6 +196,19 @@ fn the_binary_runs_and_reports_errors_on_stderr() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
 }
 
+#[test]
+fn the_binary_prints_its_version() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deeplake"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("deeplake {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_reports_every_row_of_every_epoch() {
     let dir = tempfile::tempdir().unwrap();
