@@ -85,6 +85,8 @@ s3_venv() { ensure_venv s3 "$REPO_ROOT/scripts/requirements/s3.txt"; }
 # that shared/airbyte/validate_messages.py needs, for the connector tests.
 faker_venv() { ensure_venv airbyte-faker "$REPO_ROOT/scripts/requirements/airbyte-faker.txt"; }
 proto_venv() { ensure_venv airbyte-proto "$REPO_ROOT/scripts/requirements/airbyte-proto.txt"; }
+# The AWS CLI, which docs/operations.md uses to copy a dataset prefix (backups).
+awscli_venv() { ensure_venv awscli "$REPO_ROOT/scripts/requirements/awscli.txt"; }
 # schemathesis, which fuzzes the HTTP API from spec/openapi.json (scripts/schemathesis.sh).
 schemathesis_venv() { ensure_venv schemathesis "$REPO_ROOT/scripts/requirements/schemathesis.txt"; }
 # bench_data N SEED WORK DL3_VENV

@@ -56,12 +56,14 @@ s3=$(s3_venv)
 faker=$(faker_venv)
 proto=$(proto_venv)
 schemathesis=$(schemathesis_venv)
+awscli=$(awscli_venv)
 printf 'deeplake3 venv: %s\n' "$dl3"
 printf 'deeplake4 venv: %s\n' "$dl4"
 printf 's3 venv:        %s\n' "$s3"
 printf 'faker venv:     %s\n' "$faker"
 printf 'proto venv:     %s\n' "$proto"
 printf 'schemathesis:   %s\n' "$schemathesis"
+printf 'awscli venv:    %s\n' "$awscli"
 
 # The browser test of the web visualizer: Debian's chromium and playwright-core (npm,
 # cached outside the clone like the venvs).

@@ -503,15 +503,18 @@ impl Exec {
             virt.push((name, vals));
         }
         // A subquery's computed columns stay visible unless the list drops them.
+        // They come first, in their own order.
         if star {
-            for (n, v) in std::mem::take(&mut frame.virt) {
-                if !virt.iter().any(|(m, _)| *m == n) {
-                    virt.insert(0, (n, v));
-                }
-            }
+            let inherited: Vec<_> = std::mem::take(&mut frame.virt)
+                .into_iter()
+                .filter(|(n, _)| !virt.iter().any(|(m, _)| m == n))
+                .collect();
+            virt.splice(0..0, inherited);
         }
         frame.virt = virt;
-        frame.star = star;
+        // `*` over a subquery that chose its columns means those columns, not every
+        // stored tensor again beside them.
+        frame.star = star && frame.star;
         Ok(frame)
     }
 

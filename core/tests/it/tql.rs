@@ -600,3 +600,37 @@ print(json.dumps({"views": views, "ids": [int(x) for x in v.id.numpy().reshape(-
         Error::NotFound { .. }
     ));
 }
+
+/// `SELECT *` over a subquery that chose its columns gives those columns, as the
+/// subquery alone would, not every stored tensor beside copies of them; over a
+/// `SELECT *` subquery it still passes the tensors through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_over_a_projecting_subquery_keeps_its_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("tqlds").to_str().unwrap().to_owned();
+    let ds = build(&url).await;
+    let opts = QueryOptions::default();
+    let run = |q: &'static str| {
+        let ds = &ds;
+        let opts = &opts;
+        async move { tql::query(ds, q, opts).await.unwrap() }
+    };
+    let names = |r: &QueryResult| r.columns.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+
+    let outer = run("SELECT * FROM (SELECT id, score WHERE id < 12) WHERE score > 2").await;
+    let alone = run("SELECT id, score WHERE id < 12 AND score > 2").await;
+    assert!(!outer.star, "the subquery's projection is dropped");
+    assert_eq!(names(&outer), ["id", "score"]);
+    assert_eq!(outer.rows, alone.rows);
+    assert_eq!(outer.columns, alone.columns);
+    assert!(!outer.rows.is_empty());
+
+    let more = run("SELECT *, score * 2 AS twice FROM (SELECT id, score WHERE id < 12)").await;
+    assert!(!more.star);
+    assert_eq!(names(&more), ["id", "score", "twice"]);
+
+    let through = run("SELECT * FROM (SELECT * WHERE id < 12) WHERE score > 2").await;
+    assert!(through.star, "a * subquery passes the tensors through");
+    assert!(through.columns.is_empty());
+    assert_eq!(through.rows, alone.rows);
+}
