@@ -681,24 +681,39 @@ impl Staging {
         if t.has_changes() {
             t.commit("auto commit before transform").await?;
         }
-        let (mut ds, resumed) = if t.branches().contains(&branch) {
-            t.close().await?;
+        let mut resumed = None;
+        if t.branches().contains(&branch) {
             let ds = Dataset::open(target, with_branch(open, &branch, &holder)?).await?;
-            let marker = ds
+            let info = ds
                 .info()
                 .get(LINEAGE_KEY)
                 .and_then(Value::as_object)
-                .filter(|m| m.get("fingerprint").and_then(Value::as_str) == Some(fingerprint))
                 .cloned();
-            let Some(m) = marker else {
-                return Err(Error::Conflict {
-                    path: branch.clone(),
-                    message: format!(
-                        "branch {branch} exists but holds no unfinished run of this transform"
-                    ),
-                    retryable: false,
-                });
-            };
+            match info {
+                Some(m) if m.get("fingerprint").and_then(Value::as_str) == Some(fingerprint) => {
+                    resumed = Some((ds, m));
+                }
+                // The branch is named by this fingerprint, and a batch's rows land in the
+                // same flush as its marker: a run that stopped before its first batch
+                // left the branch with no rows. It is grown afresh from the target.
+                None if ds.len() == t.len() => {
+                    ds.close().await?;
+                    tracing::info!(branch = %branch, "restarting a staging branch that holds no batch");
+                    t.delete_branch(&branch).await?;
+                }
+                _ => {
+                    return Err(Error::Conflict {
+                        path: branch.clone(),
+                        message: format!(
+                            "branch {branch} exists but holds no unfinished run of this transform"
+                        ),
+                        retryable: false,
+                    });
+                }
+            }
+        }
+        let (mut ds, resumed) = if let Some((ds, m)) = resumed {
+            t.close().await?;
             (ds, Some(m))
         } else {
             t.checkout(&branch, true).await?;
@@ -850,6 +865,24 @@ pub async fn run(
         h = fnv(part.as_bytes(), fnv(b"\x1e", h));
     }
     let fp = format!("{h:016x}");
+    // A run whose publish landed but whose answer was lost (a timeout, a crash right
+    // after) is re-run with the same fingerprint: it must not append its rows twice.
+    if let Some((commit, rows_in, rows_out)) =
+        landed(&opts.target, &opts.open, &target_branch, &fp).await?
+    {
+        tracing::info!(commit = %commit, fingerprint = %fp, "this transform already landed");
+        ctl.start_stage(rows_in);
+        ctl.advance(rows_in);
+        return Ok(Report {
+            commit: Some(commit),
+            staging_branch: format!("{STAGING_PREFIX}{fp}"),
+            input_rows: rows_in,
+            output_rows: rows_out,
+            resumed_from: rows_in,
+            fast_forward: true,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let mut staging = Staging::open(&opts.target, &opts.open, &fp, &opts.tensors).await?;
     let tensors = staging.ds.tensor_names();
     if tensors.is_empty() {
@@ -926,6 +959,37 @@ pub async fn run(
         fast_forward,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The target branch's latest commit and the rows in and out, when its lineage says a
+/// run of fingerprint `fp` published there (and nothing ran since that replaced it).
+async fn landed(
+    target: &str,
+    open: &OpenOptions,
+    branch: &str,
+    fp: &str,
+) -> Result<Option<(String, u64, u64)>> {
+    let mut o = open.clone();
+    o.branch = Some(branch.parse::<BranchName>()?);
+    o.read_only = true;
+    let ds = match Dataset::open(target, o).await {
+        Ok(ds) => ds,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(m) = ds.info().get(LINEAGE_KEY).and_then(Value::as_object) else {
+        return Ok(None);
+    };
+    if m.get("fingerprint").and_then(Value::as_str) != Some(fp)
+        || m.get("done").and_then(Value::as_bool) != Some(true)
+    {
+        return Ok(None);
+    }
+    let Some(commit) = ds.log().into_iter().find(|c| !c.is_head).map(|c| c.id) else {
+        return Ok(None);
+    };
+    let count = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Ok(Some((commit, count("input_rows"), count("output_rows"))))
 }
 
 /// The batch loop; `Ok(false)` when cancelled.

@@ -561,3 +561,249 @@ async fn queries_and_streams_under_three_hundred_fault_schedules_are_right_or_an
         assert!(tally.get(k).copied().unwrap_or(0) > 0, "{k}: {tally:?}");
     }
 }
+
+/// A committed dataset of rows 0..n in x (int64) and t (text).
+async fn source_of(url: &str, n: i64) {
+    let mut ds = Dataset::create(url, OpenOptions::default()).await.unwrap();
+    ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+        .await
+        .unwrap();
+    ds.create_tensor("t", TensorOptions::new("text"))
+        .await
+        .unwrap();
+    ds.extend("x", (0..n).map(int).collect()).await.unwrap();
+    ds.extend("t", (0..n).map(text).collect()).await.unwrap();
+    ds.commit("source").await.unwrap();
+    ds.close().await.unwrap();
+}
+
+/// Rows of the head of `url`'s main branch (clean storage); the dataset must open.
+async fn head_of(url: &str, seed: u64, what: &str) -> (Vec<i64>, Vec<String>) {
+    let ds = Dataset::open(
+        url,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("seed {seed}: {what} does not open: {e}"));
+    let (x, t) = (ints(&ds, "x").await, texts(&ds).await);
+    assert_eq!(
+        x.len(),
+        t.len(),
+        "seed {seed}: {what}: tensors differ in length"
+    );
+    (x, t)
+}
+
+#[tokio::test]
+async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() {
+    use deeplake_core::runtime::Control;
+    use deeplake_core::transform::{self, Input, Pipeline, Row, Rows, TransformOptions};
+    const N: i64 = 40;
+    let src = "memory://faults-tf-src/ds";
+    source_of(src, N).await;
+    let pipeline = || {
+        Pipeline::new()
+            .filter("skip_every_fourth", |row: &Row| match row.get("x") {
+                Some(Sample::Array(a)) => Ok(a.to_f64_vec()[0] as i64 % 4 != 3),
+                _ => Err(Error::invalid("no x")),
+            })
+            .map("times_ten", |mut row: Row| {
+                let x = match row.remove("x") {
+                    Some(Sample::Array(a)) => a.to_f64_vec()[0] as i64,
+                    _ => return Err(Error::invalid("no x")),
+                };
+                let t = match row.remove("t") {
+                    Some(Sample::Text(t)) => t,
+                    _ => return Err(Error::invalid("no t")),
+                };
+                Ok(Row::from([
+                    ("x".to_owned(), int(x * 10)),
+                    ("t".to_owned(), Sample::Text(format!("{t}!"))),
+                ]))
+            })
+    };
+    let kept: Vec<i64> = (0..N).filter(|i| i % 4 != 3).collect();
+    let expected = (
+        kept.iter().map(|i| i * 10).collect::<Vec<_>>(),
+        kept.iter().map(|i| format!("row {i}!")).collect::<Vec<_>>(),
+    );
+    let run = |target: String, storage: StoreOptions| {
+        let p = pipeline();
+        async move {
+            let input = Input::Dataset {
+                url: src.to_owned(),
+                opts: OpenOptions {
+                    storage: storage.clone(),
+                    ..Default::default()
+                },
+                rows: Rows::All,
+                tensors: vec![],
+            };
+            let mut opts = TransformOptions::new(target);
+            opts.open.storage = storage;
+            opts.num_workers = 2;
+            opts.batch_rows = 8;
+            transform::run(&p, input, &opts, &Control::default()).await
+        }
+    };
+    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    for seed in 0..SCHEDULES {
+        let target = format!("memory://faults-tf-{seed}/out");
+        {
+            let mut t = Dataset::create(&target, OpenOptions::default())
+                .await
+                .unwrap();
+            t.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
+                .await
+                .unwrap();
+            t.create_tensor("t", TensorOptions::new("text"))
+                .await
+                .unwrap();
+            t.commit("empty").await.unwrap();
+            t.close().await.unwrap();
+        }
+        let (layer, log) = FaultPlan::seeded(seed).layer();
+        let result = run(target.clone(), StoreOptions::default().with_layer(layer)).await;
+        let counts = log.counts();
+        // Readers see the previous commit or the whole result, never a part.
+        let head = head_of(&target, seed, "the target").await;
+        let landed = !head.0.is_empty();
+        if landed {
+            assert_eq!(
+                head, expected,
+                "seed {seed}: a partial result after {counts:?}"
+            );
+        }
+        match &result {
+            Ok(rep) => {
+                assert!(landed, "seed {seed}: Ok, but nothing landed ({counts:?})");
+                assert!(rep.commit.is_some(), "seed {seed}");
+                *tally.entry("landed").or_default() += 1;
+            }
+            Err(e) => {
+                assert!(
+                    !e.to_string().is_empty(),
+                    "seed {seed}: an error says nothing"
+                );
+                *tally
+                    .entry(if landed {
+                        "failed after landing"
+                    } else {
+                        "failed"
+                    })
+                    .or_default() += 1;
+            }
+        }
+        // Run again on sound storage: it completes (resuming, or seeing it landed)
+        // with every row exactly once.
+        let again = run(target.clone(), StoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: the re-run failed after {counts:?}: {e}"));
+        assert!(again.commit.is_some(), "seed {seed}");
+        assert_eq!(
+            head_of(&target, seed, "the target after a re-run").await,
+            expected,
+            "seed {seed}: after a re-run ({counts:?})"
+        );
+    }
+    eprintln!("{SCHEDULES} transform schedules: {tally:?}");
+    assert!(
+        tally.get("landed").copied().unwrap_or(0) > 0
+            && tally.get("failed").copied().unwrap_or(0) > 0,
+        "{tally:?}"
+    );
+}
+
+#[tokio::test]
+async fn materializations_under_a_thousand_fault_schedules_hold_whole_batches() {
+    use deeplake_core::materialize::{self, Destination, MaterializeOptions, Selection};
+    use deeplake_core::runtime::Control;
+    const N: i64 = 40;
+    let src = "memory://faults-mat-src/ds";
+    source_of(src, N).await;
+    let run = |target: String, storage: StoreOptions| async move {
+        let mut o = MaterializeOptions::new(
+            src,
+            Selection::All,
+            Destination::Dataset {
+                url: target,
+                opts: OpenOptions {
+                    storage: storage.clone(),
+                    ..Default::default()
+                },
+            },
+        );
+        o.source_opts.storage = storage;
+        o.max_batch_rows = 7;
+        materialize::materialize(&o, &Control::default()).await
+    };
+    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    for seed in 0..SCHEDULES {
+        let target = format!("memory://faults-mat-{seed}/out");
+        let (layer, log) = FaultPlan::seeded(seed).layer();
+        let result = run(target.clone(), StoreOptions::default().with_layer(layer)).await;
+        let counts = log.counts();
+        // The target is absent, or opens holding a prefix of the source in whole rows.
+        let opened = Dataset::open(
+            &target,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let done = match opened {
+            // A target whose creation stopped before its tensors holds no rows (a re-run
+            // starts it afresh).
+            Ok(ds) if !ds.tensor_names().iter().any(|t| t == "x" || t == "t") => 0,
+            Ok(ds) => {
+                let (x, t) = (ints(&ds, "x").await, texts(&ds).await);
+                let n = x.len() as i64;
+                assert_eq!(want(n), (x, t), "seed {seed}: not a prefix ({counts:?})");
+                n
+            }
+            Err(Error::NotFound { .. }) => 0,
+            Err(e) => panic!("seed {seed}: the target does not open after {counts:?}: {e}"),
+        };
+        match &result {
+            Ok(rep) => {
+                assert_eq!((rep.rows_written, done), (N as u64, N), "seed {seed}");
+                *tally.entry("done").or_default() += 1;
+            }
+            Err(e) => {
+                assert!(
+                    !e.to_string().is_empty(),
+                    "seed {seed}: an error says nothing"
+                );
+                *tally
+                    .entry(if done == N {
+                        "failed after finishing"
+                    } else {
+                        "failed"
+                    })
+                    .or_default() += 1;
+            }
+        }
+        // A re-run on sound storage resumes and finishes, or says it already finished.
+        match run(target.clone(), StoreOptions::default()).await {
+            Ok(rep) => assert_eq!(rep.rows_written, N as u64, "seed {seed}"),
+            // Refused as finished: the check below shows that it is.
+            Err(Error::Conflict { message, .. }) if message.contains("finished") => {}
+            Err(e) => panic!("seed {seed}: the re-run failed after {counts:?}: {e}"),
+        }
+        assert_eq!(
+            head_of(&target, seed, "the target after a re-run").await,
+            want(N),
+            "seed {seed}: after a re-run ({counts:?})"
+        );
+    }
+    eprintln!("{SCHEDULES} materialize schedules: {tally:?}");
+    assert!(
+        tally.get("done").copied().unwrap_or(0) > 0
+            && tally.get("failed").copied().unwrap_or(0) > 0,
+        "{tally:?}"
+    );
+}
