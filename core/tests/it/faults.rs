@@ -326,7 +326,7 @@ async fn head_rows(url: &str) -> (Vec<i64>, Vec<String>) {
 }
 
 #[tokio::test]
-async fn merges_under_three_hundred_fault_schedules() {
+async fn merges_under_a_thousand_fault_schedules() {
     // What a merge without faults gives.
     let clean = "memory://faults-merge-clean/ds";
     branches(clean).await;
@@ -334,7 +334,7 @@ async fn merges_under_three_hundred_fault_schedules() {
     let merged = head_rows(clean).await;
     assert_eq!(merged.0.len(), 12, "{merged:?}");
     let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..300u64 {
+    for seed in 0..SCHEDULES {
         let url = format!("memory://faults-merge-{seed}/ds");
         let (c1, c2) = branches(&url).await;
         let (layer, log) = FaultPlan::seeded(seed).layer();
@@ -375,7 +375,7 @@ async fn merges_under_three_hundred_fault_schedules() {
             (Err(_), None) => *tally.entry("failed").or_default() += 1,
         }
     }
-    eprintln!("300 merge schedules: {tally:?}");
+    eprintln!("{SCHEDULES} merge schedules: {tally:?}");
     assert!(
         tally.get("merged").copied().unwrap_or(0) > 0
             && tally.get("failed").copied().unwrap_or(0) > 0
@@ -383,10 +383,10 @@ async fn merges_under_three_hundred_fault_schedules() {
 }
 
 #[tokio::test]
-async fn gc_under_three_hundred_fault_schedules_keeps_every_commit() {
+async fn gc_under_a_thousand_fault_schedules_keeps_every_commit() {
     use deeplake_core::dataset::gc::{self, GcOptions};
     let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..300u64 {
+    for seed in 0..SCHEDULES {
         let url = format!("memory://faults-gc-{seed}/ds");
         let (c1, c2) = branches(&url).await;
         // Garbage: a head chunk written, then superseded by its update (chunks are
@@ -455,7 +455,7 @@ async fn gc_under_three_hundred_fault_schedules_keeps_every_commit() {
             .entry(if run.is_ok() { "collected" } else { "failed" })
             .or_default() += 1;
     }
-    eprintln!("300 gc schedules: {tally:?}");
+    eprintln!("{SCHEDULES} gc schedules: {tally:?}");
     for k in ["collected", "failed", "deleted something"] {
         assert!(tally.get(k).copied().unwrap_or(0) > 0, "{k}: {tally:?}");
     }
@@ -477,7 +477,7 @@ async fn open_faulty(url: &str, commit: &str, seed: u64) -> Result<std::sync::Ar
 }
 
 #[tokio::test]
-async fn queries_and_streams_under_three_hundred_fault_schedules_are_right_or_an_error() {
+async fn queries_and_streams_under_a_thousand_fault_schedules_are_right_or_an_error() {
     use deeplake_core::stream::{Order, Stream, StreamSpec};
     use deeplake_core::tql::{self, QueryOptions};
     let url = "memory://faults-query/ds";
@@ -493,7 +493,7 @@ async fn queries_and_streams_under_three_hundred_fault_schedules_are_right_or_an
         .unwrap();
     assert_eq!(want_rows, vec![4, 3, 2]);
     let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..300u64 {
+    for seed in 0..SCHEDULES {
         // A query: the same rows, or an error.
         let got = async {
             let ds = open_faulty(url, &c0, seed).await?;
@@ -551,7 +551,7 @@ async fn queries_and_streams_under_three_hundred_fault_schedules_are_right_or_an
             }
         }
     }
-    eprintln!("300 query and stream schedules: {tally:?}");
+    eprintln!("{SCHEDULES} query and stream schedules: {tally:?}");
     for k in [
         "query right",
         "query failed",
