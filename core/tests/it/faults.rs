@@ -14,6 +14,27 @@ use testkit::samples::{int, ints};
 
 const SCHEDULES: u64 = 1000;
 
+/// Runs the schedule `f(seed)` for every seed, 16 at a time (a fault's latency is a
+/// sleep, so overlapping schedules keep the suite quick; each uses its own dataset),
+/// and adds up the outcomes each reports.
+async fn each_schedule<F, Fut>(f: F) -> BTreeMap<&'static str, u64>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Vec<(&'static str, u64)>>,
+{
+    use futures::StreamExt;
+    let runs: Vec<Vec<(&'static str, u64)>> = futures::stream::iter(0..SCHEDULES)
+        .map(f)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut tally = BTreeMap::new();
+    for (k, n) in runs.into_iter().flatten() {
+        *tally.entry(k).or_default() += n;
+    }
+    tally
+}
+
 fn text(i: i64) -> Sample {
     Sample::Text(format!("row {i}"))
 }
@@ -124,20 +145,22 @@ async fn check_after(url: &str, base: &str, seed: u64, counts: Counts) -> Option
 
 #[tokio::test]
 async fn appends_and_commits_under_a_thousand_fault_schedules() {
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut injected = 0u64;
-    for seed in 0..SCHEDULES {
+    let tally = each_schedule(|seed| async move {
+        let mut tally: Vec<(&'static str, u64)> = Vec::new();
         let url = format!("memory://faults-commit-{seed}/ds");
         let c0 = base(&url).await;
         let (layer, log) = FaultPlan::seeded(seed).layer();
         let result = next(&url, StoreOptions::default().with_layer(layer)).await;
         let counts = log.counts();
-        injected += counts.errors + counts.errors_after + counts.throttled + counts.partial_lists;
+        tally.push((
+            "faults injected",
+            counts.errors + counts.errors_after + counts.throttled + counts.partial_lists,
+        ));
         let committed = check_after(&url, &c0, seed, counts).await;
         match &result {
             Ok(c1) => {
                 assert_eq!(committed.as_deref(), Some(c1.as_str()), "seed {seed}");
-                *tally.entry("committed").or_default() += 1;
+                tally.push(("committed", 1));
             }
             Err(e) => {
                 assert!(
@@ -145,17 +168,20 @@ async fn appends_and_commits_under_a_thousand_fault_schedules() {
                     "seed {seed}: an error says nothing"
                 );
                 // A commit applied whose answer was lost still reads right (checked).
-                *tally
-                    .entry(if committed.is_some() {
+                tally.push((
+                    if committed.is_some() {
                         "failed after committing"
                     } else {
                         "failed"
-                    })
-                    .or_default() += 1;
+                    },
+                    1,
+                ));
             }
         }
-    }
-    eprintln!("{SCHEDULES} schedules: {tally:?}, {injected} faults injected");
+        tally
+    })
+    .await;
+    eprintln!("{SCHEDULES} schedules: {tally:?}");
     assert!(
         tally.get("committed").copied().unwrap_or(0) > 0,
         "{tally:?}"
@@ -167,8 +193,9 @@ async fn appends_and_commits_under_a_thousand_fault_schedules() {
 async fn reads_under_a_thousand_fault_schedules_are_right_or_an_error() {
     let url = "memory://faults-read/ds";
     let c0 = base(url).await;
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..SCHEDULES {
+    let c0 = &c0;
+    let tally = each_schedule(|seed| async move {
+        let mut tally: Vec<(&'static str, u64)> = Vec::new();
         let (layer, _) = FaultPlan::seeded(seed).layer();
         let storage = StoreOptions::default().with_layer(layer);
         let read = async {
@@ -207,14 +234,16 @@ async fn reads_under_a_thousand_fault_schedules_are_right_or_an_error() {
                     want(5),
                     "seed {seed}: a read that succeeds is right"
                 );
-                *tally.entry("read").or_default() += 1;
+                tally.push(("read", 1));
             }
             Err(e) => {
                 assert!(!e.to_string().is_empty());
-                *tally.entry("failed").or_default() += 1;
+                tally.push(("failed", 1));
             }
         }
-    }
+        tally
+    })
+    .await;
     eprintln!("{SCHEDULES} read schedules: {tally:?}");
     assert!(
         tally.get("read").copied().unwrap_or(0) > 0
@@ -333,8 +362,9 @@ async fn merges_under_a_thousand_fault_schedules() {
     merge_alt(clean, StoreOptions::default()).await.unwrap();
     let merged = head_rows(clean).await;
     assert_eq!(merged.0.len(), 12, "{merged:?}");
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..SCHEDULES {
+    let merged = &merged;
+    let tally = each_schedule(|seed| async move {
+        let mut tally: Vec<(&'static str, u64)> = Vec::new();
         let url = format!("memory://faults-merge-{seed}/ds");
         let (c1, c2) = branches(&url).await;
         let (layer, log) = FaultPlan::seeded(seed).layer();
@@ -364,17 +394,19 @@ async fn merges_under_a_thousand_fault_schedules() {
         if let Some(m) = &merge_commit {
             assert_eq!(
                 rows_at(&url, m).await,
-                merged,
+                *merged,
                 "seed {seed}: the merge commit"
             );
         }
         match (&result, &merge_commit) {
-            (Ok(()), Some(_)) => *tally.entry("merged").or_default() += 1,
+            (Ok(()), Some(_)) => tally.push(("merged", 1)),
             (Ok(()), None) => panic!("seed {seed}: the merge succeeded but left no merge commit"),
-            (Err(_), Some(_)) => *tally.entry("failed after merging").or_default() += 1,
-            (Err(_), None) => *tally.entry("failed").or_default() += 1,
+            (Err(_), Some(_)) => tally.push(("failed after merging", 1)),
+            (Err(_), None) => tally.push(("failed", 1)),
         }
-    }
+        tally
+    })
+    .await;
     eprintln!("{SCHEDULES} merge schedules: {tally:?}");
     assert!(
         tally.get("merged").copied().unwrap_or(0) > 0
@@ -385,8 +417,8 @@ async fn merges_under_a_thousand_fault_schedules() {
 #[tokio::test]
 async fn gc_under_a_thousand_fault_schedules_keeps_every_commit() {
     use deeplake_core::dataset::gc::{self, GcOptions};
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..SCHEDULES {
+    let tally = each_schedule(|seed| async move {
+        let mut tally: Vec<(&'static str, u64)> = Vec::new();
         let url = format!("memory://faults-gc-{seed}/ds");
         let (c1, c2) = branches(&url).await;
         // Garbage: a head chunk written, then superseded by its update (chunks are
@@ -432,7 +464,7 @@ async fn gc_under_a_thousand_fault_schedules_keeps_every_commit() {
         );
         if let Ok(report) = &run {
             if !report.deleted.is_empty() {
-                *tally.entry("deleted something").or_default() += 1;
+                tally.push(("deleted something", 1));
             }
             let store = deeplake_core::store::Store::open(&url, &StoreOptions::default()).unwrap();
             let again = gc::plan(
@@ -451,10 +483,10 @@ async fn gc_under_a_thousand_fault_schedules_keeps_every_commit() {
                 "seed {seed}: deleted objects are gone"
             );
         }
-        *tally
-            .entry(if run.is_ok() { "collected" } else { "failed" })
-            .or_default() += 1;
-    }
+        tally.push((if run.is_ok() { "collected" } else { "failed" }, 1));
+        tally
+    })
+    .await;
     eprintln!("{SCHEDULES} gc schedules: {tally:?}");
     for k in ["collected", "failed", "deleted something"] {
         assert!(tally.get(k).copied().unwrap_or(0) > 0, "{k}: {tally:?}");
@@ -492,28 +524,30 @@ async fn queries_and_streams_under_a_thousand_fault_schedules_are_right_or_an_er
         .rows_of(&clean, "are checked")
         .unwrap();
     assert_eq!(want_rows, vec![4, 3, 2]);
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..SCHEDULES {
+    let c0 = &c0;
+    let want_rows = &want_rows;
+    let tally = each_schedule(|seed| async move {
+        let mut tally: Vec<(&'static str, u64)> = Vec::new();
         // A query: the same rows, or an error.
         let got = async {
-            let ds = open_faulty(url, &c0, seed).await?;
+            let ds = open_faulty(url, c0, seed).await?;
             let r = tql::query(&ds, q, &QueryOptions::default()).await?;
             r.rows_of(&ds, "are checked")
         }
         .await;
         match got {
             Ok(rows) => {
-                assert_eq!(rows, want_rows, "seed {seed}: query");
-                *tally.entry("query right").or_default() += 1;
+                assert_eq!(&rows, want_rows, "seed {seed}: query");
+                tally.push(("query right", 1));
             }
             Err(e) => {
                 assert!(!e.to_string().is_empty());
-                *tally.entry("query failed").or_default() += 1;
+                tally.push(("query failed", 1));
             }
         }
         // A shuffled stream: every row once with its values, or an error (never a hang).
         let streamed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-            let ds = open_faulty(url, &c0, seed + 10_000).await?;
+            let ds = open_faulty(url, c0, seed + 10_000).await?;
             let mut s = Stream::open(
                 ds,
                 None,
@@ -543,14 +577,16 @@ async fn queries_and_streams_under_a_thousand_fault_schedules_are_right_or_an_er
             Ok(mut rows) => {
                 rows.sort_unstable();
                 assert_eq!(rows, vec![0, 1, 2, 3, 4], "seed {seed}: stream");
-                *tally.entry("stream right").or_default() += 1;
+                tally.push(("stream right", 1));
             }
             Err(e) => {
                 assert!(!e.to_string().is_empty());
-                *tally.entry("stream failed").or_default() += 1;
+                tally.push(("stream failed", 1));
             }
         }
-    }
+        tally
+    })
+    .await;
     eprintln!("{SCHEDULES} query and stream schedules: {tally:?}");
     for k in [
         "query right",
@@ -649,8 +685,10 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             transform::run(&p, input, &opts, &Control::default()).await
         }
     };
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..SCHEDULES {
+    let expected = &expected;
+    let run = &run;
+    let tally = each_schedule(|seed| async move {
+        let mut tally: Vec<(&'static str, u64)> = Vec::new();
         let target = format!("memory://faults-tf-{seed}/out");
         {
             let mut t = Dataset::create(&target, OpenOptions::default())
@@ -673,7 +711,7 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
         let landed = !head.0.is_empty();
         if landed {
             assert_eq!(
-                head, expected,
+                head, *expected,
                 "seed {seed}: a partial result after {counts:?}"
             );
         }
@@ -681,20 +719,21 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             Ok(rep) => {
                 assert!(landed, "seed {seed}: Ok, but nothing landed ({counts:?})");
                 assert!(rep.commit.is_some(), "seed {seed}");
-                *tally.entry("landed").or_default() += 1;
+                tally.push(("landed", 1));
             }
             Err(e) => {
                 assert!(
                     !e.to_string().is_empty(),
                     "seed {seed}: an error says nothing"
                 );
-                *tally
-                    .entry(if landed {
+                tally.push((
+                    if landed {
                         "failed after landing"
                     } else {
                         "failed"
-                    })
-                    .or_default() += 1;
+                    },
+                    1,
+                ));
             }
         }
         // Run again on sound storage: it completes (resuming, or seeing it landed)
@@ -705,10 +744,12 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
         assert!(again.commit.is_some(), "seed {seed}");
         assert_eq!(
             head_of(&target, seed, "the target after a re-run").await,
-            expected,
+            *expected,
             "seed {seed}: after a re-run ({counts:?})"
         );
-    }
+        tally
+    })
+    .await;
     eprintln!("{SCHEDULES} transform schedules: {tally:?}");
     assert!(
         tally.get("landed").copied().unwrap_or(0) > 0
@@ -740,8 +781,9 @@ async fn materializations_under_a_thousand_fault_schedules_hold_whole_batches() 
         o.max_batch_rows = 7;
         materialize::materialize(&o, &Control::default()).await
     };
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..SCHEDULES {
+    let run = &run;
+    let tally = each_schedule(|seed| async move {
+        let mut tally: Vec<(&'static str, u64)> = Vec::new();
         let target = format!("memory://faults-mat-{seed}/out");
         let (layer, log) = FaultPlan::seeded(seed).layer();
         let result = run(target.clone(), StoreOptions::default().with_layer(layer)).await;
@@ -771,20 +813,21 @@ async fn materializations_under_a_thousand_fault_schedules_hold_whole_batches() 
         match &result {
             Ok(rep) => {
                 assert_eq!((rep.rows_written, done), (N as u64, N), "seed {seed}");
-                *tally.entry("done").or_default() += 1;
+                tally.push(("done", 1));
             }
             Err(e) => {
                 assert!(
                     !e.to_string().is_empty(),
                     "seed {seed}: an error says nothing"
                 );
-                *tally
-                    .entry(if done == N {
+                tally.push((
+                    if done == N {
                         "failed after finishing"
                     } else {
                         "failed"
-                    })
-                    .or_default() += 1;
+                    },
+                    1,
+                ));
             }
         }
         // A re-run on sound storage resumes and finishes, or says it already finished.
@@ -799,7 +842,9 @@ async fn materializations_under_a_thousand_fault_schedules_hold_whole_batches() 
             want(N),
             "seed {seed}: after a re-run ({counts:?})"
         );
-    }
+        tally
+    })
+    .await;
     eprintln!("{SCHEDULES} materialize schedules: {tally:?}");
     assert!(
         tally.get("done").copied().unwrap_or(0) > 0
