@@ -735,6 +735,7 @@ pub fn decode(
     bytes: &[u8],
     specs: &HashMap<String, ColumnSpec>,
 ) -> Result<Vec<(String, Vec<Sample>)>, ApiError> {
+    check_ipc_buffers(bytes)?;
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map_err(|e| ApiError::bad_request(format!("not an Arrow IPC stream: {e}")))?;
     let schema = reader.schema();
@@ -775,6 +776,126 @@ pub fn decode(
         base += batch.num_rows();
     }
     Ok(out)
+}
+
+/// How the IPC reader uses one buffer of a record batch, for the checks it skips.
+#[derive(Clone, Copy)]
+enum BufferUse {
+    /// Validity or boolean bits, or raw bytes: any length.
+    Bytes,
+    /// Viewed as elements of this many bytes (offsets, fixed-width values).
+    Elements(u64),
+}
+
+/// The buffers of a column of `dt`, in the order a record batch lists them; `Err` for
+/// a type no tensor takes (refused before any batch is read).
+fn buffer_uses(dt: &DataType, out: &mut Vec<BufferUse>) -> Result<(), String> {
+    use BufferUse::{Bytes, Elements};
+    match dt {
+        DataType::Null => {}
+        DataType::Boolean => out.extend([Bytes, Bytes]),
+        DataType::Utf8 | DataType::Binary => out.extend([Bytes, Elements(4), Bytes]),
+        DataType::LargeUtf8 | DataType::LargeBinary => out.extend([Bytes, Elements(8), Bytes]),
+        DataType::List(f) => {
+            out.extend([Bytes, Elements(4)]);
+            buffer_uses(f.data_type(), out)?;
+        }
+        DataType::FixedSizeList(f, _) => {
+            out.push(Bytes);
+            buffer_uses(f.data_type(), out)?;
+        }
+        other if dtype_of(other).is_some() => {
+            let width = other.primitive_width().unwrap_or(1) as u64;
+            out.extend([Bytes, Elements(width)]);
+        }
+        other => return Err(format!("a column of {other} is not taken")),
+    }
+    Ok(())
+}
+
+/// Walks the messages of an IPC stream before the reader sees them. The reader slices
+/// and views buffers as the metadata says without checking it, and panics on a
+/// malformed upload; so every column must be of a type some tensor takes, every
+/// buffer must lie inside its message's body at an offset the format allows (a
+/// multiple of 8), a buffer viewed as elements must hold whole elements, and every
+/// body must lie inside the stream. Dictionary batches are refused (no tensor takes a
+/// dictionary column).
+fn check_ipc_buffers(bytes: &[u8]) -> Result<(), ApiError> {
+    let malformed = |why: String| ApiError::bad_request(format!("not an Arrow IPC stream: {why}"));
+    let word = |at: usize| -> Option<[u8; 4]> { bytes.get(at..at + 4)?.try_into().ok() };
+    let mut uses: Option<Vec<BufferUse>> = None;
+    let mut at = 0usize;
+    // The stream may end without the end-of-stream marker (as the reader accepts).
+    while let Some(mut w) = word(at) {
+        at += 4;
+        if w == [0xff; 4] {
+            w = word(at).ok_or_else(|| malformed("truncated message length".into()))?;
+            at += 4;
+        }
+        let meta_len = i32::from_le_bytes(w);
+        if meta_len == 0 {
+            return Ok(());
+        }
+        let meta = usize::try_from(meta_len)
+            .ok()
+            .and_then(|n| bytes.get(at..at.checked_add(n)?))
+            .ok_or_else(|| malformed(format!("message metadata of {meta_len} bytes")))?;
+        at += meta.len();
+        let message = arrow_ipc::root_as_message(meta)
+            .map_err(|e| malformed(format!("bad message metadata: {e}")))?;
+        let body = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|n| at.checked_add(*n).is_some_and(|end| end <= bytes.len()))
+            .ok_or_else(|| {
+                malformed(format!(
+                    "a message body of {} bytes past the end",
+                    message.bodyLength()
+                ))
+            })?;
+        if let Some(schema) = message.header_as_schema() {
+            let schema = arrow_ipc::convert::try_fb_to_schema(schema)
+                .map_err(|e| malformed(format!("bad schema: {e}")))?;
+            let mut u = Vec::new();
+            for f in schema.fields() {
+                buffer_uses(f.data_type(), &mut u).map_err(|m| bad(f.name(), None, m))?;
+            }
+            uses = Some(u);
+        }
+        if message.header_as_dictionary_batch().is_some() {
+            return Err(malformed("dictionary batches are not taken".into()));
+        }
+        if let Some(batch) = message.header_as_record_batch() {
+            let uses = uses
+                .as_deref()
+                .ok_or_else(|| malformed("a record batch before the schema".into()))?;
+            for (k, b) in batch.buffers().into_iter().flatten().enumerate() {
+                let (offset, len) = (b.offset(), b.length());
+                let end = u64::try_from(offset)
+                    .ok()
+                    .zip(u64::try_from(len).ok())
+                    .and_then(|(o, l)| o.checked_add(l));
+                if end.is_none_or(|end| end > body as u64) {
+                    return Err(malformed(format!(
+                        "a buffer at {offset} of {len} bytes outside its {body}-byte message body"
+                    )));
+                }
+                if offset % 8 != 0 {
+                    return Err(malformed(format!(
+                        "a buffer at offset {offset}, not a multiple of 8"
+                    )));
+                }
+                if let Some(BufferUse::Elements(width)) = uses.get(k)
+                    && !(len as u64).is_multiple_of(*width)
+                {
+                    return Err(malformed(format!(
+                        "a buffer of {len} bytes holds no whole number of {width}-byte elements"
+                    )));
+                }
+            }
+        }
+        at += body;
+    }
+    Ok(())
 }
 
 /// A JSON value as a sample of `spec`'s tensor (the JSON append form).
