@@ -787,26 +787,36 @@ enum BufferUse {
     Elements(u64),
 }
 
-/// The buffers of a column of `dt`, in the order a record batch lists them; `Err` for
-/// a type no tensor takes (refused before any batch is read).
-fn buffer_uses(dt: &DataType, out: &mut Vec<BufferUse>) -> Result<(), String> {
+/// The layout of a column of `dt` as a record batch lists it: one field node per
+/// array (the list size of a fixed-size list, else `None`) and its buffers, children
+/// after their parent. `Err` for a type no tensor takes (refused before any batch is
+/// read).
+fn layout(
+    dt: &DataType,
+    nodes: &mut Vec<Option<i64>>,
+    uses: &mut Vec<BufferUse>,
+) -> Result<(), String> {
     use BufferUse::{Bytes, Elements};
+    nodes.push(match dt {
+        DataType::FixedSizeList(_, size) => Some(i64::from(*size)),
+        _ => None,
+    });
     match dt {
         DataType::Null => {}
-        DataType::Boolean => out.extend([Bytes, Bytes]),
-        DataType::Utf8 | DataType::Binary => out.extend([Bytes, Elements(4), Bytes]),
-        DataType::LargeUtf8 | DataType::LargeBinary => out.extend([Bytes, Elements(8), Bytes]),
+        DataType::Boolean => uses.extend([Bytes, Bytes]),
+        DataType::Utf8 | DataType::Binary => uses.extend([Bytes, Elements(4), Bytes]),
+        DataType::LargeUtf8 | DataType::LargeBinary => uses.extend([Bytes, Elements(8), Bytes]),
         DataType::List(f) => {
-            out.extend([Bytes, Elements(4)]);
-            buffer_uses(f.data_type(), out)?;
+            uses.extend([Bytes, Elements(4)]);
+            layout(f.data_type(), nodes, uses)?;
         }
         DataType::FixedSizeList(f, _) => {
-            out.push(Bytes);
-            buffer_uses(f.data_type(), out)?;
+            uses.push(Bytes);
+            layout(f.data_type(), nodes, uses)?;
         }
         other if dtype_of(other).is_some() => {
             let width = other.primitive_width().unwrap_or(1) as u64;
-            out.extend([Bytes, Elements(width)]);
+            uses.extend([Bytes, Elements(width)]);
         }
         other => return Err(format!("a column of {other} is not taken")),
     }
@@ -817,13 +827,14 @@ fn buffer_uses(dt: &DataType, out: &mut Vec<BufferUse>) -> Result<(), String> {
 /// and views buffers as the metadata says without checking it, and panics on a
 /// malformed upload; so every column must be of a type some tensor takes, every
 /// buffer must lie inside its message's body at an offset the format allows (a
-/// multiple of 8), a buffer viewed as elements must hold whole elements, and every
-/// body must lie inside the stream. Dictionary batches are refused (no tensor takes a
+/// multiple of 8), a buffer viewed as elements must hold whole elements, row counts
+/// must be ones the body can hold, and every body must lie inside the stream. Dictionary batches are refused (no tensor takes a
 /// dictionary column).
 fn check_ipc_buffers(bytes: &[u8]) -> Result<(), ApiError> {
     let malformed = |why: String| ApiError::bad_request(format!("not an Arrow IPC stream: {why}"));
     let word = |at: usize| -> Option<[u8; 4]> { bytes.get(at..at + 4)?.try_into().ok() };
-    let mut uses: Option<Vec<BufferUse>> = None;
+    // Per field node and per buffer, from the schema.
+    let mut layouts: Option<(Vec<Option<i64>>, Vec<BufferUse>)> = None;
     let mut at = 0usize;
     // The stream may end without the end-of-stream marker (as the reader accepts).
     while let Some(mut w) = word(at) {
@@ -855,19 +866,46 @@ fn check_ipc_buffers(bytes: &[u8]) -> Result<(), ApiError> {
         if let Some(schema) = message.header_as_schema() {
             let schema = arrow_ipc::convert::try_fb_to_schema(schema)
                 .map_err(|e| malformed(format!("bad schema: {e}")))?;
-            let mut u = Vec::new();
+            let (mut nodes, mut uses) = (Vec::new(), Vec::new());
             for f in schema.fields() {
-                buffer_uses(f.data_type(), &mut u).map_err(|m| bad(f.name(), None, m))?;
+                layout(f.data_type(), &mut nodes, &mut uses).map_err(|m| bad(f.name(), None, m))?;
             }
-            uses = Some(u);
+            layouts = Some((nodes, uses));
         }
         if message.header_as_dictionary_batch().is_some() {
             return Err(malformed("dictionary batches are not taken".into()));
         }
         if let Some(batch) = message.header_as_record_batch() {
-            let uses = uses
-                .as_deref()
+            let (nodes, uses) = layouts
+                .as_ref()
                 .ok_or_else(|| malformed("a record batch before the schema".into()))?;
+            // Rows cost at least a bit each, except in null columns: a batch claiming
+            // more is malformed, and its row counts could overflow the reader's sums.
+            let max_rows = i64::try_from(body)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(8)
+                .saturating_add(1 << 16);
+            if !(0..=max_rows).contains(&batch.length()) {
+                return Err(malformed(format!(
+                    "a batch of {} rows in {body} bytes",
+                    batch.length()
+                )));
+            }
+            for (k, n) in batch.nodes().into_iter().flatten().enumerate() {
+                let values = match nodes.get(k).copied().flatten() {
+                    Some(size) => n.length().checked_mul(size),
+                    None => Some(n.length()),
+                };
+                if !(0..=n.length()).contains(&n.null_count())
+                    || values.is_none_or(|v| !(0..=max_rows).contains(&v))
+                {
+                    return Err(malformed(format!(
+                        "an array of {} rows ({} null) in {body} bytes",
+                        n.length(),
+                        n.null_count()
+                    )));
+                }
+            }
             for (k, b) in batch.buffers().into_iter().flatten().enumerate() {
                 let (offset, len) = (b.offset(), b.length());
                 let end = u64::try_from(offset)
