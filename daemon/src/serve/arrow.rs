@@ -754,6 +754,10 @@ pub fn decode(
         if !specs.contains_key(name) {
             return Err(bad(name, None, "no such tensor"));
         }
+        // Two columns of one tensor would append its rows twice and misalign it.
+        if names[..k].contains(name) {
+            return Err(bad(name, None, "the stream has two columns of this name"));
+        }
         let shape = names.iter().position(|n| *n == format!("{name}.shape"));
         tensors.push((name.clone(), k, shape));
     }

@@ -701,6 +701,16 @@ async fn append_errors_answer_400_and_leave_the_dataset_unchanged() {
             "label",
             Some(0),
         ),
+        // One tensor twice (found by the http_bodies fuzz target): it would get its
+        // rows twice and the others once.
+        (
+            stream(vec![
+                ("txt", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+                ("txt", Arc::new(StringArray::from(vec!["b"])) as ArrayRef),
+            ]),
+            "txt",
+            None,
+        ),
     ];
     for (body, tensor, row) in arrow_cases {
         let (st, b, _) = send(&s.app, "POST", "/datasets/t/append", Some(ARROW), body).await;
