@@ -178,3 +178,45 @@ ensure_chromium() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2 || die "installing chromium failed"
     [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
 }
+
+# ensure_cargo_tool CRATE VERSION
+#
+# Prints the bin folder of a cached `cargo install` of CRATE at VERSION (cargo-fuzz,
+# cargo-deny), building it first if needed. Like the venvs: kept under $CACHE keyed by
+# name, version and rustc version, built under a lock, marked complete last, so an
+# interrupted build is redone rather than half-used. A binary of that exact version
+# already on PATH is used instead.
+ensure_cargo_tool() {
+    local crate=$1 version=$2 rustc_ver root
+    command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+    # The same version already installed (e.g. by hand) serves as well.
+    local have
+    if have=$(command -v "$crate") && [ "$("$have" --version 2>/dev/null)" = "$crate $version" ]; then
+        dirname "$have"
+        return 0
+    fi
+    rustc_ver=$(rustc --version | cut -d' ' -f2) || die "rustc does not run"
+    root="$CACHE/cargo-tools/$crate-$version-rustc$rustc_ver"
+    if [ ! -f "$root/.complete" ]; then
+        mkdir -p "$CACHE/cargo-tools"
+        (
+            if command -v flock >/dev/null; then flock 9; fi
+            if [ ! -f "$root/.complete" ]; then
+                log "building $crate $version into $root (first run only, a few minutes)"
+                rm -rf "$root"
+                local logfile="$root.log"
+                if ! CARGO_INCREMENTAL=0 cargo install --locked "$crate" --version "$version" \
+                    --root "$root" >"$logfile" 2>&1; then
+                    tail -n 40 "$logfile" >&2
+                    die "cargo install $crate $version failed (full log: $logfile)"
+                fi
+                touch "$root/.complete"
+            fi
+        ) 9>"$CACHE/cargo-tools/$crate-$version.lock" || exit 1
+    fi
+    printf '%s\n' "$root/bin"
+}
+
+# The fuzzer driver (scripts/fuzz.sh) and the supply-chain check (scripts/test.sh).
+cargo_fuzz_bin() { ensure_cargo_tool cargo-fuzz 0.13.2; }
+cargo_deny_bin() { ensure_cargo_tool cargo-deny 0.20.2; }

@@ -3,8 +3,8 @@
 # scripts call, and the Python venvs (deeplake 3.9.52 as the format oracle,
 # deeplake 4.7.4 as a second reader, SeaweedFS as the S3 server, airbyte-source-faker
 # and the Airbyte protocol models for the connector tests), plus hadolint and
-# Podman for the image test. Safe to run again: finished venvs are reused. Prints the
-# venv paths.
+# Podman for the image test, and cargo-fuzz and cargo-deny. Safe to run again:
+# finished venvs and tools are reused. Prints their paths.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -64,6 +64,16 @@ printf 'faker venv:     %s\n' "$faker"
 printf 'proto venv:     %s\n' "$proto"
 printf 'schemathesis:   %s\n' "$schemathesis"
 printf 'awscli venv:    %s\n' "$awscli"
+
+# cargo-fuzz (scripts/fuzz.sh, with the nightly toolchain) and cargo-deny (the
+# supply-chain step), built once into the cache.
+fuzz_bin=$(cargo_fuzz_bin)
+deny_bin=$(cargo_deny_bin)
+printf 'cargo-fuzz:     %s\n' "$fuzz_bin"
+printf 'cargo-deny:     %s\n' "$deny_bin"
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    log "warning: the nightly toolchain is missing; scripts/fuzz.sh needs it (rustup toolchain install nightly)"
+fi
 
 # The browser test of the web visualizer: Debian's chromium and playwright-core (npm,
 # cached outside the clone like the venvs).

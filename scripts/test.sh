@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The project's full check, as CI runs it: installs the test tools (scripts/setup.sh),
-# starts the local S3 server, then runs formatting, lints, the dependency-direction
-# rule, every Rust test, schemathesis against the HTTP API, the interop suite against
-# deeplake 3.9.52 / 4.7.4, the Airbyte connector with a real source, the Python client,
-# the user docs' code blocks, the web visualizer in chromium, the two container images
-# with compose.yaml, and packaging (cargo install, the Python client's wheel and sdist).
+# starts the local S3 server, then runs formatting, lints, the fuzz targets (a bounded
+# run each, scripts/fuzz.sh), the supply-chain check (cargo deny), the
+# dependency-direction rule, every Rust test, schemathesis against the HTTP API, the
+# interop suite against deeplake 3.9.52 / 4.7.4, the Airbyte connector with a real
+# source, the Python client, the user docs' code blocks, the web visualizer in chromium,
+# the two container images with compose.yaml, and packaging (cargo install, the Python
+# client's wheel and sdist).
 # Cargo runs with --locked: the lock file is the build's, never updated here.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
@@ -63,6 +65,15 @@ check_dependency_direction() {
         echo "deeplake-core must not depend on the crates listed above"
         return 1
     fi
+}
+
+# Licenses, bans and sources of every dependency (deny.toml), from the lock file and
+# the local registry cache only. Advisories are left out: they need the advisory
+# database, fetched from the network.
+check_supply_chain() {
+    local bin
+    bin=$(cargo_deny_bin) || return 1
+    "$bin/cargo-deny" --offline --locked check --hide-inclusion-graph licenses bans sources
 }
 
 run_interop() {
@@ -143,6 +154,8 @@ run_package_test() {
 
 run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
+run_step "fuzzing (cargo-fuzz)" bash scripts/fuzz.sh
+run_step "supply chain (cargo deny)" check_supply_chain
 run_step "dependency direction" check_dependency_direction
 run_step "cargo test" cargo test --locked --workspace
 run_step "API fuzzing (schemathesis)" bash scripts/schemathesis.sh

@@ -8,20 +8,8 @@
 //! ```
 //!
 //! stdout carries Airbyte messages only, one per line; a failure is a TRACE ERROR
-//! (with `failure_type`) followed by a non-zero exit. The modules: `protocol` (the
-//! process edge), `config` (the spec and the validated config), `schema` (JSON schema
-//! to tensors, values to cells), `input` (reader and parser threads), `batch` (Arrow
-//! columns to samples), `stream` (one dataset) and `sync` (the write loop and its
-//! commit points).
-
-mod batch;
-mod config;
-mod error;
-mod input;
-mod protocol;
-mod schema;
-mod stream;
-mod sync;
+//! (with `failure_type`) followed by a non-zero exit. This file is the process shell
+//! (arguments, runtime, allocator); the work is in the `deeplake_connector` library.
 
 use std::process::ExitCode;
 
@@ -32,8 +20,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use serde_json::{Value, json};
 
-use crate::config::Config;
-use crate::error::{CoreContext, Failure, Result};
+use deeplake_connector::config::{self, Config};
+use deeplake_connector::error::{CoreContext, Failure, Result};
+use deeplake_connector::{protocol, sync};
 
 fn usage() -> Failure {
     Failure::config(

@@ -1,5 +1,6 @@
-//! Feeds arbitrary text to the TQL lexer and parser (see `deeplake_fuzz::parse_tql`).
+//! Feeds arbitrary text to the TQL lexer and parser, and runs what parses on a small
+//! dataset (see `deeplake_fuzz::tql`).
 
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| deeplake_fuzz::parse_tql(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| deeplake_fuzz::tql::parse_tql(data));

@@ -8,5 +8,6 @@
 mod cli;
 mod common;
 mod crash;
+mod fuzz_corpus;
 mod modes;
 mod s3;

@@ -735,6 +735,7 @@ pub fn decode(
     bytes: &[u8],
     specs: &HashMap<String, ColumnSpec>,
 ) -> Result<Vec<(String, Vec<Sample>)>, ApiError> {
+    check_ipc_buffers(bytes)?;
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map_err(|e| ApiError::bad_request(format!("not an Arrow IPC stream: {e}")))?;
     let schema = reader.schema();
@@ -752,6 +753,10 @@ pub fn decode(
         }
         if !specs.contains_key(name) {
             return Err(bad(name, None, "no such tensor"));
+        }
+        // Two columns of one tensor would append its rows twice and misalign it.
+        if names[..k].contains(name) {
+            return Err(bad(name, None, "the stream has two columns of this name"));
         }
         let shape = names.iter().position(|n| *n == format!("{name}.shape"));
         tensors.push((name.clone(), k, shape));
@@ -775,6 +780,164 @@ pub fn decode(
         base += batch.num_rows();
     }
     Ok(out)
+}
+
+/// How the IPC reader uses one buffer of a record batch, for the checks it skips.
+#[derive(Clone, Copy)]
+enum BufferUse {
+    /// Validity or boolean bits, or raw bytes: any length.
+    Bytes,
+    /// Viewed as elements of this many bytes (offsets, fixed-width values).
+    Elements(u64),
+}
+
+/// The layout of a column of `dt` as a record batch lists it: one field node per
+/// array (the list size of a fixed-size list, else `None`) and its buffers, children
+/// after their parent. `Err` for a type no tensor takes (refused before any batch is
+/// read).
+fn layout(
+    dt: &DataType,
+    nodes: &mut Vec<Option<i64>>,
+    uses: &mut Vec<BufferUse>,
+) -> Result<(), String> {
+    use BufferUse::{Bytes, Elements};
+    nodes.push(match dt {
+        DataType::FixedSizeList(_, size) => Some(i64::from(*size)),
+        _ => None,
+    });
+    match dt {
+        DataType::Null => {}
+        DataType::Boolean => uses.extend([Bytes, Bytes]),
+        DataType::Utf8 | DataType::Binary => uses.extend([Bytes, Elements(4), Bytes]),
+        DataType::LargeUtf8 | DataType::LargeBinary => uses.extend([Bytes, Elements(8), Bytes]),
+        DataType::List(f) => {
+            uses.extend([Bytes, Elements(4)]);
+            layout(f.data_type(), nodes, uses)?;
+        }
+        DataType::FixedSizeList(f, _) => {
+            uses.push(Bytes);
+            layout(f.data_type(), nodes, uses)?;
+        }
+        other if dtype_of(other).is_some() => {
+            let width = other.primitive_width().unwrap_or(1) as u64;
+            uses.extend([Bytes, Elements(width)]);
+        }
+        other => return Err(format!("a column of {other} is not taken")),
+    }
+    Ok(())
+}
+
+/// Walks the messages of an IPC stream before the reader sees them. The reader slices
+/// and views buffers as the metadata says without checking it, and panics on a
+/// malformed upload; so every column must be of a type some tensor takes, every
+/// buffer must lie inside its message's body at an offset the format allows (a
+/// multiple of 8), a buffer viewed as elements must hold whole elements, row counts
+/// must be ones the body can hold, and every body must lie inside the stream. Dictionary batches are refused (no tensor takes a
+/// dictionary column).
+fn check_ipc_buffers(bytes: &[u8]) -> Result<(), ApiError> {
+    let malformed = |why: String| ApiError::bad_request(format!("not an Arrow IPC stream: {why}"));
+    let word = |at: usize| -> Option<[u8; 4]> { bytes.get(at..at + 4)?.try_into().ok() };
+    // Per field node and per buffer, from the schema.
+    let mut layouts: Option<(Vec<Option<i64>>, Vec<BufferUse>)> = None;
+    let mut at = 0usize;
+    // The stream may end without the end-of-stream marker (as the reader accepts).
+    while let Some(mut w) = word(at) {
+        at += 4;
+        if w == [0xff; 4] {
+            w = word(at).ok_or_else(|| malformed("truncated message length".into()))?;
+            at += 4;
+        }
+        let meta_len = i32::from_le_bytes(w);
+        if meta_len == 0 {
+            return Ok(());
+        }
+        let meta = usize::try_from(meta_len)
+            .ok()
+            .and_then(|n| bytes.get(at..at.checked_add(n)?))
+            .ok_or_else(|| malformed(format!("message metadata of {meta_len} bytes")))?;
+        at += meta.len();
+        let message = arrow_ipc::root_as_message(meta)
+            .map_err(|e| malformed(format!("bad message metadata: {e}")))?;
+        let body = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|n| at.checked_add(*n).is_some_and(|end| end <= bytes.len()))
+            .ok_or_else(|| {
+                malformed(format!(
+                    "a message body of {} bytes past the end",
+                    message.bodyLength()
+                ))
+            })?;
+        if let Some(schema) = message.header_as_schema() {
+            let schema = arrow_ipc::convert::try_fb_to_schema(schema)
+                .map_err(|e| malformed(format!("bad schema: {e}")))?;
+            let (mut nodes, mut uses) = (Vec::new(), Vec::new());
+            for f in schema.fields() {
+                layout(f.data_type(), &mut nodes, &mut uses).map_err(|m| bad(f.name(), None, m))?;
+            }
+            layouts = Some((nodes, uses));
+        }
+        if message.header_as_dictionary_batch().is_some() {
+            return Err(malformed("dictionary batches are not taken".into()));
+        }
+        if let Some(batch) = message.header_as_record_batch() {
+            let (nodes, uses) = layouts
+                .as_ref()
+                .ok_or_else(|| malformed("a record batch before the schema".into()))?;
+            // Rows cost at least a bit each, except in null columns: a batch claiming
+            // more is malformed, and its row counts could overflow the reader's sums.
+            let max_rows = i64::try_from(body)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(8)
+                .saturating_add(1 << 16);
+            if !(0..=max_rows).contains(&batch.length()) {
+                return Err(malformed(format!(
+                    "a batch of {} rows in {body} bytes",
+                    batch.length()
+                )));
+            }
+            for (k, n) in batch.nodes().into_iter().flatten().enumerate() {
+                let values = match nodes.get(k).copied().flatten() {
+                    Some(size) => n.length().checked_mul(size),
+                    None => Some(n.length()),
+                };
+                if !(0..=n.length()).contains(&n.null_count())
+                    || values.is_none_or(|v| !(0..=max_rows).contains(&v))
+                {
+                    return Err(malformed(format!(
+                        "an array of {} rows ({} null) in {body} bytes",
+                        n.length(),
+                        n.null_count()
+                    )));
+                }
+            }
+            for (k, b) in batch.buffers().into_iter().flatten().enumerate() {
+                let (offset, len) = (b.offset(), b.length());
+                let end = u64::try_from(offset)
+                    .ok()
+                    .zip(u64::try_from(len).ok())
+                    .and_then(|(o, l)| o.checked_add(l));
+                if end.is_none_or(|end| end > body as u64) {
+                    return Err(malformed(format!(
+                        "a buffer at {offset} of {len} bytes outside its {body}-byte message body"
+                    )));
+                }
+                if offset % 8 != 0 {
+                    return Err(malformed(format!(
+                        "a buffer at offset {offset}, not a multiple of 8"
+                    )));
+                }
+                if let Some(BufferUse::Elements(width)) = uses.get(k)
+                    && !(len as u64).is_multiple_of(*width)
+                {
+                    return Err(malformed(format!(
+                        "a buffer of {len} bytes holds no whole number of {width}-byte elements"
+                    )));
+                }
+            }
+        }
+        at += body;
+    }
+    Ok(())
 }
 
 /// A JSON value as a sample of `spec`'s tensor (the JSON append form).

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod fuzz_corpus;
 mod import;
 mod links;
 mod materialize;

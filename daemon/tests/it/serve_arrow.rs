@@ -701,6 +701,16 @@ async fn append_errors_answer_400_and_leave_the_dataset_unchanged() {
             "label",
             Some(0),
         ),
+        // One tensor twice (found by the http_bodies fuzz target): it would get its
+        // rows twice and the others once.
+        (
+            stream(vec![
+                ("txt", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+                ("txt", Arc::new(StringArray::from(vec!["b"])) as ArrayRef),
+            ]),
+            "txt",
+            None,
+        ),
     ];
     for (body, tensor, row) in arrow_cases {
         let (st, b, _) = send(&s.app, "POST", "/datasets/t/append", Some(ARROW), body).await;
@@ -747,6 +757,146 @@ async fn append_errors_answer_400_and_leave_the_dataset_unchanged() {
     assert_eq!(d.tensor_len("images").unwrap(), 12);
     assert_eq!(d.tensor_len("captions").unwrap(), 12);
     assert_eq!(snapshot(s.root.path()).await, before);
+}
+
+/// Byte positions of the `Buffer` entries (offset, then length, 8 bytes each) and of
+/// the `FieldNode` entries (length, then null count) of the first record batch of an
+/// IPC stream, and the length of its body.
+fn batch_layout(stream: &[u8]) -> (Vec<usize>, Vec<usize>, i64) {
+    let mut at = 0;
+    loop {
+        assert_eq!(stream[at..at + 4], [0xff; 4], "continuation marker");
+        let len = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8;
+        let meta = &stream[at..at + len];
+        let m = arrow_ipc::root_as_message(meta).unwrap();
+        if let Some(b) = m.header_as_record_batch() {
+            let at = |bytes: &[u8], n: usize| {
+                let base = bytes.as_ptr() as usize - stream.as_ptr() as usize;
+                (0..n).map(|k| base + 16 * k).collect::<Vec<_>>()
+            };
+            let (bufs, nodes) = (b.buffers().unwrap(), b.nodes().unwrap());
+            return (
+                at(bufs.bytes(), bufs.len()),
+                at(nodes.bytes(), nodes.len()),
+                m.bodyLength(),
+            );
+        }
+        at += len + m.bodyLength() as usize;
+    }
+}
+
+#[tokio::test]
+async fn malformed_arrow_streams_answer_400_without_a_panic() {
+    // The IPC reader slices buffers and sums row counts as the metadata says: these
+    // bodies made it panic (found by the http_bodies fuzz target; the reproducers are
+    // in its corpus).
+    let s = server().await;
+    typed_dataset(&s.app).await;
+    let before = snapshot(s.root.path()).await;
+    let good = stream(vec![
+        ("x", list_f32(&[Some(vec![1.0, 2.0]), None])),
+        (
+            "txt",
+            Arc::new(StringArray::from(vec![Some("a"), Some("bc")])) as ArrayRef,
+        ),
+    ]);
+    let (bufs, _, body) = batch_layout(&good);
+    // x: validity, offsets, then its values' validity and values; txt: validity,
+    // offsets, bytes.
+    assert_eq!(bufs.len(), 7);
+    let set = |pos: usize, v: i64| {
+        let mut b = good.clone();
+        b[pos..pos + 8].copy_from_slice(&v.to_le_bytes());
+        b
+    };
+    let cases = [
+        ("past the body", set(bufs[1] + 8, body + 64), "outside its"),
+        (
+            "offset past the body",
+            set(bufs[6], body + 8),
+            "outside its",
+        ),
+        ("negative length", set(bufs[1] + 8, -8), "outside its"),
+        (
+            "partial offsets",
+            set(bufs[1] + 8, 7),
+            "whole number of 4-byte",
+        ),
+        (
+            "partial values",
+            set(bufs[3] + 8, 6),
+            "whole number of 4-byte",
+        ),
+        ("misaligned", set(bufs[5], 4), "multiple of 8"),
+        (
+            "truncated body",
+            good[..good.len() - 16].to_vec(),
+            "past the end",
+        ),
+    ];
+    for (what, body, expect) in cases {
+        let (st, b, _) = send(&s.app, "POST", "/datasets/t/append", Some(ARROW), body).await;
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{what}: {v}");
+        assert_eq!(v["error"]["kind"], "invalid_input", "{what}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("not an Arrow IPC stream"), "{what}: {msg}");
+        assert!(msg.contains(expect), "{what}: {msg}");
+        assert_eq!(snapshot(s.root.path()).await, before, "{what}");
+    }
+    // Row counts the body cannot hold: a fixed-size list whose rows times its size
+    // overflow made the reader panic too.
+    let fixed = arrow_array::FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        4,
+        Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0])),
+        None,
+    );
+    let fixed = stream(vec![("x", Arc::new(fixed) as ArrayRef)]);
+    let (_, nodes, _) = batch_layout(&fixed);
+    for (what, pos, v) in [
+        ("rows overflowing", nodes[0], i64::MAX),
+        ("negative rows", nodes[0], -1),
+        ("more nulls than rows", nodes[0] + 8, 5),
+    ] {
+        let mut b = fixed.clone();
+        b[pos..pos + 8].copy_from_slice(&v.to_le_bytes());
+        let (st, b, _) = send(&s.app, "POST", "/datasets/t/append", Some(ARROW), b).await;
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{what}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("rows"), "{what}: {msg}");
+        assert_eq!(snapshot(s.root.path()).await, before, "{what}");
+    }
+    // A column type no tensor takes is refused before any batch is read.
+    let nested: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+        Some(vec![Some(1)]),
+    ]));
+    let lol = arrow_array::ListArray::new(
+        Arc::new(Field::new("item", nested.data_type().clone(), true)),
+        arrow_buffer::OffsetBuffer::from_lengths([1]),
+        nested,
+        None,
+    );
+    let (st, b, _) = send(
+        &s.app,
+        "POST",
+        "/datasets/t/append",
+        Some(ARROW),
+        stream(vec![("x", Arc::new(lol) as ArrayRef)]),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("\"x\""),
+        "{v}"
+    );
+    // The untouched stream still appends.
+    let (st, b, _) = send(&s.app, "POST", "/datasets/t/append", Some(ARROW), good).await;
+    assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(open(s.root.path(), "t").await.tensor_len("x").unwrap(), 2);
 }
 
 #[tokio::test]

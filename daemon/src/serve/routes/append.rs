@@ -93,7 +93,9 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
     })
 }
 
-pub(crate) fn json_columns(
+/// The JSON form of a body of rows as columns of samples, each value checked against
+/// its tensor's `spec` (lengths are the caller's to compare).
+pub fn json_columns(
     body: &[u8],
     specs: &HashMap<String, ColumnSpec>,
 ) -> Result<Vec<(String, Vec<Sample>)>, ApiError> {

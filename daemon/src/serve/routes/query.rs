@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use deeplake_core::tql::ast::{FromClause, Query as Tql};
 use deeplake_core::tql::{self, QueryOptions};
+use deeplake_core::version::Ref;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -197,6 +198,31 @@ pub(crate) fn check_sources(q: &Tql) -> Result<(), ApiError> {
     }
 }
 
+/// What a query request asks for, checked before the dataset is opened.
+#[derive(Debug)]
+pub struct CheckedQuery {
+    pub query: Tql,
+    pub r#ref: Option<Ref>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl QueryRequest {
+    /// Parses the query (refusing a FROM that names a dataset), the ref and the page
+    /// bounds: the route's first step, and all of it that needs no dataset.
+    pub fn check(&self) -> Result<CheckedQuery, ApiError> {
+        let limit = limit_of(self.limit)?;
+        let query = tql::parser::parse(&self.query)?;
+        check_sources(&query)?;
+        Ok(CheckedQuery {
+            query,
+            r#ref: parse_ref(self.r#ref.as_deref())?,
+            limit,
+            offset: self.offset.unwrap_or(0),
+        })
+    }
+}
+
 fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
     let l = limit.unwrap_or(DEFAULT_LIMIT);
     if l > MAX_LIMIT {
@@ -263,12 +289,9 @@ pub async fn run(
     let name: DatasetName = name.parse()?;
     caller.require(Scope::Read, Some(name.as_str()))?;
     let arrow = wants_arrow(f.format.as_deref())?;
-    let limit = limit_of(body.limit)?;
-    let offset = body.offset.unwrap_or(0);
-    let parsed = tql::parser::parse(&body.query)?;
-    check_sources(&parsed)?;
-    let r = parse_ref(body.r#ref.as_deref())?;
-    let ds = state.read(&name, r.as_ref()).await?;
+    let checked = body.check()?;
+    let (limit, offset) = (checked.limit, checked.offset);
+    let ds = state.read(&name, checked.r#ref.as_ref()).await?;
     let opts = QueryOptions {
         seed: body.seed,
         storage: state.inner.storage.clone(),

@@ -20,7 +20,9 @@ use axum::routing::post;
 use bytes::Bytes;
 use deeplake_core::Dtype;
 use deeplake_core::stream::{Cursor, Order, Part, Ragged, Stream, StreamSpec, Transform};
+use deeplake_core::tql::ast::Query as Tql;
 use deeplake_core::tql::{self, QueryOptions};
+use deeplake_core::version::Ref;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -149,6 +151,122 @@ fn part(index: u32, count: Option<u32>, what: &str) -> Result<Part, ApiError> {
     Part::new(index, count.unwrap_or(1)).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
 }
 
+/// What a stream request asks for, checked before any dataset is opened.
+#[derive(Debug)]
+pub struct CheckedStream {
+    /// The ref to read (a saved view names its own commit instead).
+    pub r#ref: Option<Ref>,
+    /// The query, parsed and refused if it names a dataset in FROM.
+    pub query: Option<Tql>,
+    pub batch_size: usize,
+    pub prefetch_bytes: usize,
+    pub ragged: Ragged,
+    pub cursor: Cursor,
+    pub order: Order,
+    pub rank: Part,
+    pub worker: Part,
+    pub transforms: Vec<(String, Vec<Transform>)>,
+}
+
+impl StreamRequest {
+    /// Checks everything the request says that needs no dataset: the route's first
+    /// step, so a bad request is refused before any storage is read.
+    pub fn check(&self) -> Result<CheckedStream, ApiError> {
+        let chosen = [
+            self.query.is_some(),
+            self.view.is_some(),
+            self.rows.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() > 1 {
+            return Err(ApiError::bad_request(
+                "give at most one of query, view and rows",
+            ));
+        }
+        if self.view.is_some() && self.r#ref.is_some() {
+            return Err(ApiError::bad_request(
+                "a saved view reads the commit it names: give view or ref, not both",
+            ));
+        }
+        let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH);
+        if batch_size == 0 || batch_size > MAX_BATCH {
+            return Err(ApiError::bad_request(format!(
+                "batch_size {batch_size} is not within 1..={MAX_BATCH}"
+            )));
+        }
+        let prefetch_mb = self.prefetch_mb.unwrap_or(DEFAULT_PREFETCH_MB);
+        if prefetch_mb == 0 || prefetch_mb > MAX_PREFETCH_MB {
+            return Err(ApiError::bad_request(format!(
+                "prefetch_mb {prefetch_mb} is not within 1..={MAX_PREFETCH_MB}"
+            )));
+        }
+        let ragged = match self.ragged.as_deref() {
+            None | Some("pad") => Ragged::Pad,
+            Some("list") => Ragged::List,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "ragged {other:?} is not one of pad, list"
+                )));
+            }
+        };
+        let cursor = match (&self.cursor, self.epoch) {
+            (Some(c), _) => Cursor::parse(c)?,
+            (None, e) => Cursor {
+                epoch: e.unwrap_or(0),
+                offset: 0,
+            },
+        };
+        let query = match &self.query {
+            Some(q) => {
+                let parsed = tql::parser::parse(q)?;
+                check_sources(&parsed)?;
+                Some(parsed)
+            }
+            None => None,
+        };
+        let mut transforms = Vec::new();
+        for (t, list) in &self.transforms {
+            let list = list
+                .iter()
+                .map(TransformSpec::to_core)
+                .collect::<Result<Vec<_>, _>>()?;
+            for x in &list {
+                x.validate()?;
+                if let Transform::Resize { height, width }
+                | Transform::CenterCrop { height, width }
+                | Transform::RandomCrop { height, width } = x
+                    && batch_size.saturating_mul(height * width * 4 * 8) > MAX_BATCH_BYTES
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "tensor {t:?}: batches of {batch_size} rows of {height}x{width} could exceed {} MiB; ask for smaller batches or sizes",
+                        MAX_BATCH_BYTES >> 20
+                    )));
+                }
+            }
+            transforms.push((t.clone(), list));
+        }
+        let order = if self.shuffle {
+            Order::Shuffle {
+                seed: self.seed,
+                buffer: self.shuffle_buffer.unwrap_or(DEFAULT_SHUFFLE_BUFFER).max(1),
+            }
+        } else {
+            Order::Sequential
+        };
+        Ok(CheckedStream {
+            r#ref: parse_ref(self.r#ref.as_deref())?,
+            query,
+            batch_size,
+            prefetch_bytes: prefetch_mb << 20,
+            ragged,
+            cursor,
+            order,
+            rank: part(self.rank, self.world_size, "rank")?,
+            worker: part(self.worker, self.num_workers, "worker")?,
+            transforms,
+        })
+    }
+}
+
 /// Streams a view as Arrow IPC record batches.
 #[utoipa::path(post, path = "/datasets/{name}/stream", tag = "stream", params(("name" = String, Path)),
     request_body = StreamRequest,
@@ -163,52 +281,11 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let name: DatasetName = name.parse()?;
     caller.require(Scope::Read, Some(name.as_str()))?;
-    let chosen = [
-        body.query.is_some(),
-        body.view.is_some(),
-        body.rows.is_some(),
-    ];
-    if chosen.iter().filter(|c| **c).count() > 1 {
-        return Err(ApiError::bad_request(
-            "give at most one of query, view and rows",
-        ));
-    }
-    let batch_size = body.batch_size.unwrap_or(DEFAULT_BATCH);
-    if batch_size == 0 || batch_size > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "batch_size {batch_size} is not within 1..={MAX_BATCH}"
-        )));
-    }
-    let prefetch_mb = body.prefetch_mb.unwrap_or(DEFAULT_PREFETCH_MB);
-    if prefetch_mb == 0 || prefetch_mb > MAX_PREFETCH_MB {
-        return Err(ApiError::bad_request(format!(
-            "prefetch_mb {prefetch_mb} is not within 1..={MAX_PREFETCH_MB}"
-        )));
-    }
-    let ragged = match body.ragged.as_deref() {
-        None | Some("pad") => Ragged::Pad,
-        Some("list") => Ragged::List,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "ragged {other:?} is not one of pad, list"
-            )));
-        }
-    };
-    let cursor = match (&body.cursor, body.epoch) {
-        (Some(c), _) => Cursor::parse(c)?,
-        (None, e) => Cursor {
-            epoch: e.unwrap_or(0),
-            offset: 0,
-        },
-    };
+    let checked = body.check()?;
+    let batch_size = checked.batch_size;
 
     // The view: a saved view pins its commit; otherwise the ref (default main).
     let (ds, rows) = if let Some(id) = &body.view {
-        if body.r#ref.is_some() {
-            return Err(ApiError::bad_request(
-                "a saved view reads the commit it names: give view or ref, not both",
-            ));
-        }
         let head = state.read(&name, None).await?;
         let v = head.load_view(id, &state.open_options()).await?;
         let commit = v
@@ -220,12 +297,9 @@ pub async fn stream(
             .await?;
         (ds, Some(v.indices))
     } else {
-        let ds = state
-            .read(&name, parse_ref(body.r#ref.as_deref())?.as_ref())
-            .await?;
+        let ds = state.read(&name, checked.r#ref.as_ref()).await?;
         let rows = match (&body.query, &body.rows) {
             (Some(q), _) => {
-                check_sources(&tql::parser::parse(q)?)?;
                 let opts = QueryOptions {
                     seed: body.seed,
                     storage: state.inner.storage.clone(),
@@ -245,27 +319,7 @@ pub async fn stream(
         body.tensors.clone()
     };
     let decode = body.decode.unwrap_or(true);
-    let mut transforms = Vec::new();
-    for (t, list) in &body.transforms {
-        let list = list
-            .iter()
-            .map(TransformSpec::to_core)
-            .collect::<Result<Vec<_>, _>>()?;
-        for x in &list {
-            x.validate()?;
-            if let Transform::Resize { height, width }
-            | Transform::CenterCrop { height, width }
-            | Transform::RandomCrop { height, width } = x
-                && batch_size.saturating_mul(height * width * 4 * 8) > MAX_BATCH_BYTES
-            {
-                return Err(ApiError::bad_request(format!(
-                    "tensor {t:?}: batches of {batch_size} rows of {height}x{width} could exceed {} MiB; ask for smaller batches or sizes",
-                    MAX_BATCH_BYTES >> 20
-                )));
-            }
-        }
-        transforms.push((t.clone(), list));
-    }
+    let transforms = checked.transforms;
     let mut specs = Vec::with_capacity(tensors.len());
     for t in &tensors {
         // Link tensors stream their resolved targets (core's stream engine).
@@ -293,27 +347,20 @@ pub async fn stream(
         }
         specs.push(spec);
     }
-    let order = if body.shuffle {
-        Order::Shuffle {
-            seed: body.seed,
-            buffer: body.shuffle_buffer.unwrap_or(DEFAULT_SHUFFLE_BUFFER).max(1),
-        }
-    } else {
-        Order::Sequential
-    };
+    let cursor = checked.cursor;
     let spec = StreamSpec {
         tensors,
         batch_size,
-        order,
-        rank: part(body.rank, body.world_size, "rank")?,
-        worker: part(body.worker, body.num_workers, "worker")?,
+        order: checked.order,
+        rank: checked.rank,
+        worker: checked.worker,
         even: body.even,
         drop_last: body.drop_last,
         cursor,
         decode,
         transforms,
-        ragged,
-        prefetch_bytes: prefetch_mb << 20,
+        ragged: checked.ragged,
+        prefetch_bytes: checked.prefetch_bytes,
         ..StreamSpec::default()
     };
     let mut stream = Stream::open(ds, rows, spec).await?;
