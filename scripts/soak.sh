@@ -86,7 +86,7 @@ log "fault proxy at $PROXY (pid $PROXY_PID), run prefix $URL, $DURATION s"
 
 rc=0
 python3 scripts/soak.py --seconds "$DURATION" --work "$WORK" --url "$URL" --proxy "$PROXY" \
-    --proxy-pid "$PROXY_PID" --real-endpoint "$AWS_ENDPOINT" --connector "$BIN/destination-deeplake" \
+    --real-endpoint "$AWS_ENDPOINT" --connector "$BIN/destination-deeplake" \
     --deeplake "$BIN/deeplake" --dl3-python "$DL3/bin/python" || rc=$?
 
 # The proxy ends on SIGTERM and writes its counters; it must exit 0.
