@@ -4,9 +4,10 @@
 # run each, scripts/fuzz.sh), the supply-chain check (cargo deny), the
 # dependency-direction rule, every Rust test, schemathesis against the HTTP API, the
 # interop suite against deeplake 3.9.52 / 4.7.4, the Airbyte connector with a real
-# source, the Python client, the user docs' code blocks, the web visualizer in chromium,
-# the two container images with compose.yaml, and packaging (cargo install, the Python
-# client's wheel and sdist).
+# source, a 60 s soak of every binary through a fault-injecting S3 proxy
+# (scripts/soak.sh), the Python client, the user docs' code blocks, the web visualizer
+# in chromium, the two container images with compose.yaml, and packaging (cargo
+# install, the Python client's wheel and sdist).
 # Cargo runs with --locked: the lock file is the build's, never updated here.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -euo pipefail
@@ -161,6 +162,7 @@ run_step "cargo test" cargo test --locked --workspace
 run_step "API fuzzing (schemathesis)" bash scripts/schemathesis.sh
 run_step "interop (deeplake 3.9.52 / 4.7.4)" run_interop
 run_step "airbyte (source-faker | destination-deeplake)" run_airbyte_test
+run_step "soak (60 s)" bash scripts/soak.sh 60
 run_step "python client (numpy, torch)" run_client_test
 run_step "user docs" run_docs_test
 run_step "web visualizer (chromium)" run_web_test

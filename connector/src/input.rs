@@ -22,6 +22,8 @@ use crate::schema::{Cell, Kind, to_cell, typecast_change};
 
 /// Blocks are cut at the first line end after this many bytes.
 const BLOCK: usize = 4 << 20;
+/// ... or at the last line end seen once the input was idle this long.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How one stream's records are read.
 pub struct Route {
@@ -348,7 +350,7 @@ pub fn parse_line(line: &[u8], router: &Router) -> Parsed {
 pub fn spawn(router: Arc<Router>) -> tokio::sync::mpsc::Receiver<Vec<Parsed>> {
     let (block_tx, block_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(2);
-    std::thread::spawn(move || read_blocks(std::io::stdin().lock(), block_tx));
+    std::thread::spawn(move || read_blocks(std::io::stdin(), block_tx));
     std::thread::spawn(move || {
         for block in block_rx {
             let lines: Vec<&[u8]> = block.split(|b| *b == b'\n').collect();
@@ -366,39 +368,62 @@ pub fn spawn(router: Arc<Router>) -> tokio::sync::mpsc::Receiver<Vec<Parsed>> {
     rx
 }
 
-/// Moves whole lines from `input` in blocks of about [`BLOCK`] bytes.
-fn read_blocks(mut input: impl Read, tx: std::sync::mpsc::SyncSender<Vec<u8>>) {
+/// Moves whole lines from `input` in blocks of about [`BLOCK`] bytes. A block is also
+/// handed on once no bytes came for [`IDLE`]: a source that trickles records (or sends
+/// a STATE and waits) must not wait for a full block before its STATE can be
+/// acknowledged (`flush_interval_seconds`).
+fn read_blocks(input: impl Read + Send + 'static, tx: std::sync::mpsc::SyncSender<Vec<u8>>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    // The raw reads come through their own thread so that waiting for input can time out.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::spawn(move || read_raw(input, raw_tx));
     let mut carry: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; BLOCK / 4];
     let mut eof = false;
     while !eof {
         let mut buf = std::mem::take(&mut carry);
         // Where the last line end seen so far is (each byte is looked at once).
         let mut last_nl = buf.iter().rposition(|b| *b == b'\n');
         let cut = loop {
-            let n = loop {
-                match input.read(&mut chunk) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break 0,
+            match raw_rx.recv_timeout(IDLE) {
+                Ok(chunk) => {
+                    if let Some(p) = chunk.iter().rposition(|b| *b == b'\n') {
+                        last_nl = Some(buf.len() + p);
+                    }
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() >= BLOCK
+                        && let Some(p) = last_nl
+                    {
+                        break p + 1;
+                    }
                 }
-            };
-            if n == 0 {
-                eof = true;
-                break buf.len();
-            }
-            if let Some(p) = chunk[..n].iter().rposition(|b| *b == b'\n') {
-                last_nl = Some(buf.len() + p);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() >= BLOCK
-                && let Some(p) = last_nl
-            {
-                break p + 1;
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(p) = last_nl {
+                        break p + 1;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    eof = true;
+                    break buf.len();
+                }
             }
         };
         carry = buf.split_off(cut);
         if !buf.is_empty() && tx.send(buf).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads `input` to its end (or first error) in chunks of what each read returned.
+fn read_raw(mut input: impl Read, tx: std::sync::mpsc::SyncSender<Vec<u8>>) {
+    let mut chunk = vec![0u8; BLOCK / 4];
+    loop {
+        let n = match input.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        if n == 0 || tx.send(chunk[..n].to_vec()).is_err() {
             return;
         }
     }
@@ -473,5 +498,21 @@ mod tests {
         for b in &blocks[..blocks.len() - 1] {
             assert_eq!(b.last(), Some(&b'\n'));
         }
+    }
+
+    /// A pipe that gives two lines, then nothing for a while: the lines are handed on
+    /// without waiting for a full block or the end of input.
+    #[test]
+    fn idle_input_hands_on_the_lines_read() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(100);
+        std::thread::spawn(move || read_blocks(r, tx));
+        std::io::Write::write_all(&mut w, b"a\nb\npart").unwrap();
+        let first = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(first, b"a\nb\n");
+        std::io::Write::write_all(&mut w, b"ial\n").unwrap();
+        drop(w);
+        let rest: Vec<Vec<u8>> = rx.iter().collect();
+        assert_eq!(rest.concat(), b"partial\n");
     }
 }
