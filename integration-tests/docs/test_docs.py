@@ -60,6 +60,7 @@ PAGES = [
     "docs/airbyte.md",
     "docs/operations.md",
     "docs/transforms.md",
+    "docs/install.md",
 ]
 RUN = ("sh", "bash", "python")
 FENCE = re.compile(r"^```(\S*)\s*$")
