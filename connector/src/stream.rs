@@ -238,24 +238,7 @@ impl StreamWriter {
         repair(&mut ds, sidecar, &label).await?;
         let info = airbyte_info(&ds);
 
-        let mut tensors: Vec<(String, Source)> = Vec::new();
-        for (ci, c) in cols.iter().enumerate() {
-            tensors.push((c.tensor.clone(), Source::Field(ci)));
-            if let Some(t) = &c.ts_tensor {
-                tensors.push((t.clone(), Source::Timestamp(ci)));
-            }
-        }
-        for (name, m) in [
-            (schema::RAW_ID, MetaTensor::RawId),
-            (schema::EXTRACTED_AT, MetaTensor::ExtractedAt),
-            (schema::GENERATION_ID, MetaTensor::GenerationId),
-            (schema::META, MetaTensor::Meta),
-        ] {
-            tensors.push((name.to_owned(), Source::Meta(m)));
-        }
-        if sc.mode == Mode::Dedup {
-            tensors.push((schema::PK.to_owned(), Source::Meta(MetaTensor::Pk)));
-        }
+        let tensors = tensor_sources(&cols, sc.mode);
 
         // Staged tensors of an earlier attempt: resumed by a retry of the same
         // generation, dropped otherwise.
@@ -869,4 +852,29 @@ async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> 
         ));
     }
     Ok(())
+}
+
+/// The tensors a stream writes, in order, and where each takes its values: per column
+/// its tensor (and its timestamp companion), then the Airbyte meta tensors, then the
+/// primary key in dedup mode.
+pub fn tensor_sources(cols: &[schema::Column], mode: Mode) -> Vec<(String, Source)> {
+    let mut tensors: Vec<(String, Source)> = Vec::new();
+    for (ci, c) in cols.iter().enumerate() {
+        tensors.push((c.tensor.clone(), Source::Field(ci)));
+        if let Some(t) = &c.ts_tensor {
+            tensors.push((t.clone(), Source::Timestamp(ci)));
+        }
+    }
+    for (name, m) in [
+        (schema::RAW_ID, MetaTensor::RawId),
+        (schema::EXTRACTED_AT, MetaTensor::ExtractedAt),
+        (schema::GENERATION_ID, MetaTensor::GenerationId),
+        (schema::META, MetaTensor::Meta),
+    ] {
+        tensors.push((name.to_owned(), Source::Meta(m)));
+    }
+    if mode == Mode::Dedup {
+        tensors.push((schema::PK.to_owned(), Source::Meta(MetaTensor::Pk)));
+    }
+    tensors
 }

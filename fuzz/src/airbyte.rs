@@ -195,24 +195,7 @@ fn plan(sc: &StreamConfig, cfg: &Config) -> Result<Vec<Column>, ()> {
 
 /// The tensors of a batch, as `StreamWriter::open` lists them, and their columns.
 fn batch_columns(sc: &StreamConfig, cols: &[Column], recs: &[deeplake_connector::input::RecordIn]) {
-    let mut tensors: Vec<(String, Source)> = Vec::new();
-    for (ci, c) in cols.iter().enumerate() {
-        tensors.push((c.tensor.clone(), Source::Field(ci)));
-        if let Some(t) = &c.ts_tensor {
-            tensors.push((t.clone(), Source::Timestamp(ci)));
-        }
-    }
-    for (name, m) in [
-        (schema::RAW_ID, MetaTensor::RawId),
-        (schema::EXTRACTED_AT, MetaTensor::ExtractedAt),
-        (schema::GENERATION_ID, MetaTensor::GenerationId),
-        (schema::META, MetaTensor::Meta),
-    ] {
-        tensors.push((name.to_owned(), Source::Meta(m)));
-    }
-    if sc.mode == Mode::Dedup {
-        tensors.push((schema::PK.to_owned(), Source::Meta(MetaTensor::Pk)));
-    }
+    let tensors = deeplake_connector::stream::tensor_sources(cols, sc.mode);
     let rows: Vec<&deeplake_connector::input::RecordIn> = recs.iter().collect();
     let rm = RowMeta {
         generation_id: sc.generation_id,

@@ -53,18 +53,7 @@ async fn texts(ds: &Dataset) -> Vec<String> {
 
 /// A dataset of rows 0..5 in tensors x (int64) and t (text), committed; its commit.
 async fn base(url: &str) -> String {
-    let mut ds = Dataset::create(url, OpenOptions::default()).await.unwrap();
-    ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
-        .await
-        .unwrap();
-    ds.create_tensor("t", TensorOptions::new("text"))
-        .await
-        .unwrap();
-    ds.extend("x", (0..5).map(int).collect()).await.unwrap();
-    ds.extend("t", (0..5).map(text).collect()).await.unwrap();
-    let c = ds.commit("base").await.unwrap();
-    ds.close().await.unwrap();
-    c
+    source_of(url, 5).await
 }
 
 /// Appends rows 5..10 and commits, through `storage`.
@@ -598,8 +587,8 @@ async fn queries_and_streams_under_a_thousand_fault_schedules_are_right_or_an_er
     }
 }
 
-/// A committed dataset of rows 0..n in x (int64) and t (text).
-async fn source_of(url: &str, n: i64) {
+/// A committed dataset of rows 0..n in x (int64) and t (text); its commit.
+async fn source_of(url: &str, n: i64) -> String {
     let mut ds = Dataset::create(url, OpenOptions::default()).await.unwrap();
     ds.create_tensor("x", TensorOptions::new("generic").dtype(Dtype::I64))
         .await
@@ -609,8 +598,9 @@ async fn source_of(url: &str, n: i64) {
         .unwrap();
     ds.extend("x", (0..n).map(int).collect()).await.unwrap();
     ds.extend("t", (0..n).map(text).collect()).await.unwrap();
-    ds.commit("source").await.unwrap();
+    let c = ds.commit("base").await.unwrap();
     ds.close().await.unwrap();
+    c
 }
 
 /// Rows of the head of `url`'s main branch (clean storage); the dataset must open.
