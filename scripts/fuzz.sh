@@ -11,6 +11,9 @@
 #   DEEPLAKE_FUZZ_TIMEOUT   seconds one input may take (default 10)
 #   DEEPLAKE_FUZZ_TARGETS   space-separated targets to run (default: all)
 #
+#   bash scripts/fuzz.sh build   only builds the targets (setup does this in the
+#                                background while the venvs download)
+#
 # Needs the nightly toolchain (rustup) for libFuzzer's instrumentation; cargo-fuzz is
 # built once into the cache outside the clone (scripts/lib.sh). The build tree is kept
 # there too, so a fresh clone does not rebuild every dependency.
@@ -43,6 +46,9 @@ start=$SECONDS
 log "building the fuzz targets (nightly, into $target_dir)"
 cargo +nightly fuzz build "${build_flags[@]}" || die "building the fuzz targets failed"
 log "built in $((SECONDS - start)) s"
+if [ "${1:-}" = build ]; then
+    exit 0
+fi
 
 if [ -n "${DEEPLAKE_FUZZ_TARGETS:-}" ]; then
     read -r -a targets <<<"$DEEPLAKE_FUZZ_TARGETS"

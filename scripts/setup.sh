@@ -49,6 +49,20 @@ else
     log "warning: rustup not found; make sure cargo clippy and cargo fmt are available"
 fi
 
+# cargo-fuzz and cargo-deny are compiled, and the fuzz targets built, in the
+# background while the venvs below download: one is CPU-bound, the other mostly waits
+# on the network. Their log is printed if they fail.
+mkdir -p "$CACHE"
+tools_log=$(mktemp "$CACHE/setup-cargo-tools.XXXXXX")
+(
+    cargo_fuzz_bin >/dev/null && cargo_deny_bin >/dev/null || exit 1
+    # A failed target build is reported by the fuzzing step itself, which rebuilds.
+    if cargo +nightly --version >/dev/null 2>&1 && ! bash "$REPO_ROOT/scripts/fuzz.sh" build; then
+        echo "fuzz target build failed; the fuzzing step will retry it"
+    fi
+) >"$tools_log" 2>&1 &
+tools_pid=$!
+
 # Python venvs. Each call returns at once when the venv is already complete.
 dl3=$(dl3_venv)
 dl4=$(dl4_venv)
@@ -64,16 +78,11 @@ printf 'faker venv:     %s\n' "$faker"
 printf 'proto venv:     %s\n' "$proto"
 printf 'schemathesis:   %s\n' "$schemathesis"
 printf 'awscli venv:    %s\n' "$awscli"
-
-# cargo-fuzz (scripts/fuzz.sh, with the nightly toolchain) and cargo-deny (the
-# supply-chain step), built once into the cache.
-fuzz_bin=$(cargo_fuzz_bin)
-deny_bin=$(cargo_deny_bin)
-printf 'cargo-fuzz:     %s\n' "$fuzz_bin"
-printf 'cargo-deny:     %s\n' "$deny_bin"
-if ! cargo +nightly --version >/dev/null 2>&1; then
-    log "warning: the nightly toolchain is missing; scripts/fuzz.sh needs it (rustup toolchain install nightly)"
-fi
+# The Python client's tests: torch (a large download) and, for scheduler="ray", Ray.
+client=$(client_venv)
+client_ray=$(client_ray_venv)
+printf 'client venv:    %s\n' "$client"
+printf 'client+ray:     %s\n' "$client_ray"
 
 # The browser test of the web visualizer: Debian's chromium and playwright-core (npm,
 # cached outside the clone like the venvs).
@@ -91,3 +100,18 @@ printf 'podman base:    %s\n' "$podman_base"
 # The packaging test: the Python build frontend for the client's wheel and sdist.
 package=$(package_venv)
 printf 'package venv:   %s\n' "$package"
+
+# cargo-fuzz (scripts/fuzz.sh, with the nightly toolchain) and cargo-deny (the
+# supply-chain step), built once into the cache by the background job above.
+if ! wait "$tools_pid"; then
+    tail -n 60 "$tools_log" >&2
+    die "building cargo-fuzz or cargo-deny failed (log: $tools_log)"
+fi
+rm -f "$tools_log"
+fuzz_bin=$(cargo_fuzz_bin)
+deny_bin=$(cargo_deny_bin)
+printf 'cargo-fuzz:     %s\n' "$fuzz_bin"
+printf 'cargo-deny:     %s\n' "$deny_bin"
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    log "warning: the nightly toolchain is missing; scripts/fuzz.sh needs it (rustup toolchain install nightly)"
+fi
