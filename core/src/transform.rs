@@ -4,7 +4,8 @@
 //! ```text
 //! input (a dataset or view at a ref, rows in chunk order | any iterator of rows)
 //!   -> batches (dataset input: cut where the first tensor's chunk changes, so a batch
-//!      reads few chunks; each chunk is fetched once)
+//!      reads few chunks; each chunk is fetched once), read one batch ahead of the
+//!      workers
 //!   -> pipeline on a rayon pool of `num_workers` threads: every input row through
 //!      stage 1 (0, 1 or many rows out), each of those through stage 2, ... in order
 //!   -> staging branch `transform-<fingerprint>` grown from the target's last commit:
@@ -992,7 +993,11 @@ async fn landed(
     Ok(Some((commit, count("input_rows"), count("output_rows"))))
 }
 
-/// The batch loop; `Ok(false)` when cancelled.
+/// The batch loop; `Ok(false)` when cancelled. Three stages overlap, one batch apart:
+/// the feed reads batch k+2 (a user iterator may read files, which would otherwise
+/// leave the workers idle), the workers compute batch k+1, and batch k is encoded and
+/// flushed. Batches are written in input order; the first error in that order is the
+/// one returned, after every batch before it is staged.
 #[allow(clippy::too_many_arguments)]
 async fn write_all(
     pipeline: &Pipeline,
@@ -1005,44 +1010,65 @@ async fn write_all(
     done_in: &mut u64,
     done_out: &mut u64,
 ) -> Result<bool> {
-    let compute = |b: Option<(Vec<u64>, Vec<Row>)>| async move {
-        match b {
-            None => Ok(None),
-            Some((ids, rows)) => {
-                let n = ids.len() as u64;
-                let last = ids.last().copied().unwrap_or(0);
-                pipeline
-                    .run_on(workers, ids, rows)
-                    .await
-                    .map(|r| Some((n, last, r)))
+    type Read = Result<(Vec<u64>, Vec<Row>)>;
+    type Computed = Result<(u64, u64, Vec<Row>)>;
+    let (read_tx, mut read_rx) = tokio::sync::mpsc::channel::<Read>(1);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Computed>(1);
+    // Each stage ends when its input ends or its consumer has gone (an error or a
+    // cancel downstream drops the receiver).
+    let read = async move {
+        loop {
+            let b = feed.next().await.transpose();
+            let last = !matches!(b, Some(Ok(_)));
+            if let Some(b) = b
+                && read_tx.send(b).await.is_err()
+            {
+                break;
+            }
+            if last {
+                break;
             }
         }
     };
-    let first = feed.next().await?;
-    let mut ready = compute(first).await?;
-    while let Some((n, last, rows)) = ready {
-        if ctl.is_cancelled() {
-            return Ok(false);
+    let compute = async move {
+        while let Some(b) = read_rx.recv().await {
+            let c = match b {
+                Ok((ids, rows)) => {
+                    let n = ids.len() as u64;
+                    let last = ids.last().copied().unwrap_or(0);
+                    pipeline
+                        .run_on(workers, ids, rows)
+                        .await
+                        .map(|r| (n, last, r))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = c.is_err();
+            if done_tx.send(c).await.is_err() || failed {
+                break;
+            }
         }
-        let columns = columns_of(rows, tensors, last)?;
-        let written = columns.first().map_or(0, |c| c.1.len()) as u64;
-        let mut marker = identity.clone();
-        marker.insert("input_rows".into(), json!(*done_in + n));
-        marker.insert("output_rows".into(), json!(*done_out + written));
-        // The next batch is read and computed while this one is encoded and flushed.
-        let write = out.write(columns, marker);
-        let next = async {
-            let b = feed.next().await?;
-            compute(b).await
-        };
-        let (w, nx) = tokio::join!(write, next);
-        w?;
-        *done_in += n;
-        *done_out += written;
-        ctl.advance(n);
-        ready = nx?;
-    }
-    Ok(true)
+    };
+    let write = async move {
+        while let Some(c) = done_rx.recv().await {
+            let (n, last, rows) = c?;
+            if ctl.is_cancelled() {
+                return Ok(false);
+            }
+            let columns = columns_of(rows, tensors, last)?;
+            let written = columns.first().map_or(0, |c| c.1.len()) as u64;
+            let mut marker = identity.clone();
+            marker.insert("input_rows".into(), json!(*done_in + n));
+            marker.insert("output_rows".into(), json!(*done_out + written));
+            out.write(columns, marker).await?;
+            *done_in += n;
+            *done_out += written;
+            ctl.advance(n);
+        }
+        Ok(true)
+    };
+    let ((), (), w) = tokio::join!(read, compute, write);
+    w
 }
 
 /// Output rows as one column per tensor; every row must give every tensor.
