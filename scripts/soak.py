@@ -290,6 +290,21 @@ def proc_status(pid):
         return None
 
 
+def alive_tasks(host, port):
+    """The daemon's live async tasks (its /metrics gauge), or None."""
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=5)
+        c.request("GET", "/metrics", headers={"Connection": "close"})
+        text = c.getresponse().read().decode()
+        c.close()
+        for line in text.splitlines():
+            if line.startswith("deeplake_runtime_alive_tasks "):
+                return int(line.split()[1])
+    except (OSError, ValueError, http.client.HTTPException):
+        pass
+    return None
+
+
 def get_json(host, port, path):
     try:
         c = http.client.HTTPConnection(host, port, timeout=5)
@@ -460,6 +475,8 @@ def main():
         if baseline is None and conn.first_state.is_set():
             # The load starts once the connector's datasets exist (its first STATE).
             baseline = proc_status(serve.pid)
+            if baseline is not None:
+                baseline["tasks"] = alive_tasks(host, port)
             log("daemon baseline before the load", baseline)
             for w in workers:
                 w.start()
@@ -477,6 +494,7 @@ def main():
         s = {
             "t": round(now - t_start, 1),
             "daemon_rss_mb": st.get("rss_mb"), "daemon_fds": st.get("fds"), "daemon_threads": st.get("threads"),
+            "daemon_tasks": alive_tasks(host, port),
             "connector_rss_mb": (cst or {}).get("rss_mb"),
             "rows_committed": acked, "rows_per_s": round((acked - last_acked) / dt, 1),
             "requests_per_s": round(len(new) / dt, 2),
@@ -503,6 +521,8 @@ def main():
     # Idle store connections close after the daemon's pool_idle_timeout (5 s).
     time.sleep(10)
     end_status = proc_status(serve.pid)
+    if end_status is not None:
+        end_status["tasks"] = alive_tasks(host, port)
     log("daemon after the load", end_status)
     faults_end = get_json(proxy_host, proxy_port, "/_faults/stats")
     # The daemon shuts down gracefully on SIGTERM.
@@ -555,6 +575,11 @@ def main():
         second, last = statistics.median(rss[q:2 * q]), statistics.median(rss[-q:])
         summary["rss_second_quarter_mb"], summary["rss_last_quarter_mb"] = round(second, 1), round(last, 1)
         summary["rss_peak_mb"] = round(max(rss), 1)
+    tasks = [s["daemon_tasks"] for s in samples if s.get("daemon_tasks") is not None]
+    if tasks:
+        summary["tasks_peak"] = max(tasks)
+        summary["tasks_baseline"] = (baseline or {}).get("tasks")
+        summary["tasks_end"] = (end_status or {}).get("tasks")
         if D >= 300:
             checks["RSS growth bounded (last quarter <= 1.5x second)"] = last <= 1.5 * second
         checks["RSS peak <= 256 MB"] = max(rss) <= 256
@@ -568,6 +593,11 @@ def main():
         steady = statistics.median(threads[len(threads) // 4:len(threads) // 2 or 1])
         checks["fds back to the pre-load baseline (+-8)"] = abs(end_status["fds"] - baseline["fds"]) <= 8
         checks["threads at most the steady state's (+4)"] = end_status["threads"] <= steady + 4
+        # Tasks: once requests, streams and idle store connections ended, the live task
+        # count is back where it was before the load (the /metrics request is one).
+        checks["async tasks back to the pre-load baseline (+-4)"] = (
+            baseline.get("tasks") is not None and end_status.get("tasks") is not None
+            and abs(end_status["tasks"] - baseline["tasks"]) <= 4)
     else:
         checks["fds back to the pre-load baseline (+-8)"] = False
     checks["transform ran"] = job_result.get("transform", {}).get("attempts_ok") is not None

@@ -1,6 +1,6 @@
 """Plots a soak run's time series (soak.json from scripts/soak.py) as one PNG: rows
 committed and requests per second, errors seen and faults injected, p99 latency, and
-the daemon's RSS and open fds."""
+the daemon's RSS, open fds and async tasks."""
 import json
 import sys
 
@@ -46,7 +46,9 @@ def main(src, dst):
     ax[3].set_ylabel("MB")
     ax3b = ax[3].twinx()
     ax3b.plot(t, [x["daemon_fds"] for x in s], color="tab:green", label="daemon open fds")
-    ax3b.set_ylabel("fds")
+    ax3b.plot(t, [x.get("daemon_tasks") for x in s], color="tab:purple", alpha=0.7,
+              label="daemon async tasks")
+    ax3b.set_ylabel("fds, tasks")
     ax[3].legend(loc="upper left")
     ax3b.legend(loc="upper right")
     ax[3].set_xlabel("seconds")

@@ -2,7 +2,8 @@
 //!
 //! Routes are labelled by their matched pattern (`/datasets/{name}`), never by the raw
 //! path, so label sets stay bounded whatever clients send; unmatched requests share the
-//! label `unmatched`. The shared chunk cache's counters are rendered with them.
+//! label `unmatched`. The shared chunk cache's counters are rendered with them, and
+//! the async runtime's live task count, so a leak of tasks shows as a climbing gauge.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -56,11 +57,39 @@ impl Metrics {
         h.count += 1;
     }
 
-    /// The Prometheus text exposition of every series, and of `cache`'s counters.
+    /// The Prometheus text exposition of every series, of `cache`'s counters and of the
+    /// current async runtime's gauges.
     pub fn render(&self, cache: &CacheStats) -> String {
         let d = self.data.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
+        let (tasks, workers, queued) =
+            tokio::runtime::Handle::try_current().map_or((0, 0, 0), |h| {
+                let m = h.metrics();
+                (
+                    m.num_alive_tasks() as u64,
+                    m.num_workers() as u64,
+                    m.global_queue_depth() as u64,
+                )
+            });
         for (name, kind, help, v) in [
+            (
+                "deeplake_runtime_alive_tasks",
+                "gauge",
+                "Tasks alive on the async runtime (requests, streams, jobs, store connections).",
+                tasks,
+            ),
+            (
+                "deeplake_runtime_workers",
+                "gauge",
+                "Worker threads of the async runtime.",
+                workers,
+            ),
+            (
+                "deeplake_runtime_global_queue_depth",
+                "gauge",
+                "Tasks waiting in the async runtime's global queue.",
+                queued,
+            ),
             (
                 "deeplake_chunk_cache_hits_total",
                 "counter",

@@ -991,6 +991,27 @@ async fn metrics_export_the_chunk_cache_counters() {
     assert!(value("deeplake_chunk_reads_total") > 0, "{text}");
     assert!(value("deeplake_chunk_read_bytes_total") > 0, "{text}");
     assert!(text.contains("# TYPE deeplake_chunk_cache_hits_total counter"));
+    assert_eq!(value("deeplake_runtime_workers"), 1, "{text}");
+    assert!(text.contains("# TYPE deeplake_runtime_alive_tasks gauge"));
+    // The live task gauge follows tasks as they start and end.
+    let before = value("deeplake_runtime_alive_tasks");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let held = tokio::spawn(async move {
+        let _ = rx.await;
+    });
+    let tasks = |app| async move {
+        let (_, text, _) = send(app, "GET", "/metrics", None, vec![]).await;
+        let text = String::from_utf8(text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("deeplake_runtime_alive_tasks "))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(tasks(&s.app).await, before + 1);
+    tx.send(()).unwrap();
+    held.await.unwrap();
+    assert_eq!(tasks(&s.app).await, before);
 }
 
 #[tokio::test]
