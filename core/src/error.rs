@@ -149,6 +149,14 @@ impl Error {
         }
     }
 
+    /// Whether the storage backend failed in a way that may pass if the same call is
+    /// made again later: a network failure, a 5xx or throttling that its client's own
+    /// retries did not absorb. Not bad input, missing objects or bad bytes on storage,
+    /// nor a backend that refuses us (permissions, credentials): those stay as they are.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Storage(object_store::Error::Generic { .. }))
+    }
+
     /// Short machine-readable kind, used by the CLI and the HTTP layer.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -185,5 +193,31 @@ impl Corruption {
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failing_backend_is_transient() {
+        let generic = object_store::Error::Generic {
+            store: "S3",
+            source: "503 slow down".into(),
+        };
+        assert!(Error::Storage(generic).is_transient());
+        let denied = object_store::Error::PermissionDenied {
+            path: "a".to_owned(),
+            source: "403".into(),
+        };
+        assert!(!Error::Storage(denied).is_transient());
+        let missing = object_store::Error::NotFound {
+            path: "a".to_owned(),
+            source: "404".into(),
+        };
+        assert!(!Error::Storage(missing).is_transient());
+        assert!(!Error::corrupt("a", "bad bytes").is_transient());
+        assert!(!Error::internal("bug").is_transient());
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! Use it through `StoreOptions::with_layer(plan.layer())`: every store the dataset
 //! opens then goes through it. The same seed gives the same decisions in the same
-//! order of requests, so a failing schedule can be replayed.
+//! order of requests, so a failing schedule can be replayed. [`FaultLog::heal`] ends
+//! the schedule: later requests pass through untouched (an outage that is over), so a
+//! test can check what a long-lived process does once storage is well again.
 
 use std::fmt;
 use std::ops::Range;
@@ -78,6 +80,7 @@ impl FaultPlan {
             plan: self.clone(),
             written: 0,
             crashed: false,
+            healed: false,
             log: Counts::default(),
         }));
         let log = FaultLog(state.clone());
@@ -112,6 +115,14 @@ impl FaultLog {
     pub fn counts(&self) -> Counts {
         self.0.lock().map(|s| s.log).unwrap_or_default()
     }
+
+    /// Ends the faults of this plan's stores: every later request goes straight to
+    /// the backend, without latency (a crash is over too).
+    pub fn heal(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.healed = true;
+        }
+    }
 }
 
 struct State {
@@ -119,6 +130,7 @@ struct State {
     plan: FaultPlan,
     written: u64,
     crashed: bool,
+    healed: bool,
     log: Counts,
 }
 
@@ -163,6 +175,9 @@ impl FaultStore {
             return (Fate::Fail("poisoned"), Duration::ZERO);
         };
         s.log.requests += 1;
+        if s.healed {
+            return (Fate::Ok, Duration::ZERO);
+        }
         let max = s.plan.max_latency.as_micros() as u64;
         let latency = Duration::from_micros(if max > 0 {
             s.rng.random_range(0..=max)

@@ -4,11 +4,14 @@
 //! `{"error": {"kind": "...", "message": "..."}}`. `core::Error` maps to a status here
 //! and nowhere else. Storage, IO, corruption and internal failures are logged with
 //! their detail and answered with a generic message, so paths and backend text never
-//! reach a client.
+//! reach a client. A storage backend that failed in a way that may pass
+//! (`Error::is_transient`: network, 5xx, throttling) is a 503 with `Retry-After`, so
+//! that clients and proxies retry rather than give up.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use deeplake_core::Error;
 use serde::Serialize;
@@ -23,7 +26,8 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable kind: `invalid_input`, `not_found`, `conflict`, `unauthorized`,
-    /// `forbidden`, `payload_too_large`, `query`, `unsupported`, `timeout`, `internal`, ...
+    /// `forbidden`, `payload_too_large`, `query`, `unsupported`, `timeout`, `storage`,
+    /// `internal`, ...
     pub kind: String,
     pub message: String,
 }
@@ -33,7 +37,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
+    /// Seconds to send in `Retry-After`.
+    pub retry_after: Option<u32>,
 }
+
+/// Seconds a client is asked to wait after a transient storage failure: the backend's
+/// client has already retried with backoff, so a short pause is enough to try again.
+pub const STORAGE_RETRY_AFTER_S: u32 = 1;
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
@@ -41,7 +51,14 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, asking the client to retry after `seconds`.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -91,6 +108,15 @@ impl From<Error> for ApiError {
             Error::Unsupported { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             // The daemon stood in for the client in front of a link's target.
             Error::Link { .. } => StatusCode::BAD_GATEWAY,
+            _ if e.is_transient() => {
+                tracing::warn!(error = %e, kind = e.kind(), "storage failed; the client may retry");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.kind(),
+                    "the storage backend failed; try again shortly (details in the server log)",
+                )
+                .retry_after(STORAGE_RETRY_AFTER_S);
+            }
             _ => {
                 tracing::error!(error = %e, kind = e.kind(), "request failed");
                 return ApiError::new(
@@ -155,7 +181,11 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
     }
 }
 

@@ -216,7 +216,8 @@ const OPEN_ROUTES: [&str; 2] = ["/healthz", "/openapi.json"];
 /// 400 (a path, query or body that does not parse), 408 (the timeout layer), 401 and
 /// 403 (a route that needs a token), 404 (a route naming a resource), 409 (a route
 /// that writes: another writer may hold the dataset), 413 (a route with a body), 422
-/// (a dataset using something core does not support). It also marks the open routes
+/// (a dataset using something core does not support), 503 (a route under `/datasets`:
+/// the storage backend failed, retry after `Retry-After`). It also marks the open routes
 /// as needing no token and spells the dataset-name rule into every `name` path
 /// parameter.
 struct CommonResponses;
@@ -280,6 +281,12 @@ impl utoipa::Modify for CommonResponses {
                 }
                 if in_dataset {
                     add("422", "the dataset uses something not supported");
+                }
+                if path.starts_with("/datasets") {
+                    add(
+                        "503",
+                        "the storage backend failed; retry after the Retry-After seconds",
+                    );
                 }
                 for p in op.parameters.iter_mut().flatten() {
                     if p.name == "name"

@@ -15,3 +15,4 @@ mod serve_stream;
 mod transform;
 mod vc;
 mod viz;
+mod viz_faults;
