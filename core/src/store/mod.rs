@@ -22,6 +22,7 @@ pub use sidecar::Sidecar;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -32,6 +33,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
+
+/// Times a listing that failed transiently is taken again (after 100, 200, 400 ms).
+const LIST_RETRIES: u32 = 3;
 
 /// Which backend a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -568,16 +572,31 @@ impl Store {
         } else {
             Some(self.path(prefix)?)
         };
-        let mut out: Vec<ObjectEntry> = self
-            .inner
-            .list(p.as_ref())
-            .map_ok(|m| ObjectEntry {
-                key: self.relative(&m.location),
-                size: m.size,
-                modified: entry_modified(&m),
-            })
-            .try_collect()
-            .await?;
+        // The backend's client retries each request, but not a listing whose body is cut
+        // midway or whose next page fails: the whole listing is taken again, a few
+        // times, as a listing is only right when it is whole.
+        let mut attempt = 0u32;
+        let mut out: Vec<ObjectEntry> = loop {
+            let listed: Result<Vec<ObjectEntry>> = self
+                .inner
+                .list(p.as_ref())
+                .map_ok(|m| ObjectEntry {
+                    key: self.relative(&m.location),
+                    size: m.size,
+                    modified: entry_modified(&m),
+                })
+                .try_collect()
+                .await
+                .map_err(Error::from);
+            match listed {
+                Err(e) if e.is_transient() && attempt < LIST_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(prefix, attempt, error = %e, "listing again");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                other => break other?,
+            }
+        };
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }

@@ -31,3 +31,52 @@ async fn s3_backend() {
     let (ds, opts) = storage::s3_url_and_options("conformance-ds");
     storage::check_dataset_round_trip(&ds, opts).await;
 }
+
+/// A listing cut midway is taken again, a few times: a listing of 30 keys under cuts
+/// at a rate of one in two comes back whole, and one that is always cut fails after
+/// its retries with the backend's error.
+#[tokio::test]
+async fn a_listing_cut_midway_is_taken_again() {
+    use std::time::Duration;
+    use testkit::faults::FaultPlan;
+    let plan = |seed, partial_list| FaultPlan {
+        seed,
+        error: 0.0,
+        error_after: 0.0,
+        throttle: 0.0,
+        partial_list,
+        max_latency: Duration::ZERO,
+        crash_after_bytes: None,
+    };
+    let url = "memory://list-retries/root";
+    let s = Store::create(url, &StoreOptions::default()).unwrap();
+    for i in 0..30 {
+        s.put(&format!("k/{i:02}"), vec![i as u8]).await.unwrap();
+    }
+    let mut retried = 0;
+    for seed in 0..20 {
+        let (layer, log) = plan(seed, 0.5).layer();
+        let faulty = Store::open(url, &StoreOptions::default().with_layer(layer)).unwrap();
+        match faulty.list("k").await {
+            Ok(keys) => {
+                assert_eq!(keys.len(), 30, "seed {seed}: a listing came back partial");
+                retried += log.counts().partial_lists;
+            }
+            // Four cuts in a row (one in sixteen) fail; the error names the cut.
+            Err(e) => {
+                assert_eq!(log.counts().partial_lists, 4, "seed {seed}: {e}");
+                assert!(e.to_string().contains("listing cut short"), "{e}");
+            }
+        }
+    }
+    assert!(retried > 0, "no listing was cut and retried");
+    let (layer, log) = plan(99, 1.0).layer();
+    let always = Store::open(url, &StoreOptions::default().with_layer(layer)).unwrap();
+    let e = always.list("k").await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(
+        log.counts().partial_lists,
+        4,
+        "one listing and three retries"
+    );
+}
