@@ -1,9 +1,10 @@
-//! Reading stdin without stalls: a reader thread moves whole lines in blocks, a parse
-//! thread turns each block into typed messages on the rayon pool (records become rows
-//! of typed cells of their stream's columns), and the writer receives them in order.
+//! Reading the input (stdin in the process) without stalls: a reader thread moves
+//! whole lines in blocks, a parse thread turns each block into typed messages on the
+//! rayon pool (records become rows of typed cells of their stream's columns), and the
+//! writer receives them in order.
 //!
 //! ```text
-//! stdin --(blocks of whole lines, bounded)--> parse thread (rayon, per line)
+//! input --(blocks of whole lines, bounded)--> parse thread (rayon, per line)
 //!       --(Vec<Parsed>, bounded)--> writer (batches, flushes, STATE echo)
 //! ```
 //!
@@ -345,12 +346,15 @@ pub fn parse_line(line: &[u8], router: &Router) -> Parsed {
     }
 }
 
-/// Starts the reader and parse threads; parsed blocks arrive on the returned channel,
-/// which closes at end of input.
-pub fn spawn(router: Arc<Router>) -> tokio::sync::mpsc::Receiver<Vec<Parsed>> {
+/// Starts the reader and parse threads over `input`; parsed blocks arrive on the
+/// returned channel, which closes at end of input.
+pub fn spawn(
+    router: Arc<Router>,
+    input: impl Read + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<Vec<Parsed>> {
     let (block_tx, block_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(2);
-    std::thread::spawn(move || read_blocks(std::io::stdin(), block_tx));
+    std::thread::spawn(move || read_blocks(input, block_tx));
     std::thread::spawn(move || {
         for block in block_rx {
             let lines: Vec<&[u8]> = block.split(|b| *b == b'\n').collect();

@@ -9,7 +9,7 @@
 //! The parsers of untrusted input (`config::Config::parse`, `sync::parse_catalog`,
 //! `schema::plan_columns`, `input::parse_line`) are public so that the fuzz targets
 //! call exactly what a sync calls. Only `protocol` writes to stdout, the protocol
-//! channel.
+//! channel; a sync sends its messages through the `protocol::Emit` it is given.
 
 pub mod batch;
 pub mod config;

@@ -107,7 +107,12 @@ fn write(config_path: &str, catalog_path: &str) -> Result<()> {
     let raw = config::read_json(config_path, "config")?;
     let cfg = Config::parse(&raw)?;
     let catalog = config::read_json(catalog_path, "catalog")?;
-    runtime()?.block_on(sync::write(cfg, &catalog))
+    runtime()?.block_on(sync::write(
+        cfg,
+        &catalog,
+        std::io::stdin(),
+        protocol::Emit::stdout(),
+    ))
 }
 
 /// `--version` is for people and packaging checks, not the platform: a plain line, as

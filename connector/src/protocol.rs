@@ -4,13 +4,15 @@
 //! stdout is the protocol channel: nothing but whole messages is written there, each
 //! as one line, flushed before the call returns (a STATE is acknowledged only once its
 //! line has left the process). Logs are LOG messages on stdout as the protocol asks.
+//! A sync sends every message through the [`Emit`] it was given: the process gives
+//! [`Emit::stdout`], tests that run a sync in-process give one that collects them.
 //!
 //! Input follows the protocol's tolerance rules: unknown keys are ignored, `null` is
 //! absent, anything but RECORD, STATE and TRACE STREAM_STATUS is passed over, and a
 //! line that is not a JSON message is skipped (the caller logs it).
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,17 +39,40 @@ pub fn emit(msg: &Value) -> std::io::Result<()> {
     out.flush()
 }
 
-pub fn log(level: &str, message: impl Into<String>) {
-    // A closed stdout leaves nobody to tell.
-    let _ = emit(&json!({"type": "LOG", "log": {"level": level, "message": message.into()}}));
-}
+type Sink = dyn Fn(&Value) -> std::io::Result<()> + Send + Sync;
 
-pub fn info(message: impl Into<String>) {
-    log("INFO", message);
-}
+/// Where the messages of one sync go. Sending returns once the message has left for
+/// good (for stdout: written and flushed), so a STATE sent is a STATE acknowledged.
+#[derive(Clone)]
+pub struct Emit(Arc<Sink>);
 
-pub fn warn(message: impl Into<String>) {
-    log("WARN", message);
+impl Emit {
+    pub fn new(sink: impl Fn(&Value) -> std::io::Result<()> + Send + Sync + 'static) -> Emit {
+        Emit(Arc::new(sink))
+    }
+
+    /// The protocol channel of the process.
+    pub fn stdout() -> Emit {
+        Emit::new(emit)
+    }
+
+    pub fn message(&self, msg: &Value) -> std::io::Result<()> {
+        (self.0)(msg)
+    }
+
+    pub fn log(&self, level: &str, message: impl Into<String>) {
+        // A closed channel leaves nobody to tell.
+        let _ = self
+            .message(&json!({"type": "LOG", "log": {"level": level, "message": message.into()}}));
+    }
+
+    pub fn info(&self, message: impl Into<String>) {
+        self.log("INFO", message);
+    }
+
+    pub fn warn(&self, message: impl Into<String>) {
+        self.log("WARN", message);
+    }
 }
 
 /// Reports a failure as a TRACE ERROR message.

@@ -30,7 +30,7 @@ use crate::batch::{self, ColumnOut, MetaTensor, Pack, RowMeta, Source};
 use crate::config::Config;
 use crate::error::{CoreContext, Result};
 use crate::input::RecordIn;
-use crate::protocol::{self, StreamKey};
+use crate::protocol::{Emit, StreamKey};
 use crate::schema::{self, Column, Kind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +146,7 @@ pub struct StreamWriter {
     replay: Vec<(Value, Option<u64>)>,
     /// Per tensor of `tensors`: whether its rows go to the dataset in stored form.
     packs: Arc<Vec<Option<Pack>>>,
+    emit: Emit,
 }
 
 /// A state as the source made it: the statistics and the message id that the platform
@@ -173,6 +174,7 @@ struct LinkCheck {
     storage: deeplake_core::store::StoreOptions,
     seen: HashMap<String, bool>,
     warned_http: bool,
+    emit: Emit,
 }
 
 impl LinkCheck {
@@ -194,7 +196,7 @@ impl LinkCheck {
         } else {
             if !self.warned_http {
                 self.warned_http = true;
-                protocol::warn(format!(
+                self.emit.warn(format!(
                     "links.verify checks local files and s3:// objects; {url} and other links of its kind are stored unchecked"
                 ));
             }
@@ -219,7 +221,12 @@ fn airbyte_info(ds: &Dataset) -> Value {
 impl StreamWriter {
     /// Opens (or creates) the stream's dataset, undoes rows no commit vouches for, and
     /// makes the tensors of this sync's plan.
-    pub async fn open(cfg: &Config, sc: StreamConfig, sidecar: &Sidecar) -> Result<StreamWriter> {
+    pub async fn open(
+        cfg: &Config,
+        sc: StreamConfig,
+        sidecar: &Sidecar,
+        emit: &Emit,
+    ) -> Result<StreamWriter> {
         let url = dataset_url(cfg, &sc.key);
         let label = sc.label();
         let mut cols = schema::plan_columns(&sc.key.1, &sc.schema, cfg)?;
@@ -235,7 +242,7 @@ impl StreamWriter {
         // Links are checked by `links.verify` (missing ones nulled, not failing the
         // sync); the dataset's own verify step would fetch every target.
         ds.set_link_verify(false);
-        repair(&mut ds, sidecar, &label).await?;
+        repair(&mut ds, sidecar, &label, emit).await?;
         let info = airbyte_info(&ds);
 
         let tensors = tensor_sources(&cols, sc.mode);
@@ -265,7 +272,7 @@ impl StreamWriter {
             }
         }
         if resume {
-            protocol::info(format!(
+            emit.info(format!(
                 "stream {label}: resuming the staged data of generation {:?}",
                 sc.generation_id
             ));
@@ -300,7 +307,7 @@ impl StreamWriter {
                     );
                     let c = &mut cols[*ci];
                     if k != c.kind && !(c.kind == Kind::DateTime && k == Kind::Text) {
-                        protocol::warn(format!(
+                        emit.warn(format!(
                             "stream {label}: field {} is stored as {htype} ({}), the schema now says {:?}; values that do not fit are stored as null",
                             c.field,
                             meta.dtype.as_deref().unwrap_or("-"),
@@ -331,7 +338,7 @@ impl StreamWriter {
                 left -= n;
             }
             if !staging && rows > 0 {
-                protocol::info(format!(
+                emit.info(format!(
                     "stream {label}: new tensor {t} (schema change), {rows} earlier rows are null"
                 ));
             }
@@ -396,8 +403,10 @@ impl StreamWriter {
                 storage: cfg.storage.clone(),
                 seen: HashMap::new(),
                 warned_http: false,
+                emit: emit.clone(),
             }),
             cfg: sc,
+            emit: emit.clone(),
         };
         // Schema changes and dropped staging become visible now, committed by themselves.
         w.flush(None, &[]).await?;
@@ -689,7 +698,7 @@ impl StreamWriter {
         self.state_received();
         self.flush(None, &[]).await?;
         self.committed();
-        protocol::info(format!(
+        self.emit.info(format!(
             "stream {label}: the new data ({} rows) replaced the old in one flush",
             self.rows
         ));
@@ -782,7 +791,7 @@ async fn load_index(ds: &Dataset, tensor: &str, label: &str) -> Result<HashMap<S
 
 /// Undoes a flush whose commit record never came to exist (a crash between the
 /// datasets' flushes and the record that commits them together).
-async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> {
+async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str, emit: &Emit) -> Result<()> {
     let info = airbyte_info(ds);
     if info.is_null() {
         return Ok(());
@@ -845,7 +854,7 @@ async fn repair(ds: &mut Dataset, sidecar: &Sidecar, label: &str) -> Result<()> 
         .await
         .ctx(format!("rolling back stream {label}"))?;
     if (rows, staged_rows) != flushed {
-        protocol::warn(format!(
+        emit.warn(format!(
             "stream {label}: the last attempt stopped with rows no acknowledged state covers \
              ({why}); rolled back to {rows} rows (was {}), staged {staged_rows} (was {})",
             flushed.0, flushed.1

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use crate::config::{Commits, Config};
 use crate::error::{CoreContext, Failure, Result};
 use crate::input::{self, Parsed, Route, Router};
-use crate::protocol::{self, StateScope, StreamKey};
+use crate::protocol::{self, Emit, StateScope, StreamKey};
 use crate::schema;
 use crate::stream::{self, Mode, StreamConfig, StreamWriter};
 
@@ -157,13 +157,22 @@ struct Sync {
     bad_lines: u64,
     saw_status: bool,
     echoed: u64,
+    emit: Emit,
 }
 
-pub async fn write(cfg: Config, catalog: &Value) -> Result<()> {
+/// Runs one sync: messages are read from `input` (stdin in the process), and every
+/// message the sync sends (STATE echoes, logs) goes through `emit`. A failure is
+/// returned, not sent: the caller reports it.
+pub async fn write(
+    cfg: Config,
+    catalog: &Value,
+    input: impl std::io::Read + Send + 'static,
+    emit: Emit,
+) -> Result<()> {
     let streams = parse_catalog(catalog)?;
     let store = root_store(&cfg)?;
     let sidecar = Sidecar::new(&store, COMMIT_LOG).ctx("opening the commit log")?;
-    protocol::info(format!(
+    emit.info(format!(
         "deeplake destination: {} stream(s) -> {} (batch {} records, flush every {} records or {:.0} s, commits {})",
         streams.len(),
         cfg.root,
@@ -177,8 +186,8 @@ pub async fn write(cfg: Config, catalog: &Value) -> Result<()> {
     ));
     let mut writers = Vec::new();
     for sc in streams {
-        let w = StreamWriter::open(&cfg, sc, &sidecar).await?;
-        protocol::info(format!(
+        let w = StreamWriter::open(&cfg, sc, &sidecar, &emit).await?;
+        emit.info(format!(
             "{} -> {} ({:?}{})",
             schema::describe(&w.cfg.label(), &w.cols),
             w.url,
@@ -228,8 +237,9 @@ pub async fn write(cfg: Config, catalog: &Value) -> Result<()> {
         bad_lines: 0,
         saw_status: false,
         echoed: 0,
+        emit,
     };
-    let mut rx = input::spawn(router);
+    let mut rx = input::spawn(router, input);
     loop {
         let next = if s.pending.is_empty() {
             rx.recv().await
@@ -274,7 +284,7 @@ impl Sync {
                 w.reject();
                 self.rejected_global += 1;
                 if w.rejected_total <= 5 {
-                    protocol::warn(format!(
+                    self.emit.warn(format!(
                         "stream {}: rejected a record whose data is not a JSON object",
                         w.cfg.label()
                     ));
@@ -284,7 +294,7 @@ impl Sync {
                 let n = self.unknown.entry(key.clone()).or_insert(0);
                 *n += 1;
                 if *n == 1 {
-                    protocol::warn(format!(
+                    self.emit.warn(format!(
                         "skipping records of stream {}{} (not in the configured catalog)",
                         key.0.map(|n| format!("{n}.")).unwrap_or_default(),
                         key.1
@@ -303,7 +313,7 @@ impl Sync {
             Parsed::Bad(preview) => {
                 self.bad_lines += 1;
                 if self.bad_lines <= 5 {
-                    protocol::warn(format!(
+                    self.emit.warn(format!(
                         "skipping an input line that is not an Airbyte message: {preview}"
                     ));
                 }
@@ -346,7 +356,7 @@ impl Sync {
             if replayed {
                 let dropped = w.drop_replayed().await?;
                 if dropped > 0 {
-                    protocol::info(format!(
+                    self.emit.info(format!(
                         "stream {}: {dropped} replayed records before an already committed state were stored by the last attempt; not stored again",
                         w.cfg.label()
                     ));
@@ -412,8 +422,9 @@ impl Sync {
         }
         crash_point();
         for m in self.pending.drain(..) {
-            protocol::emit(&m)
-                .map_err(|e| Failure::system(format!("writing to stdout failed: {e}")))?;
+            self.emit
+                .message(&m)
+                .map_err(|e| Failure::system(format!("sending a STATE message failed: {e}")))?;
             self.echoed += 1;
         }
         if self.cfg.commits == Commits::PerState {
@@ -444,7 +455,7 @@ impl Sync {
                 if w.complete || !self.saw_status {
                     w.swap_in().await?;
                 } else {
-                    protocol::warn(format!(
+                    self.emit.warn(format!(
                         "stream {}: not marked COMPLETE; its staged data stays aside and the old data stays visible",
                         w.cfg.label()
                     ));
@@ -493,7 +504,7 @@ impl Sync {
                 .await
                 .ctx(format!("closing the dataset of stream {label}"))?;
         }
-        protocol::info(format!(
+        self.emit.info(format!(
             "deeplake destination: wrote {}; {} state(s) acknowledged",
             summary.join(", "),
             self.echoed

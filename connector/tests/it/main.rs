@@ -8,6 +8,7 @@
 mod cli;
 mod common;
 mod crash;
+mod faults;
 mod fuzz_corpus;
 mod modes;
 mod s3;
