@@ -342,3 +342,26 @@ impl ObjectStore for FaultStore {
         Ok(())
     }
 }
+
+/// Outcomes of many schedules added up by kind ("committed", "failed", ...).
+pub type Tally = std::collections::BTreeMap<&'static str, u64>;
+
+/// Adds up the `(kind, count)` pairs that schedules report.
+pub fn tally<I: IntoIterator<Item = (&'static str, u64)>>(outcomes: I) -> Tally {
+    let mut t = Tally::new();
+    for (k, n) in outcomes {
+        *t.entry(k).or_default() += n;
+    }
+    t
+}
+
+/// Panics unless each of `kinds` happened at least once: a schedule set that never
+/// fails, or never succeeds, tests nothing.
+#[allow(clippy::panic)]
+pub fn saw_each(suite: &str, tally: &Tally, kinds: &[&str]) {
+    for k in kinds {
+        if tally.get(k).copied().unwrap_or(0) == 0 {
+            panic!("{suite}: no {k}: {tally:?}");
+        }
+    }
+}

@@ -5,11 +5,10 @@
 //! once a writer of ours has reopened it (as any restarted process does), deeplake
 //! 3.9.52 reads the same.
 
-use std::collections::BTreeMap;
 
 use deeplake_core::store::StoreOptions;
 use deeplake_core::{Dataset, Dtype, Error, OpenOptions, Sample, TensorOptions};
-use testkit::faults::{Counts, FaultPlan};
+use testkit::faults::{Counts, FaultPlan, Tally, saw_each, tally};
 use testkit::samples::{int, ints};
 
 const SCHEDULES: u64 = 1000;
@@ -17,7 +16,7 @@ const SCHEDULES: u64 = 1000;
 /// Runs the schedule `f(seed)` for every seed, 16 at a time (a fault's latency is a
 /// sleep, so overlapping schedules keep the suite quick; each uses its own dataset),
 /// and adds up the outcomes each reports.
-async fn each_schedule<F, Fut>(f: F) -> BTreeMap<&'static str, u64>
+async fn each_schedule<F, Fut>(f: F) -> Tally
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Vec<(&'static str, u64)>>,
@@ -28,22 +27,7 @@ where
         .buffer_unordered(16)
         .collect()
         .await;
-    let mut tally = BTreeMap::new();
-    for (k, n) in runs.into_iter().flatten() {
-        *tally.entry(k).or_default() += n;
-    }
-    tally
-}
-
-/// Checks that each of `kinds` happened at least once: a schedule set that never
-/// fails, or never succeeds, tests nothing.
-fn saw_each(suite: &str, tally: &BTreeMap<&str, u64>, kinds: &[&str]) {
-    for k in kinds {
-        assert!(
-            tally.get(k).copied().unwrap_or(0) > 0,
-            "{suite}: no {k}: {tally:?}"
-        );
-    }
+    tally(runs.into_iter().flatten())
 }
 
 fn text(i: i64) -> Sample {
