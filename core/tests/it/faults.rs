@@ -5,7 +5,6 @@
 //! once a writer of ours has reopened it (as any restarted process does), deeplake
 //! 3.9.52 reads the same.
 
-
 use deeplake_core::store::StoreOptions;
 use deeplake_core::{Dataset, Dtype, Error, OpenOptions, Sample, TensorOptions};
 use testkit::faults::{Counts, FaultPlan, Tally, saw_each, tally};
