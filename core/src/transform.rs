@@ -471,10 +471,68 @@ enum Feed {
         next: usize,
     },
     Iter {
-        rows: Box<dyn Iterator<Item = Row> + Send>,
+        rows: IterReader,
         pos: u64,
         batch: usize,
     },
+}
+
+/// A user iterator driven by one long-lived thread of its own: it may read files (so
+/// not on the reactor), and one thread, unlike a blocking-pool task per batch, keeps
+/// the allocator's pages that the read buffers come from; buffers freed by the workers
+/// go back to them instead of the next batch faulting in fresh, zeroed memory.
+struct IterReader {
+    jobs: std::sync::mpsc::Sender<IterJob>,
+}
+
+/// Take up to `n` rows, or skip `n` rows (answering how many were skipped).
+enum IterJob {
+    Take(usize, tokio::sync::oneshot::Sender<Result<Vec<Row>>>),
+    Skip(u64, tokio::sync::oneshot::Sender<Result<u64>>),
+}
+
+impl IterReader {
+    fn spawn(mut rows: Box<dyn Iterator<Item = Row> + Send>) -> Result<IterReader> {
+        let (jobs, rx) = std::sync::mpsc::channel::<IterJob>();
+        let failed = |p: Box<dyn std::any::Any + Send>| {
+            Error::invalid(format!("the input iterator {}", panic_message(&p)))
+        };
+        std::thread::Builder::new()
+            .name("transform-input".into())
+            .spawn(move || {
+                // Ends when the feed is dropped (its sender with it).
+                while let Ok(job) = rx.recv() {
+                    match job {
+                        IterJob::Take(n, tx) => {
+                            let got = catch_unwind(AssertUnwindSafe(|| {
+                                rows.by_ref().take(n).collect::<Vec<Row>>()
+                            }));
+                            let _ = tx.send(got.map_err(failed));
+                        }
+                        IterJob::Skip(n, tx) => {
+                            let got = catch_unwind(AssertUnwindSafe(|| {
+                                rows.by_ref()
+                                    .take(usize::try_from(n).unwrap_or(usize::MAX))
+                                    .count() as u64
+                            }));
+                            let _ = tx.send(got.map_err(failed));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::internal(format!("starting the input thread: {e}")))?;
+        Ok(IterReader { jobs })
+    }
+
+    async fn ask<T>(
+        &self,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<Result<T>>) -> IterJob,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || Error::internal("the input thread stopped");
+        self.jobs.send(job(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
 }
 
 impl Feed {
@@ -498,19 +556,9 @@ impl Feed {
                 }
             }
             Feed::Iter { rows, pos, .. } => {
-                let mut it = std::mem::replace(rows, Box::new(std::iter::empty()));
-                let (it, skipped) = tokio::task::spawn_blocking(move || {
-                    let skipped = it
-                        .by_ref()
-                        .take(usize::try_from(n).unwrap_or(usize::MAX))
-                        .count();
-                    (it, skipped)
-                })
-                .await
-                .map_err(Error::internal)?;
-                *rows = it;
-                *pos += skipped as u64;
-                if (skipped as u64) < n {
+                let skipped = rows.ask(|tx| IterJob::Skip(n, tx)).await?;
+                *pos += skipped;
+                if skipped < n {
                     return Err(Error::invalid(format!(
                         "the input ended before the {n} rows an earlier run had done"
                     )));
@@ -531,16 +579,8 @@ impl Feed {
                 src.read(start..end).await.map(Some)
             }
             Feed::Iter { rows, pos, batch } => {
-                // A user iterator may read files: it runs on the blocking pool.
-                let mut it = std::mem::replace(rows, Box::new(std::iter::empty()));
                 let n = *batch;
-                let (it, got) = tokio::task::spawn_blocking(move || {
-                    let got: Vec<Row> = it.by_ref().take(n).collect();
-                    (it, got)
-                })
-                .await
-                .map_err(Error::internal)?;
-                *rows = it;
+                let got = rows.ask(|tx| IterJob::Take(n, tx)).await?;
                 if got.is_empty() {
                     return Ok(None);
                 }
@@ -628,7 +668,7 @@ async fn feed_of(
         }
         Input::Iter { rows, len } => (
             Feed::Iter {
-                rows,
+                rows: IterReader::spawn(rows)?,
                 pos: 0,
                 batch: batch_rows,
             },

@@ -242,6 +242,71 @@ async fn one_to_many_and_stacked_pipelines_over_an_iterator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_input_iterator_is_an_error_and_a_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out").to_str().unwrap().to_owned();
+    let pipeline = Pipeline::new().map("keep", Ok);
+    let opts = || {
+        let mut o = TransformOptions::new(&target);
+        o.tensors = vec![(
+            "x".into(),
+            TensorOptions::new("generic").dtype(deeplake_core::Dtype::I64),
+        )];
+        o.num_workers = 2;
+        o.batch_rows = 16;
+        o.job = Some("numbers".into());
+        o
+    };
+    let rows = |fail_at: Option<i64>| -> Box<dyn Iterator<Item = Row> + Send> {
+        Box::new((0..100i64).map(move |i| {
+            if Some(i) == fail_at {
+                panic!("row {i} is unreadable");
+            }
+            Row::from([("x".to_owned(), int(i))])
+        }))
+    };
+    let err = transform::run(
+        &pipeline,
+        Input::Iter {
+            rows: rows(Some(50)),
+            len: Some(100),
+        },
+        &opts(),
+        &Control::default(),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("input iterator panicked") && msg.contains("row 50 is unreadable"),
+        "{msg}"
+    );
+    // The target's main branch saw nothing; the whole batches before row 48 are staged.
+    let main = Dataset::open(&target, OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(main.len(), 0);
+    drop(main);
+    let rep = transform::run(
+        &pipeline,
+        Input::Iter {
+            rows: rows(None),
+            len: Some(100),
+        },
+        &opts(),
+        &Control::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rep.resumed_from, 48);
+    assert_eq!((rep.input_rows, rep.output_rows), (100, 100));
+    let ds = Dataset::open(&target, OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(int_column(&ds, "x").await, (0..100).collect::<Vec<i64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sample_names_function_and_sample_and_leaves_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src").to_str().unwrap().to_owned();
