@@ -82,6 +82,8 @@ impl FaultPlan {
             crashed: false,
             healed: false,
             log: Counts::default(),
+            in_flight: 0,
+            peak_in_flight: 0,
         }));
         let log = FaultLog(state.clone());
         (
@@ -116,6 +118,11 @@ impl FaultLog {
         self.0.lock().map(|s| s.log).unwrap_or_default()
     }
 
+    /// The most requests (reads, writes, copies) these stores had in flight at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.0.lock().map(|s| s.peak_in_flight).unwrap_or_default()
+    }
+
     /// Ends the faults of this plan's stores: every later request goes straight to
     /// the backend, without latency (a crash is over too).
     pub fn heal(&self) {
@@ -132,6 +139,29 @@ struct State {
     crashed: bool,
     healed: bool,
     log: Counts,
+    in_flight: u64,
+    peak_in_flight: u64,
+}
+
+/// Counts one request as in flight until dropped.
+struct InFlight(Arc<Mutex<State>>);
+
+impl InFlight {
+    fn new(state: &Arc<Mutex<State>>) -> InFlight {
+        if let Ok(mut s) = state.lock() {
+            s.in_flight += 1;
+            s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
+        }
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.in_flight -= 1;
+        }
+    }
 }
 
 /// An object store that misbehaves as its plan says (module docs).
@@ -243,6 +273,7 @@ impl ObjectStore for FaultStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        let _busy = InFlight::new(&self.state);
         let fate = self
             .gate(payload.content_length() as u64, true, location)
             .await?;
@@ -269,6 +300,7 @@ impl ObjectStore for FaultStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let _busy = InFlight::new(&self.state);
         self.gate(0, false, location).await?;
         self.inner.get_opts(location, options).await
     }
@@ -278,6 +310,7 @@ impl ObjectStore for FaultStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
+        let _busy = InFlight::new(&self.state);
         self.gate(0, false, location).await?;
         self.inner.get_ranges(location, ranges).await
     }
@@ -334,6 +367,7 @@ impl ObjectStore for FaultStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        let _busy = InFlight::new(&self.state);
         let fate = self.gate(0, true, to).await?;
         self.inner.copy_opts(from, to, options).await?;
         if fate == Fate::FailAfter {

@@ -9,11 +9,14 @@
 //! S3 settings come from [`StoreOptions`] or the standard `AWS_*` environment variables
 //! (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_ALLOW_HTTP`, ...). Conditional puts use ETags (`aws_conditional_put=etag`).
+//! Requests in flight to one bucket are capped per process (option `max_requests`,
+//! default 64; see `limit`).
 //!
 //! Keys passed to a `Store` are relative to the dataset root and are built only in
 //! [`paths`]. The one conditional write used for visibility is [`Store::put_if_absent`]
 //! (create-if-absent), which behaves the same on all three backends.
 
+mod limit;
 pub mod paths;
 mod sidecar;
 
@@ -36,6 +39,10 @@ use crate::error::{Error, Result};
 
 /// Times a listing that failed transiently is taken again (after 100, 200, 400 ms).
 const LIST_RETRIES: u32 = 3;
+
+/// The storage option capping the requests this process has in flight to an S3
+/// bucket (a positive integer; default 64).
+pub const MAX_REQUESTS: &str = "max_requests";
 
 /// Which backend a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,9 +271,18 @@ impl Store {
                 return Err(Error::invalid(format!("{url:?} names no bucket")));
             }
             let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut max_requests = limit::DEFAULT_MAX_REQUESTS;
             // An endpoint given without a scheme-specific flag still needs http allowed
             // for local S3-compatible servers; the caller sets allow_http explicitly.
             for (k, v) in &opts.options {
+                if k == MAX_REQUESTS {
+                    max_requests = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "storage option {MAX_REQUESTS}={v:?}: expected a positive integer"
+                        ))
+                    })?;
+                    continue;
+                }
                 let key: AmazonS3ConfigKey = k
                     .parse()
                     .map_err(|_| Error::invalid(format!("unknown S3 option {k:?}")))?;
@@ -275,8 +291,12 @@ impl Store {
             let s3 = b
                 .build()
                 .map_err(|e| Error::invalid(format!("cannot open {url}: {e}")))?;
+            let limited = limit::Limited::new(
+                opts.wrap(Arc::new(s3)),
+                limit::bucket_permits(bucket, max_requests),
+            );
             return Ok(Store {
-                inner: opts.wrap(Arc::new(s3)),
+                inner: Arc::new(limited),
                 root: clean_prefix(prefix)?,
                 url: url.to_owned(),
                 backend: Backend::S3,

@@ -80,3 +80,61 @@ async fn a_listing_cut_midway_is_taken_again() {
         "one listing and three retries"
     );
 }
+
+/// Requests to one S3 bucket are capped per process: 48 reads at once, each slowed,
+/// spread over two stores of the bucket, run at most `max_requests` at a time; with
+/// a loose cap the same reads overlap far more. A cap that is not a positive integer
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_requests_in_flight_are_capped_per_bucket() {
+    use deeplake_core::store::MAX_REQUESTS;
+    use std::time::Duration;
+    use testkit::faults::FaultPlan;
+    let (url, _) = storage::s3_url_and_options("cap");
+    let plain = Store::open(&url, &StoreOptions::default()).unwrap();
+    for i in 0..48u8 {
+        plain.put(&format!("k/{i:02}"), vec![i; 100]).await.unwrap();
+    }
+    let slow = FaultPlan {
+        seed: 1,
+        error: 0.0,
+        error_after: 0.0,
+        throttle: 0.0,
+        partial_list: 0.0,
+        max_latency: Duration::from_millis(20),
+        crash_after_bytes: None,
+    };
+    let peak = |cap: usize| {
+        let (url, slow) = (url.clone(), slow.clone());
+        async move {
+            let (layer, log) = slow.layer();
+            let opts = StoreOptions::default()
+                .with(MAX_REQUESTS, cap.to_string())
+                .with_layer(layer);
+            let stores = [
+                Store::open(&url, &opts).unwrap(),
+                Store::open(&url, &opts).unwrap(),
+            ];
+            let got = futures::future::try_join_all((0..48u8).map(|i| {
+                let s = &stores[usize::from(i % 2)];
+                async move { s.get(&format!("k/{i:02}")).await }
+            }))
+            .await
+            .unwrap();
+            for (i, g) in got.iter().enumerate() {
+                assert_eq!(g.as_ref(), &[i as u8; 100][..]);
+            }
+            log.peak_in_flight()
+        }
+    };
+    let capped = peak(4).await;
+    assert!((2..=4).contains(&capped), "peak {capped} with a cap of 4");
+    let loose = peak(1000).await;
+    assert!(loose > 8, "peak {loose} without a tight cap");
+    for bad in ["0", "-3", "many"] {
+        let err = Store::open(&url, &StoreOptions::default().with(MAX_REQUESTS, bad))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains(MAX_REQUESTS), "{err}");
+    }
+}
