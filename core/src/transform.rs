@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::dataset::{Dataset, OpenOptions, ReadOptions, TensorOptions};
+use crate::dataset::{Dataset, OpenOptions, Placement, ReadOptions, TensorOptions};
 use crate::error::{Error, Result};
 use crate::format::array::{NdArray, Sample};
 use crate::ids::BranchName;
@@ -798,6 +798,24 @@ impl Staging {
         self.ds.flush().await
     }
 
+    /// [`Staging::write`] with each large column cut into one part per thread of
+    /// `pool`: each worker encodes its part and fills chunks of its own, and the handle
+    /// adopts them in order (`Dataset::extend_parts`). Small columns go in as rows.
+    pub async fn write_parts(
+        &mut self,
+        columns: Vec<(String, Vec<Sample>)>,
+        mut marker: Map<String, Value>,
+        pool: &Arc<rayon::ThreadPool>,
+    ) -> Result<()> {
+        if columns.first().is_some_and(|c| !c.1.is_empty()) {
+            let placed = place_columns(&self.ds, pool, columns).await?;
+            self.ds.extend_parts(placed).await?;
+        }
+        marker.insert("done".into(), json!(false));
+        self.ds.set_info(LINEAGE_KEY, Value::Object(marker)).await?;
+        self.ds.flush().await
+    }
+
     /// Makes the staged rows the target branch's new commit, with `lineage` (marked
     /// `done`) in its `dataset_info.json`: a fast-forward in one tree record, or a
     /// merge commit when the target moved meanwhile (its staging branch then stays,
@@ -844,6 +862,49 @@ impl Staging {
         t.delete_branch(&branch).await?;
         t.close().await
     }
+}
+
+/// The columns of one batch, each large one placed into chunks by the workers of
+/// `pool`, one contiguous part per worker.
+async fn place_columns(
+    ds: &Dataset,
+    pool: &Arc<rayon::ThreadPool>,
+    columns: Vec<(String, Vec<Sample>)>,
+) -> Result<Vec<(String, Placement)>> {
+    let workers = pool.current_num_threads().max(1);
+    let mut out = Vec::with_capacity(columns.len());
+    for (name, samples) in columns {
+        let placer = match ds.placer(&name)? {
+            Some(p) if p.worth_placing(&samples, workers) => p.for_column(&samples),
+            _ => {
+                out.push((name, Placement::Samples(samples)));
+                continue;
+            }
+        };
+        let per = samples.len().div_ceil(workers);
+        let (mut rest, mut first, mut parts) = (samples, 0usize, Vec::with_capacity(workers));
+        while !rest.is_empty() {
+            let tail = rest.split_off(per.min(rest.len()));
+            parts.push((first, std::mem::replace(&mut rest, tail)));
+            first += per;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool2 = pool.clone();
+        pool.spawn(move || {
+            let placed: Result<Vec<_>> = pool2.install(|| {
+                parts
+                    .into_par_iter()
+                    .map(|(first, s)| placer.place(s, first))
+                    .collect()
+            });
+            let _ = tx.send(placed);
+        });
+        let placed = rx
+            .await
+            .map_err(|_| Error::internal("a placement was dropped before it finished"))??;
+        out.push((name, Placement::Parts(placed)));
+    }
+    Ok(out)
 }
 
 /// The default commit message: the functions and the source version.
@@ -1100,7 +1161,7 @@ async fn write_all(
             let mut marker = identity.clone();
             marker.insert("input_rows".into(), json!(*done_in + n));
             marker.insert("output_rows".into(), json!(*done_out + written));
-            out.write(columns, marker).await?;
+            out.write_parts(columns, marker, workers).await?;
             *done_in += n;
             *done_out += written;
             ctl.advance(n);

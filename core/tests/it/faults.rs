@@ -6,7 +6,7 @@
 //! 3.9.52 reads the same.
 
 use deeplake_core::store::StoreOptions;
-use deeplake_core::{Dataset, Dtype, Error, OpenOptions, Sample, TensorOptions};
+use deeplake_core::{Dataset, Dtype, Error, NdArray, OpenOptions, Sample, TensorOptions};
 use testkit::faults::{Counts, FaultPlan, Tally, saw_each, tally};
 use testkit::samples::{int, ints};
 
@@ -612,6 +612,23 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
     use deeplake_core::runtime::Control;
     use deeplake_core::transform::{self, Input, Pipeline, Row, Rows, TransformOptions};
     const N: i64 = 40;
+    // v: 32 bytes a row into 1 KB chunks, so each worker places its part of a batch
+    // into chunks of its own.
+    fn v_row(x: i64) -> NdArray {
+        NdArray::from_slice(vec![32], &[(x % 251) as u8; 32]).unwrap()
+    }
+    async fn vs(url: &str) -> Vec<NdArray> {
+        let ds = Dataset::open(url, OpenOptions::default()).await.unwrap();
+        ds.read_range("v", 0..ds.tensor_len("v").unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| match s {
+                Sample::Array(a) => a,
+                other => panic!("not an array: {other:?}"),
+            })
+            .collect()
+    }
     let src = "memory://faults-tf-src/ds";
     source_of(src, N).await;
     let pipeline = || {
@@ -632,6 +649,7 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
                 Ok(Row::from([
                     ("x".to_owned(), int(x * 10)),
                     ("t".to_owned(), Sample::Text(format!("{t}!"))),
+                    ("v".to_owned(), Sample::Array(v_row(x))),
                 ]))
             })
     };
@@ -659,6 +677,8 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             transform::run(&p, input, &opts, &Control::default()).await
         }
     };
+    let expected_v: Vec<NdArray> = kept.iter().map(|&i| v_row(i)).collect();
+    let expected_v = &expected_v;
     let expected = &expected;
     let run = &run;
     let tally = each_schedule(|seed| async move {
@@ -674,6 +694,9 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             t.create_tensor("t", TensorOptions::new("text"))
                 .await
                 .unwrap();
+            let mut v = TensorOptions::new("generic").dtype(Dtype::U8);
+            v.max_chunk_size = Some(1024);
+            t.create_tensor("v", v).await.unwrap();
             t.commit("empty").await.unwrap();
             t.close().await.unwrap();
         }
@@ -687,6 +710,11 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             assert_eq!(
                 head, *expected,
                 "seed {seed}: a partial result after {counts:?}"
+            );
+            assert_eq!(
+                vs(&target).await,
+                *expected_v,
+                "seed {seed}: v after {counts:?}"
             );
         }
         match &result {
@@ -721,6 +749,17 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             *expected,
             "seed {seed}: after a re-run ({counts:?})"
         );
+        assert_eq!(
+            vs(&target).await,
+            *expected_v,
+            "seed {seed}: v after a re-run"
+        );
+        // Five batches, each cut into two parts of chunks of their own.
+        let ds = Dataset::open(&target, OpenOptions::default())
+            .await
+            .unwrap();
+        let chunks = ds.summary("v").unwrap().num_chunks;
+        assert!(chunks >= 10, "seed {seed}: v in {chunks} chunks");
         tally
     })
     .await;

@@ -89,12 +89,13 @@ fn resize_relabel() -> Pipeline {
     })
 }
 
+/// The target's tensors. Images get small chunks, so that a batch's image column
+/// fills several and the workers place their parts into chunks of their own.
 fn out_tensors() -> Vec<(String, TensorOptions)> {
+    let mut images = TensorOptions::new("image").sample_compression("png");
+    images.max_chunk_size = Some(4096);
     vec![
-        (
-            "images".into(),
-            TensorOptions::new("image").sample_compression("png"),
-        ),
+        ("images".into(), images),
         (
             "labels".into(),
             TensorOptions::new("generic").dtype(deeplake_core::Dtype::I64),
@@ -181,6 +182,76 @@ async fn parallel_run_equals_serial_and_lands_as_one_commit() {
         .await
         .unwrap();
     assert_eq!(int_column(&pinned, "labels").await, expect);
+}
+
+/// Each worker writes its own chunks: a batch's image column is cut into one part per
+/// worker, and every part starts chunks of its own, so the images fill at least
+/// batches x workers chunks. The small label column joins the open chunk instead. The
+/// rows equal the same pipeline's output written by one plain append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_writes_its_own_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src").to_str().unwrap().to_owned();
+    let source_ds = source(&src, 300).await;
+    let out = dir.path().join("out").to_str().unwrap().to_owned();
+    let mut opts = TransformOptions::new(&out);
+    opts.tensors = out_tensors();
+    opts.num_workers = 3;
+    opts.batch_rows = 60;
+    transform::run(
+        &resize_relabel(),
+        ds_input(&src),
+        &opts,
+        &Control::default(),
+    )
+    .await
+    .unwrap();
+    let ds = Dataset::open(&out, OpenOptions::default()).await.unwrap();
+    let (imgs, labels) = (ds.summary("images").unwrap(), ds.summary("labels").unwrap());
+    assert!(imgs.num_chunks >= 5 * 3, "{imgs:?}");
+    assert_eq!(labels.num_chunks, 1, "{labels:?}");
+    assert_eq!((imgs.length, imgs.max_shape.clone()), (300, vec![4, 4, 3]));
+
+    // The same rows through one plain append.
+    let plain_url = dir.path().join("plain").to_str().unwrap().to_owned();
+    let mut plain = Dataset::create(&plain_url, OpenOptions::default())
+        .await
+        .unwrap();
+    for (n, o) in out_tensors() {
+        plain.create_tensor(&n, o).await.unwrap();
+    }
+    let (mut pi, mut pl) = (Vec::new(), Vec::new());
+    let src_images = images(&source_ds).await;
+    let src_labels = int_column(&source_ds, "labels").await;
+    for (i, (img, label)) in src_images.into_iter().zip(src_labels).enumerate() {
+        let row = Row::from([
+            ("images".to_owned(), img),
+            ("labels".to_owned(), int(label)),
+        ]);
+        let mut out = resize_relabel().run_one(i as u64, row).unwrap();
+        let mut r = out.remove(0);
+        pi.push(r.remove("images").unwrap());
+        pl.push(r.remove("labels").unwrap());
+    }
+    plain
+        .extend_columns(vec![("images".into(), pi), ("labels".into(), pl)])
+        .await
+        .unwrap();
+    plain.commit("plain").await.unwrap();
+    assert!(plain.summary("images").unwrap().num_chunks < imgs.num_chunks);
+    assert_eq!(images(&ds).await, images(&plain).await);
+    assert_eq!(
+        int_column(&ds, "labels").await,
+        int_column(&plain, "labels").await
+    );
+    let (a, b) = (
+        ds.summary("images").unwrap(),
+        plain.summary("images").unwrap(),
+    );
+    assert_eq!(
+        (a.min_shape, a.max_shape, a.dtype),
+        (b.min_shape, b.max_shape, b.dtype)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,9 +628,11 @@ log = [c["commit"] for c in ds.commits]
 messages = [c["message"] for c in ds.commits]
 labels = [int(x) for x in ds.labels.numpy().ravel()]
 shape = list(ds.images[0].numpy().shape)
+sums = [int(ds.images[i].numpy().astype("int64").sum()) for i in range(len(ds))]
 lineage = ds.info["transform"]
 print(json.dumps({"branches": list(ds.branches), "log": log, "messages": messages,
-                  "labels": labels, "shape": shape, "functions": lineage["functions"],
+                  "labels": labels, "shape": shape, "sums": sums,
+                  "functions": lineage["functions"],
                   "input_rows": lineage["input_rows"]}))
 "#,
         [&out],
@@ -569,6 +642,22 @@ print(json.dumps({"branches": list(ds.branches), "log": log, "messages": message
     let want: Vec<i64> = (0..40).map(|i| i % 5).collect();
     assert_eq!(got["labels"], serde_json::json!(want));
     assert_eq!(got["shape"], serde_json::json!([4, 4, 3]));
+    // Every image, read from the chunks the workers wrote, has the pixels ours reads.
+    let ds = Dataset::open(&out, OpenOptions::default()).await.unwrap();
+    let sums: Vec<i64> = images(&ds)
+        .await
+        .iter()
+        .map(|s| match s {
+            Sample::Array(a) => a.to_f64_vec().iter().sum::<f64>() as i64,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got["sums"], serde_json::json!(sums));
+    assert!(
+        ds.summary("images").unwrap().num_chunks >= 6,
+        "{:?}",
+        ds.summary("images")
+    );
     assert_eq!(got["functions"], serde_json::json!(["resize_relabel"]));
     assert_eq!(got["log"].as_array().unwrap().len(), 2, "{got}");
     assert_eq!(got["messages"][1], "auto commit before transform");
