@@ -217,14 +217,25 @@ impl Pipeline {
         ids: Vec<u64>,
         rows: Vec<Row>,
     ) -> Result<Vec<Row>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (p, pool2) = (self.clone(), pool.clone());
-        pool.spawn(move || {
-            let _ = tx.send(p.run_batch(&pool2, &ids, rows));
-        });
-        rx.await
-            .map_err(|_| Error::internal("a transform batch was dropped before it finished"))?
+        let p = self.clone();
+        on_pool(pool, move |pool| p.run_batch(pool, &ids, rows)).await
     }
+}
+
+/// Runs `f` on `pool` (given to it, for parallel work inside) and awaits its result
+/// without blocking the reactor.
+async fn on_pool<T: Send + 'static>(
+    pool: &Arc<rayon::ThreadPool>,
+    f: impl FnOnce(&rayon::ThreadPool) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let pool2 = pool.clone();
+    pool.spawn(move || {
+        let _ = tx.send(pool2.install(|| f(&pool2)));
+    });
+    rx.await.map_err(|_| {
+        Error::internal("work on the transform's pool was dropped before it finished")
+    })?
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -888,20 +899,13 @@ async fn place_columns(
             parts.push((first, std::mem::replace(&mut rest, tail)));
             first += per;
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let pool2 = pool.clone();
-        pool.spawn(move || {
-            let placed: Result<Vec<_>> = pool2.install(|| {
-                parts
-                    .into_par_iter()
-                    .map(|(first, s)| placer.place(s, first))
-                    .collect()
-            });
-            let _ = tx.send(placed);
-        });
-        let placed = rx
-            .await
-            .map_err(|_| Error::internal("a placement was dropped before it finished"))??;
+        let placed = on_pool(pool, move |_| {
+            parts
+                .into_par_iter()
+                .map(|(first, s)| placer.place(s, first))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
         out.push((name, Placement::Parts(placed)));
     }
     Ok(out)

@@ -1179,17 +1179,7 @@ impl Dataset {
                 samples
                     .into_par_iter()
                     .enumerate()
-                    .map(|(k, s)| {
-                        encode::encode(&ctx, s).map_err(|e| match e {
-                            Error::InvalidInput { message } => Error::InvalidInput {
-                                message: format!("tensor {name:?}, row {k}: {message}"),
-                            },
-                            Error::Unsupported { message } => Error::Unsupported {
-                                message: format!("tensor {name:?}, row {k}: {message}"),
-                            },
-                            other => other,
-                        })
-                    })
+                    .map(|(k, s)| encode::encode(&ctx, s).map_err(|e| in_row(&name, k, e)))
                     .collect::<Result<Vec<_>>>()
             })
             .await?;
@@ -2117,6 +2107,20 @@ fn is_tile_chunk(t: &TensorState, row: usize) -> bool {
     }
     // A row holds tiles when a neighbour shares its last index or the sample is tiled.
     true
+}
+
+/// A sample's input error, naming its tensor and row (the caller's faults keep their
+/// kind; others pass as they are).
+fn in_row(tensor: &str, row: usize, e: Error) -> Error {
+    match e {
+        Error::InvalidInput { message } => Error::InvalidInput {
+            message: format!("tensor {tensor:?}, row {row}: {message}"),
+        },
+        Error::Unsupported { message } => Error::Unsupported {
+            message: format!("tensor {tensor:?}, row {row}: {message}"),
+        },
+        other => other,
+    }
 }
 
 fn update_shape_bounds(meta: &mut TensorMeta, shape: &[u64]) {

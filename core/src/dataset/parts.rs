@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::encode::{self, EncodeCtx, Prepared, StoredItem};
 use super::tensor::CompanionRole;
-use super::{Dataset, append_to_tensor, update_shape_bounds, write_closed, writer};
+use super::{Dataset, append_to_tensor, in_row, update_shape_bounds, write_closed, writer};
 use crate::error::{Error, Result};
 use crate::format::array::Sample;
 use crate::format::chunk::{ChunkBuilder, SHARE_MIN};
@@ -147,18 +147,13 @@ impl Placer {
         for (k, s) in samples.into_iter().enumerate() {
             let row = first + k;
             let at = |m: String| format!("tensor {name:?}, row {row}: {m}");
-            let mut it = match encode::encode(&self.ctx, s) {
-                Ok(Prepared::Item(it)) => it,
-                Ok(Prepared::Sequence(_)) => {
+            let mut it = match encode::encode(&self.ctx, s).map_err(|e| in_row(name, row, e))? {
+                Prepared::Item(it) => it,
+                Prepared::Sequence(_) => {
                     return Err(Error::internal(at(
                         "a sequence reached a worker's chunks".into()
                     )));
                 }
-                Err(Error::InvalidInput { message }) => return Err(Error::invalid(at(message))),
-                Err(Error::Unsupported { message }) => {
-                    return Err(Error::unsupported(at(message)));
-                }
-                Err(e) => return Err(e),
             };
             if it.tiles.is_some() {
                 return Err(Error::internal(at(

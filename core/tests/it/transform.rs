@@ -254,6 +254,48 @@ async fn each_worker_writes_its_own_chunks() {
     );
 }
 
+/// A sample a worker cannot place (here, of another rank than the rest) fails the run
+/// with an error naming its tensor and its row in the batch; the target is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_sample_in_a_workers_part_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out").to_str().unwrap().to_owned();
+    let pipeline = Pipeline::new().map("flat_at_37", |row: Row| {
+        let i = as_int(&row["x"]);
+        let shape = if i == 37 { vec![64] } else { vec![8, 8] };
+        let v = NdArray::from_slice(shape, &[(i % 200) as u8; 64]).unwrap();
+        Ok(Row::from([("v".to_owned(), Sample::Array(v))]))
+    });
+    let mut v = TensorOptions::new("generic").dtype(deeplake_core::Dtype::U8);
+    v.max_chunk_size = Some(1024);
+    let mut opts = TransformOptions::new(&target);
+    opts.tensors = vec![("v".into(), v)];
+    opts.num_workers = 2;
+    opts.batch_rows = 40;
+    opts.job = Some("flat".into());
+    let rows = Box::new((0..80i64).map(|i| Row::from([("x".to_owned(), int(i))])));
+    let err = transform::run(
+        &pipeline,
+        Input::Iter {
+            rows,
+            len: Some(80),
+        },
+        &opts,
+        &Control::default(),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tensor \"v\", row 37") && msg.contains("1 dimensions"),
+        "{msg}"
+    );
+    let main = Dataset::open(&target, OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(main.len(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_many_and_stacked_pipelines_over_an_iterator() {
     let dir = tempfile::tempdir().unwrap();
