@@ -209,6 +209,11 @@ class _Source:
             self._resp.close()
         except Exception:  # closing a half-read response may raise; nothing to recover
             pass
+        # The reader must be gone before the caller moves on: a thread still inside
+        # Arrow's reader when the interpreter exits is stopped there, and the C++ runtime
+        # aborts the process ("terminate called without an active exception").
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
 
 class Stream:
