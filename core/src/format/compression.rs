@@ -497,6 +497,74 @@ pub fn decode_sample_into(
     Ok(true)
 }
 
+thread_local! {
+    /// Each thread's buffer for full-size pixels that are consumed where they are
+    /// decoded ([`with_decoded_image`]): a fresh buffer per image would be allocated and
+    /// zeroed, and would come from memory the cache no longer holds.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Decodes a sample-compressed image and lends its pixels and `(height, width[,
+/// channels])` shape to `f`, which keeps only what it derives (a resized copy). JPEGs
+/// of uint8 RGB or gray decode into a buffer the thread reuses; anything else goes
+/// through [`decode_sample`]. Errors are those of [`decode_sample`] and of `f`.
+pub fn with_decoded_image<T>(
+    bytes: &[u8],
+    compression: &Compression,
+    dtype: Dtype,
+    f: impl FnOnce(&[u8], &[usize]) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let plain = *compression == Compression::Jpeg && dtype == Dtype::U8;
+    let Some((mut decoder, shape, size)) = (if plain { plain_jpeg(bytes)? } else { None }) else {
+        let a = decode_sample(bytes, compression, dtype, &[1])?;
+        return f(&a.data, &a.shape);
+    };
+    // Taken, not borrowed: an `f` that decodes again on this thread gets a fresh buffer.
+    let mut buf = SCRATCH.take();
+    // Growing zeroes only the new tail; the decoder writes every pixel it returns.
+    buf.resize(size, 0);
+    let res = match decoder.decode_into(&mut buf) {
+        Ok(()) => f(&buf, &shape),
+        Err(e) => Err(Error::corrupt("jpeg sample", e.to_string())),
+    };
+    SCRATCH.set(buf);
+    res
+}
+
+/// A JPEG decoder past the headers, the `(height, width, channels)` it decodes to and
+/// its output size in bytes.
+type PlainJpeg<'a> = (JpegDecoder<ZCursor<&'a [u8]>>, [usize; 3], usize);
+
+/// A decoder past the headers of an RGB or gray JPEG; `None` for other colour spaces.
+fn plain_jpeg(bytes: &[u8]) -> Result<Option<PlainJpeg<'_>>, Error> {
+    let corrupt = |reason: String| Error::corrupt("jpeg sample", reason);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
+    decoder
+        .decode_headers()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| corrupt("no frame header".into()))?;
+    let input = decoder
+        .input_colorspace()
+        .ok_or_else(|| corrupt("no frame header".into()))?;
+    let output = jpeg_output_colorspace(input, info.components).map_err(corrupt)?;
+    if !matches!(output, ColorSpace::RGB | ColorSpace::Luma) {
+        return Ok(None);
+    }
+    let (height, width) = (usize::from(info.height), usize::from(info.width));
+    check_pixels(height, width).map_err(corrupt)?;
+    decoder.set_options(jpeg_options().jpeg_set_out_colorspace(output));
+    let size = decoder
+        .output_buffer_size()
+        .ok_or_else(|| corrupt("image too large".into()))?;
+    Ok(Some((
+        decoder,
+        [height, width, output.num_components()],
+        size,
+    )))
+}
+
 /// Encodes a raw array with a sample compression (jpeg quality 90 / png / lz4).
 /// Images must be uint8 `(H, W)`, `(H, W, 1)`, `(H, W, 3)` (png also `(H, W, 2)`
 /// gray+alpha, `(H, W, 4)` RGBA, and uint16 grayscale), as Pillow accepts them in 3.x.
@@ -1300,6 +1368,65 @@ mod tests {
             assert_eq!(back.shape, want);
             assert!(back.data.iter().all(|v| v.abs_diff(120) <= 2));
         }
+    }
+
+    /// The reused buffer of `with_decoded_image` lends exactly what `decode_sample`
+    /// returns, whatever it held before: a larger image first, then smaller ones, gray
+    /// and RGB, a PNG (the plain path), a truncated JPEG (decoded or refused the same
+    /// way), and a decode nested inside the lent closure.
+    #[test]
+    fn images_lent_from_the_reused_buffer_equal_plain_decodes() {
+        let mut blobs = vec![
+            (
+                encode_sample(&test_image(&[40, 48, 3]), &Compression::Jpeg).unwrap(),
+                Compression::Jpeg,
+            ),
+            (
+                encode_sample(&test_image(&[9, 13, 3]), &Compression::Jpeg).unwrap(),
+                Compression::Jpeg,
+            ),
+            (
+                encode_sample(&test_image(&[10, 7]), &Compression::Jpeg).unwrap(),
+                Compression::Jpeg,
+            ),
+            (
+                encode_sample(&test_image(&[6, 5, 3]), &Compression::Png).unwrap(),
+                Compression::Png,
+            ),
+        ];
+        let big = blobs[0].0.clone();
+        blobs.push((big[..big.len() * 2 / 3].to_vec(), Compression::Jpeg));
+        blobs.push((b"not an image".to_vec(), Compression::Jpeg));
+        for (bytes, codec) in &blobs {
+            let plain = decode_sample(bytes, codec, Dtype::U8, &[1]);
+            let lent = with_decoded_image(bytes, codec, Dtype::U8, |px, shape| {
+                Ok((px.to_vec(), shape.to_vec()))
+            });
+            match (plain, lent) {
+                (Ok(a), Ok((px, shape))) => {
+                    assert_eq!(shape, a.shape);
+                    assert!(px == a.data.as_ref(), "pixels differ for shape {shape:?}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("decode_sample {a:?}, with_decoded_image {b:?}"),
+            }
+        }
+        let (outer, inner) =
+            with_decoded_image(&blobs[1].0, &Compression::Jpeg, Dtype::U8, |px, _| {
+                let inner =
+                    with_decoded_image(&blobs[0].0, &Compression::Jpeg, Dtype::U8, |p, _| {
+                        Ok(p.to_vec())
+                    })?;
+                Ok((px.to_vec(), inner))
+            })
+            .unwrap();
+        assert_eq!(outer.len(), 9 * 13 * 3);
+        assert_eq!(inner.len(), 40 * 48 * 3);
+        let e = with_decoded_image(&blobs[1].0, &Compression::Jpeg, Dtype::U8, |_, _| {
+            Err::<(), _>(Error::invalid("the closure's own error"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("the closure's own error"), "{e}");
     }
 
     #[test]

@@ -239,14 +239,31 @@ fn resize(a: &NdArray, height: usize, width: usize) -> std::result::Result<NdArr
 /// pixels of 1 to 4 channels, on the SIMD kernels of `fast_image_resize`. The shared
 /// resize of streams and transforms.
 pub fn resize_image(a: &NdArray, height: usize, width: usize) -> Result<NdArray> {
-    use fast_image_resize as fr;
-    let (h, w, c) = hwc(a).map_err(Error::invalid)?;
+    let (h, w, _) = resize_dims(&a.shape, height, width)?;
     if a.dtype != Dtype::U8 {
         return Err(Error::invalid(format!(
             "resizes uint8 images, the sample is {} (cast it first)",
             a.dtype.name()
         )));
     }
+    if (h, w) == (height, width) {
+        return Ok(a.clone());
+    }
+    resize_pixels(&a.data, &a.shape, height, width)
+}
+
+/// The source's `(height, width, channels)`, once the source and target sides are
+/// known to be resizable.
+fn resize_dims(shape: &[usize], height: usize, width: usize) -> Result<(usize, usize, usize)> {
+    let (h, w, c) = match shape[..] {
+        [h, w] => (h, w, 1),
+        [h, w, c] => (h, w, c),
+        _ => {
+            return Err(Error::invalid(format!(
+                "expects an image of shape (height, width[, channels]), got {shape:?}"
+            )));
+        }
+    };
     if height == 0 || width == 0 || height > MAX_SIDE || width > MAX_SIDE {
         return Err(Error::invalid(format!(
             "cannot resize to {height}x{width}: each side must be within 1..={MAX_SIDE}"
@@ -254,12 +271,33 @@ pub fn resize_image(a: &NdArray, height: usize, width: usize) -> Result<NdArray>
     }
     if h == 0 || w == 0 {
         return Err(Error::invalid(format!(
-            "cannot resize an empty image of shape {:?}",
-            a.shape
+            "cannot resize an empty image of shape {shape:?}"
         )));
     }
+    Ok((h, w, c))
+}
+
+thread_local! {
+    /// Each thread's resizer keeps its scratch rows between samples.
+    static RESIZER: std::cell::RefCell<fast_image_resize::Resizer> =
+        std::cell::RefCell::new(fast_image_resize::Resizer::new());
+}
+
+/// [`resize_image`] of uint8 pixels held in a borrowed buffer of `shape` (a decoder's
+/// scratch buffer), so the full-size image need not be an array of its own.
+pub fn resize_pixels(
+    pixels: &[u8],
+    shape: &[usize],
+    height: usize,
+    width: usize,
+) -> Result<NdArray> {
+    use fast_image_resize as fr;
+    let (h, w, c) = resize_dims(shape, height, width)?;
+    let mut out_shape = shape.to_vec();
+    out_shape[0] = height;
+    out_shape[1] = width;
     if (h, w) == (height, width) {
-        return Ok(a.clone());
+        return NdArray::new(Dtype::U8, out_shape, pixels.to_vec());
     }
     let pixel = match c {
         1 => fr::PixelType::U8,
@@ -273,7 +311,7 @@ pub fn resize_image(a: &NdArray, height: usize, width: usize) -> Result<NdArray>
         }
     };
     let side = |v: usize| u32::try_from(v).map_err(Error::invalid);
-    let src = fr::images::ImageRef::new(side(w)?, side(h)?, &a.data, pixel)
+    let src = fr::images::ImageRef::new(side(w)?, side(h)?, pixels, pixel)
         .map_err(|e| Error::invalid(format!("the pixel buffer does not match the shape: {e}")))?;
     let mut dst = fr::images::Image::new(side(width)?, side(height)?, pixel);
     // Channels are filtered independently: a second or fourth channel is data here, not
@@ -281,13 +319,13 @@ pub fn resize_image(a: &NdArray, height: usize, width: usize) -> Result<NdArray>
     let opts = fr::ResizeOptions::new()
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
         .use_alpha(false);
-    fr::Resizer::new()
-        .resize(&src, &mut dst, &opts)
-        .map_err(|e| Error::internal(format!("resize to {height}x{width}: {e}")))?;
-    let mut shape = a.shape.clone();
-    shape[0] = height;
-    shape[1] = width;
-    NdArray::new(Dtype::U8, shape, dst.into_vec())
+    let resized = RESIZER.with(|r| match r.try_borrow_mut() {
+        Ok(mut r) => r.resize(&src, &mut dst, &opts),
+        // Only a resize inside a resize on this thread finds it taken.
+        Err(_) => fr::Resizer::new().resize(&src, &mut dst, &opts),
+    });
+    resized.map_err(|e| Error::internal(format!("resize to {height}x{width}: {e}")))?;
+    NdArray::new(Dtype::U8, out_shape, dst.into_vec())
 }
 
 fn normalize(a: &NdArray, mean: &[f32], std: &[f32]) -> std::result::Result<NdArray, String> {
@@ -343,6 +381,32 @@ mod tests {
     /// The SIMD kernel agrees with the image crate's triangle filter (an independent
     /// antialiased bilinear) within 2 levels, shrinking, keeping and growing, for 1 to
     /// 4 channels; bad targets are errors that say why.
+    /// Resizing borrowed pixels equals resizing the array, the per-thread resizer
+    /// carries nothing from one size to the next, and bad shapes are refused alike.
+    #[test]
+    fn resizing_borrowed_pixels_equals_resizing_the_array() {
+        for (h, w, oh, ow) in [
+            (32, 40, 16, 20),
+            (9, 7, 20, 3),
+            (16, 16, 16, 16),
+            (5, 6, 1, 1),
+        ] {
+            let a = image(h, w);
+            let want = resize_image(&a, oh, ow).unwrap();
+            let got = resize_pixels(&a.data, &a.shape, oh, ow).unwrap();
+            assert_eq!(
+                (got.shape.clone(), got.data.clone()),
+                (want.shape, want.data)
+            );
+        }
+        let a = image(4, 4);
+        for bad in [vec![4usize], vec![4, 0, 3], vec![4, 4, 5]] {
+            assert!(resize_pixels(&a.data, &bad, 2, 2).is_err(), "{bad:?}");
+        }
+        assert!(resize_pixels(&a.data, &[4, 4, 3], 0, 2).is_err());
+        assert!(resize_pixels(&a.data[..10], &[4, 4, 3], 2, 2).is_err());
+    }
+
     #[test]
     fn resize_matches_a_reference_bilinear_kernel() {
         use image::imageops::{FilterType, resize};
