@@ -9,8 +9,9 @@
 //!   -> pipeline on a rayon pool of `num_workers` threads: every input row through
 //!      stage 1 (0, 1 or many rows out), each of those through stage 2, ... in order
 //!   -> staging branch `transform-<fingerprint>` grown from the target's last commit:
-//!      per batch ONE flush holding the rows and the progress marker, while the next
-//!      batch is computed
+//!      batches are staged while the next one is computed; a checkpoint, ONE flush
+//!      holding the rows staged so far and the progress marker, follows at most every
+//!      `checkpoint_every` (and at the end, on a cancel, on an error)
 //!   -> publish: the staging head is committed and becomes the target branch's new
 //!      commit in one tree record (`Dataset::publish_onto`); if the target moved
 //!      meanwhile, the staging branch is merged instead (one merge commit)
@@ -21,7 +22,7 @@
 //!   record lands, then the whole result. A killed run leaves the target as it was and
 //!   the staging branch with whole batches and a marker counting exactly them; a re-run
 //!   with the same fingerprint (source version, rows, tensors, function names, target,
-//!   job name) resumes after the last batch. A failing user function (an error or a
+//!   job name) resumes after the last checkpoint. A failing user function (an error or a
 //!   panic) fails the run with [`Error::Transform`] naming the function and the input
 //!   sample (its source row, or its position in an iterator); its staging branch is
 //!   deleted, so the dataset is left as it was.
@@ -326,6 +327,10 @@ pub struct TransformOptions {
     pub job: Option<String>,
     /// Commit message (default: the functions and the source).
     pub message: Option<String>,
+    /// Staged batches are made durable (with the progress marker) at most this often,
+    /// and at the end, on a cancel and on an error: a killed run redoes at most this
+    /// much work, and short runs do not pay a flush per batch. Zero: every batch.
+    pub checkpoint_every: Duration,
 }
 
 impl TransformOptions {
@@ -338,9 +343,13 @@ impl TransformOptions {
             batch_rows: 512,
             job: None,
             message: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
         }
     }
 }
+
+/// [`TransformOptions::checkpoint_every`] unless set.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// What [`run`] did.
 #[derive(Clone, Debug, PartialEq)]
@@ -799,29 +808,41 @@ impl Staging {
     pub async fn write(
         &mut self,
         columns: Vec<(String, Vec<Sample>)>,
-        mut marker: Map<String, Value>,
+        marker: Map<String, Value>,
     ) -> Result<()> {
+        self.stage(columns).await?;
+        self.checkpoint(marker).await
+    }
+
+    /// Appends `columns` as rows without making them durable (see
+    /// [`Staging::checkpoint`]).
+    pub async fn stage(&mut self, columns: Vec<(String, Vec<Sample>)>) -> Result<()> {
         if columns.first().is_some_and(|c| !c.1.is_empty()) {
             self.ds.extend_columns(columns).await?;
         }
-        marker.insert("done".into(), json!(false));
-        self.ds.set_info(LINEAGE_KEY, Value::Object(marker)).await?;
-        self.ds.flush().await
+        Ok(())
     }
 
-    /// [`Staging::write`] with each large column cut into one part per thread of
-    /// `pool`: each worker encodes its part and fills chunks of its own, and the handle
-    /// adopts them in order (`Dataset::extend_parts`). Small columns go in as rows.
-    pub async fn write_parts(
+    /// Appends `columns` without making them durable (see [`Staging::checkpoint`]),
+    /// each large column cut into one part per thread of `pool`: each worker encodes
+    /// its part and fills chunks of its own, and the handle adopts them in order
+    /// (`Dataset::extend_parts`). Small columns go in as rows.
+    pub async fn stage_parts(
         &mut self,
         columns: Vec<(String, Vec<Sample>)>,
-        mut marker: Map<String, Value>,
         pool: &Arc<rayon::ThreadPool>,
     ) -> Result<()> {
         if columns.first().is_some_and(|c| !c.1.is_empty()) {
             let placed = place_columns(&self.ds, pool, columns).await?;
             self.ds.extend_parts(placed).await?;
         }
+        Ok(())
+    }
+
+    /// Records `marker` (with `done: false`), which counts every row staged so far, in
+    /// ONE flush with those rows: after a crash the marker counts exactly the rows
+    /// staged up to the last checkpoint.
+    pub async fn checkpoint(&mut self, mut marker: Map<String, Value>) -> Result<()> {
         marker.insert("done".into(), json!(false));
         self.ds.set_info(LINEAGE_KEY, Value::Object(marker)).await?;
         self.ds.flush().await
@@ -1019,6 +1040,7 @@ pub async fn run(
         &tensors,
         &identity,
         ctl,
+        opts.checkpoint_every,
         &mut done_in,
         &mut done_out,
     )
@@ -1112,6 +1134,7 @@ async fn write_all(
     tensors: &[String],
     identity: &Map<String, Value>,
     ctl: &Control,
+    checkpoint_every: Duration,
     done_in: &mut u64,
     done_out: &mut u64,
 ) -> Result<bool> {
@@ -1155,20 +1178,49 @@ async fn write_all(
         }
     };
     let write = async move {
+        // The marker of rows staged since the last checkpoint, if any.
+        let mut pending: Option<Map<String, Value>> = None;
+        let mut last_checkpoint = Instant::now();
         while let Some(c) = done_rx.recv().await {
-            let (n, last, rows) = c?;
+            let (n, last, rows) = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    // The batches before the failing one stay resumable, unless the
+                    // run is discarded anyway (a failing function).
+                    if let Some(m) = pending.take()
+                        && !matches!(e, Error::Transform { .. })
+                        && let Err(c) = out.checkpoint(m).await
+                    {
+                        tracing::warn!(error = %c, "the rows staged before the failure were not checkpointed");
+                    }
+                    return Err(e);
+                }
+            };
             if ctl.is_cancelled() {
+                if let Some(m) = pending.take() {
+                    out.checkpoint(m).await?;
+                }
                 return Ok(false);
             }
             let columns = columns_of(rows, tensors, last)?;
             let written = columns.first().map_or(0, |c| c.1.len()) as u64;
-            let mut marker = identity.clone();
-            marker.insert("input_rows".into(), json!(*done_in + n));
-            marker.insert("output_rows".into(), json!(*done_out + written));
-            out.write_parts(columns, marker, workers).await?;
+            out.stage_parts(columns, workers).await?;
             *done_in += n;
             *done_out += written;
+            let mut marker = identity.clone();
+            marker.insert("input_rows".into(), json!(*done_in));
+            marker.insert("output_rows".into(), json!(*done_out));
+            pending = Some(marker);
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                if let Some(m) = pending.take() {
+                    out.checkpoint(m).await?;
+                }
+                last_checkpoint = Instant::now();
+            }
             ctl.advance(n);
+        }
+        if let Some(m) = pending.take() {
+            out.checkpoint(m).await?;
         }
         Ok(true)
     };

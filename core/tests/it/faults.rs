@@ -5,6 +5,8 @@
 //! once a writer of ours has reopened it (as any restarted process does), deeplake
 //! 3.9.52 reads the same.
 
+use std::time::Duration;
+
 use deeplake_core::store::StoreOptions;
 use deeplake_core::{Dataset, Dtype, Error, NdArray, OpenOptions, Sample, TensorOptions};
 use testkit::faults::{Counts, FaultPlan, Tally, saw_each, tally};
@@ -658,7 +660,7 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
         kept.iter().map(|i| i * 10).collect::<Vec<_>>(),
         kept.iter().map(|i| format!("row {i}!")).collect::<Vec<_>>(),
     );
-    let run = |target: String, storage: StoreOptions| {
+    let run = |target: String, storage: StoreOptions, checkpoint_every: Duration| {
         let p = pipeline();
         async move {
             let input = Input::Dataset {
@@ -674,6 +676,7 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             opts.open.storage = storage;
             opts.num_workers = 2;
             opts.batch_rows = 8;
+            opts.checkpoint_every = checkpoint_every;
             transform::run(&p, input, &opts, &Control::default()).await
         }
     };
@@ -701,7 +704,19 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
             t.close().await.unwrap();
         }
         let (layer, log) = FaultPlan::seeded(seed).layer();
-        let result = run(target.clone(), StoreOptions::default().with_layer(layer)).await;
+        // Half the schedules checkpoint after every batch, half only at the end (the
+        // default interval outlasts these runs).
+        let every = if seed % 2 == 0 {
+            Duration::ZERO
+        } else {
+            transform::DEFAULT_CHECKPOINT_EVERY
+        };
+        let result = run(
+            target.clone(),
+            StoreOptions::default().with_layer(layer),
+            every,
+        )
+        .await;
         let counts = log.counts();
         // Readers see the previous commit or the whole result, never a part.
         let head = head_of(&target, seed, "the target").await;
@@ -740,7 +755,7 @@ async fn transforms_under_a_thousand_fault_schedules_land_whole_or_not_at_all() 
         }
         // Run again on sound storage: it completes (resuming, or seeing it landed)
         // with every row exactly once.
-        let again = run(target.clone(), StoreOptions::default())
+        let again = run(target.clone(), StoreOptions::default(), every)
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: the re-run failed after {counts:?}: {e}"));
         assert!(again.commit.is_some(), "seed {seed}");

@@ -1,7 +1,7 @@
 //! `deeplake transform (SRC[@ref] | --meta FILE.jsonl) --to OUT [--resize HxW]
-//! [--relabel-mod K] [--workers N] [--batch-rows N] [--job NAME]`: the built-in
-//! resize-and-relabel pipeline run through core's `transform` (a bounded rayon pool,
-//! one commit at the end).
+//! [--relabel-mod K] [--workers N] [--batch-rows N] [--checkpoint-secs S] [--job NAME]`:
+//! the built-in resize-and-relabel pipeline run through core's `transform` (a bounded
+//! rayon pool, one commit at the end).
 //!
 //! Input: a dataset with an image tensor and an integer label tensor (`--image-tensor`,
 //! `--label-tensor`), or a JSON-lines file of `{"file", "label"}` (paths relative to
@@ -10,15 +10,17 @@
 //! a terminal, log lines otherwise); the report is one JSON object on stdout. Ctrl-C
 //! stops after the batch in flight; the same command again resumes, as after a crash.
 
-use std::io::{BufRead, Write};
+use std::cell::Cell;
+use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use deeplake_core::format::compression::{Compression, decode_sample, encode_sample};
+use deeplake_core::format::compression::{Compression, encode_sample, with_decoded_image};
 use deeplake_core::runtime::Control;
 use deeplake_core::stream::Transform;
-use deeplake_core::stream::transform::{SampleAt, apply, resize_image};
+use deeplake_core::stream::transform::{SampleAt, apply, resize_image, resize_pixels};
 use deeplake_core::transform::{self, Input, Pipeline, Row, Rows, TransformOptions};
 use deeplake_core::{Error, NdArray, Sample, TensorOptions};
 
@@ -52,14 +54,25 @@ pub struct TransformArgs {
     /// Threads running the pipeline (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// Most input rows per durable batch.
+    /// Most input rows per batch of work.
     #[arg(long, default_value_t = 512)]
     pub batch_rows: usize,
+    /// Seconds between checkpoints, which make the staged batches durable (0: after
+    /// every batch); a killed run redoes at most this much work.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_secs)]
+    pub checkpoint_secs: f64,
     /// Names the run so that an interrupted --meta run can be resumed.
     #[arg(long)]
     pub job: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -82,18 +95,24 @@ pub fn resize_relabel(image: &str, label: &str, (h, w): (usize, usize), k: i64) 
         let img = row
             .remove(&image)
             .ok_or_else(|| Error::invalid(format!("the row has no tensor {image}")))?;
-        let img = match img {
+        let small = match img {
+            // Decoded into the worker's reused buffer and resized from there.
             Sample::Encoded {
                 bytes, compression, ..
-            } => Sample::Array(decode_sample(
+            } => Sample::Array(with_decoded_image(
                 &bytes,
                 &compression,
                 deeplake_core::Dtype::U8,
-                &[1],
+                |px, shape| resize_pixels(px, shape, h, w),
             )?),
-            other => other,
-        };
-        let small = match img {
+            Sample::Text(path) => Sample::Array(image_file(&path, |bytes, compression| {
+                with_decoded_image(
+                    bytes,
+                    &compression,
+                    deeplake_core::Dtype::U8,
+                    |px, shape| resize_pixels(px, shape, h, w),
+                )
+            })?),
             Sample::Array(a) => Sample::Array(resize_image(&a, h, w)?),
             other => {
                 let at = SampleAt {
@@ -126,8 +145,33 @@ pub fn resize_relabel(image: &str, label: &str, (h, w): (usize, usize), k: i64) 
     })
 }
 
-/// Rows of a `{"file", "label"}` JSON-lines file: the file's bytes and the label.
-fn meta_rows(meta: &PathBuf) -> anyhow::Result<(Vec<(PathBuf, i64)>, PathBuf)> {
+thread_local! {
+    /// Each worker's buffer for the image file it is reading: reused, so reads land in
+    /// memory the worker already holds instead of fresh pages of its own.
+    static FILE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Reads the image file at `path` and lends its bytes, with the codec its signature
+/// names (PNG, else JPEG), to `f`. A file that cannot be read is an error naming it.
+fn image_file<T>(
+    path: &str,
+    f: impl FnOnce(&[u8], Compression) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut buf = FILE.take();
+    buf.clear();
+    let res = match std::fs::File::open(path).and_then(|mut file| file.read_to_end(&mut buf)) {
+        Ok(_) if buf.starts_with(b"\x89PNG\r\n\x1a\n") => f(&buf, Compression::Png),
+        Ok(_) => f(&buf, Compression::Jpeg),
+        Err(e) => Err(Error::invalid(format!(
+            "cannot read the image file {path}: {e}"
+        ))),
+    };
+    FILE.set(buf);
+    res
+}
+
+/// Rows of a `{"file", "label"}` JSON-lines file: the file's path and the label.
+fn meta_rows(meta: &PathBuf) -> anyhow::Result<(Vec<(String, i64)>, PathBuf)> {
     let dir = meta.parent().map(PathBuf::from).unwrap_or_default();
     let f = std::fs::File::open(meta).with_context(|| format!("opening {}", meta.display()))?;
     let mut rows = Vec::new();
@@ -144,7 +188,16 @@ fn meta_rows(meta: &PathBuf) -> anyhow::Result<(Vec<(PathBuf, i64)>, PathBuf)> {
         let label = v["label"]
             .as_i64()
             .with_context(|| format!("{} line {}: no integer \"label\"", meta.display(), i + 1))?;
-        rows.push((dir.join(file), label));
+        let path = dir.join(file);
+        let path = path.to_str().with_context(|| {
+            format!(
+                "{} line {}: the path {} is not UTF-8",
+                meta.display(),
+                i + 1,
+                path.display()
+            )
+        })?;
+        rows.push((path.to_owned(), label));
     }
     Ok((rows, dir))
 }
@@ -162,16 +215,11 @@ pub async fn run(a: &TransformArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             let (rows, _) = meta_rows(m)?;
             let n = rows.len() as u64;
             let (img, lab) = (a.image_tensor.clone(), a.label_tensor.clone());
+            // The workers read the files (`image_file`), in parallel and into buffers
+            // each of them reuses.
             let iter = rows.into_iter().map(move |(file, label)| {
-                // An unreadable file becomes an empty sample, which the function
-                // reports with its row.
-                let sample = std::fs::read(&file).map_or(Sample::Empty, |b| Sample::Encoded {
-                    bytes: b.into(),
-                    compression: Compression::Jpeg,
-                    shape: None,
-                });
                 Row::from([
-                    (img.clone(), sample),
+                    (img.clone(), Sample::Text(file)),
                     (lab.clone(), Sample::Array(NdArray::scalar(label))),
                 ])
             });
@@ -194,6 +242,7 @@ pub async fn run(a: &TransformArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     ];
     opts.num_workers = a.workers;
     opts.batch_rows = a.batch_rows;
+    opts.checkpoint_every = Duration::from_secs_f64(a.checkpoint_secs);
     opts.job = match (&a.job, &a.meta) {
         (Some(j), _) => Some(j.clone()),
         (None, Some(m)) => Some(format!("meta:{}", m.display())),

@@ -5,8 +5,9 @@
 //! POST /datasets/{name}/transforms {job, functions, ...}
 //!   -> core's transform::Staging opened (or resumed: `parts_done`), a job queued
 //! POST .../transforms/{job}/parts/{k}   (any order, any worker; body decoded here)
-//!   -> the writer appends parts in index order: part k, then k+1, ..., each in ONE
-//!      flush with the marker {parts, input_rows, output_rows}
+//!   -> the writer appends parts in index order: part k, then k+1, ...; a checkpoint
+//!      (ONE flush of the parts staged so far with the marker {parts, input_rows,
+//!      output_rows}) follows at most every second, and before the writer stops
 //! POST .../transforms/{job}/commit {parts: N}
 //!   -> once parts 0..N landed: published as one commit (fast-forward, or a merge if
 //!      the branch moved); the job's result names the commit
@@ -24,7 +25,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use deeplake_core::Sample;
-use deeplake_core::transform::{Staging, commit_message};
+use deeplake_core::transform::{DEFAULT_CHECKPOINT_EVERY, Staging, commit_message};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
@@ -292,12 +293,18 @@ impl Writer {
         }
         // Parts ahead of their turn: index -> (input rows, columns).
         let mut pending: BTreeMap<u64, (u64, Columns)> = BTreeMap::new();
+        // The marker of parts staged since the last checkpoint, if any.
+        let mut staged: Option<Map<String, Value>> = None;
+        let mut last_checkpoint = Instant::now();
         let mut parts: Option<u64> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 m = self.rx.recv() => match m {
-                    None => return Ok(self.report(None, false, true)),
+                    None => {
+                        self.checkpoint(&mut staged).await?;
+                        return Ok(self.report(None, false, true));
+                    }
                     Some(Msg::Part { index, input_rows, columns }) => {
                         if index >= self.next {
                             pending.insert(index, (input_rows, columns));
@@ -322,6 +329,8 @@ impl Writer {
                             ctx.state.invalidate(&ctx.dataset);
                             return Ok(json!({"discarded": true}));
                         }
+                        // A writer taken over leaves its parts durable for the next.
+                        self.checkpoint(&mut staged).await?;
                         return Ok(self.report(None, false, true));
                     }
                 },
@@ -333,11 +342,16 @@ impl Writer {
                 marker.insert("parts".into(), json!(self.next + 1));
                 marker.insert("input_rows".into(), json!(self.input_rows + input_rows));
                 marker.insert("output_rows".into(), json!(self.output_rows + rows));
-                self.staging.write(columns, marker).await?;
+                self.staging.stage(columns).await?;
+                staged = Some(marker);
                 self.next += 1;
                 self.input_rows += input_rows;
                 self.output_rows += rows;
                 ctl.advance(1);
+            }
+            if staged.is_some() && last_checkpoint.elapsed() >= DEFAULT_CHECKPOINT_EVERY {
+                self.checkpoint(&mut staged).await?;
+                last_checkpoint = Instant::now();
             }
             if let Some(n) = parts
                 && self.next >= n
@@ -346,10 +360,12 @@ impl Writer {
             }
             if ctl.is_cancelled() {
                 self.rx.close();
+                self.checkpoint(&mut staged).await?;
                 return Ok(self.report(None, false, true));
             }
         }
         self.rx.close();
+        self.checkpoint(&mut staged).await?;
         let mut lineage = self.identity.clone();
         lineage.insert("parts".into(), json!(self.next));
         lineage.insert("input_rows".into(), json!(self.input_rows));
@@ -379,6 +395,17 @@ impl Writer {
             "staging_branch": staging_branch,
             "cancelled": false,
         }))
+    }
+
+    /// Makes the staged parts durable with their marker, if any are waiting.
+    async fn checkpoint(
+        &mut self,
+        staged: &mut Option<Map<String, Value>>,
+    ) -> Result<(), ApiError> {
+        if let Some(marker) = staged.take() {
+            self.staging.checkpoint(marker).await?;
+        }
+        Ok(())
     }
 
     fn report(&self, commit: Option<String>, fast_forward: bool, cancelled: bool) -> Value {

@@ -123,6 +123,9 @@ async fn a_killed_transform_leaves_the_target_and_a_rerun_completes_it() {
             workers,
             "--batch-rows",
             "8",
+            // A checkpoint after every batch, so that the kill below finds some.
+            "--checkpoint-secs",
+            "0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -195,6 +198,112 @@ async fn a_killed_transform_leaves_the_target_and_a_rerun_completes_it() {
             Sample::Array(a) => assert_eq!(a.to_f64_vec()[0] as usize, (i * 3) % 7),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// `--meta FILE.jsonl` input: the workers read the listed image files (JPEG and PNG);
+/// the rows equal decoding, resizing and encoding each file by hand. A file that cannot
+/// be read fails the run with its path, and the target keeps its previous commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_file_input_reads_each_image_file_and_names_an_unreadable_one() {
+    use deeplake_core::format::compression::{decode_sample, encode_sample};
+    use deeplake_core::stream::transform::resize_image;
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let mut meta = String::new();
+    let mut want = Vec::new();
+    for i in 0..30u32 {
+        let (name, bytes, codec) = if i % 5 == 4 {
+            let a = decode_sample(&jpeg(i), &Compression::Jpeg, deeplake_core::Dtype::U8, &[1])
+                .unwrap();
+            (
+                format!("{i}.png"),
+                encode_sample(&a, &Compression::Png).unwrap(),
+                Compression::Png,
+            )
+        } else {
+            (format!("{i}.jpg"), jpeg(i), Compression::Jpeg)
+        };
+        std::fs::write(files.join(&name), &bytes).unwrap();
+        meta.push_str(&format!(
+            "{{\"file\": \"files/{name}\", \"label\": {}}}\n",
+            i * 3
+        ));
+        let full = decode_sample(&bytes, &codec, deeplake_core::Dtype::U8, &[1]).unwrap();
+        let small = resize_image(&full, 6, 5).unwrap();
+        want.push((
+            vec![6u64, 5, 3],
+            encode_sample(&small, &Compression::Jpeg).unwrap(),
+        ));
+    }
+    let meta_path = dir.path().join("meta.jsonl");
+    std::fs::write(&meta_path, &meta).unwrap();
+    let target = dir.path().join("out").to_str().unwrap().to_owned();
+    let args = |meta: &str| -> Vec<String> {
+        [
+            "transform",
+            "--meta",
+            meta,
+            "--to",
+            &target,
+            "--resize",
+            "6x5",
+            "--relabel-mod",
+            "7",
+            "--workers",
+            "2",
+            "--batch-rows",
+            "7",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args(meta_path.to_str().unwrap());
+    let rep = run_to_end(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        (rep["input_rows"].as_u64(), rep["output_rows"].as_u64()),
+        (Some(30), Some(30))
+    );
+    let got = contents(&target).await;
+    assert_eq!(got[0], want, "images");
+    let labels: Vec<u8> = got[1].iter().map(|(_, b)| b[0]).collect();
+    assert_eq!(labels, (0..30u8).map(|i| (i * 3) % 7).collect::<Vec<_>>());
+    let before = state(&target).await;
+
+    // A listed file that is missing: the run fails naming it, and nothing lands.
+    let bad_meta = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad_meta,
+        format!("{meta}{{\"file\": \"files/missing.jpg\", \"label\": 1}}\n"),
+    )
+    .unwrap();
+    let a = args(bad_meta.to_str().unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_deeplake"))
+        .args(&a)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the image file") && err.contains("missing.jpg"),
+        "{err}"
+    );
+    let after = state(&target).await;
+    assert_eq!((after.0, after.1), (before.0, before.1));
+
+    // A checkpoint interval that is not a number of seconds is refused up front.
+    for bad in ["--checkpoint-secs=-1", "--checkpoint-secs=soon"] {
+        let mut a = args(meta_path.to_str().unwrap());
+        a.push(bad.to_owned());
+        let out = Command::new(env!("CARGO_BIN_EXE_deeplake"))
+            .args(&a)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a number of seconds"), "{bad}: {err}");
     }
 }
 
