@@ -3,7 +3,10 @@
 # 256x256) into a dataset with one commit, with T workers each:
 #   (a) ours, Rust: `deeplake transform --meta` (a rayon pool of T threads);
 #   (b) ours, Python: `@deeplake_rs.compute` with T processes sending rows to a daemon;
-#   (c) deeplake 3.9.52: `@deeplake.compute`, scheduler="processed", num_workers=T.
+#   (c) deeplake 3.9.52: `@deeplake.compute`, scheduler="processed", num_workers=T;
+#   (d) the bare function in a pool of T processes (no dataset): the least any
+#       scheduler of this Python function can take.
+# (b), (c) and (d) run the function on the same Pillow and numpy (checked).
 # Goal: deeplake 3.9.52's time / ours >= 2.
 #
 #   bash bench/run_transform.sh [N] [REPS]        (default 10000 1)
@@ -25,7 +28,10 @@ for v in "$N" "$REPS" "$THREADS"; do
 done
 
 DL3=$(dl3_venv)
-CLIENT=$(client_venv)
+PYBENCH=$(transform_bench_venv)
+libs() { "$1/bin/python" -c 'import PIL, numpy; print(PIL.__version__, numpy.__version__)'; }
+[ "$(libs "$DL3")" = "$(libs "$PYBENCH")" ] ||
+    die "Pillow/numpy differ: deeplake 3.9.52 has $(libs "$DL3"), ours has $(libs "$PYBENCH"); update scripts/requirements/transform-bench.txt"
 DATA=$(bench_data "$N" 0 "${BENCH_WORK:-$REPO_ROOT/target/bench}" "$DL3")
 log "building deeplake (release)"
 cargo build --release --quiet -p deeplake-daemon --bin deeplake
@@ -51,27 +57,31 @@ done
 [ -n "$ADDR" ] || die "the daemon did not start: $(tail -n 20 "$WORK/serve.log")"
 
 : >"$WORK/runs.jsonl"
+# Every run's output stays until the end: ext4 scans past the inodes of files deleted
+# in the last minutes for each file it creates, so a run that follows the deletion of
+# the previous output would measure that (see the connector bench).
 for rep in $(seq 1 "$REPS"); do
     log "rep $rep/$REPS: Rust threads ($THREADS)"
     "$BIN" transform --meta "$DATA/meta.jsonl" --to "$WORK/rust-$rep" --resize 128x128 \
         --relabel-mod 5 --workers "$THREADS" 2>/dev/null |
         python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"mode":"rust","rows":r["input_rows"],"seconds":r["seconds"]}))' \
             >>"$WORK/runs.jsonl"
-    rm -rf "$WORK/rust-$rep"
     log "rep $rep/$REPS: Python processes through the daemon ($THREADS)"
-    "$CLIENT/bin/python" bench/transform_peer.py --mode ours --data "$DATA" --workers "$THREADS" \
+    "$PYBENCH/bin/python" bench/transform_peer.py --mode ours --data "$DATA" --workers "$THREADS" \
         --daemon "$ADDR" >>"$WORK/runs.jsonl"
     log "rep $rep/$REPS: deeplake 3.9.52 @deeplake.compute ($THREADS)"
     "$DL3/bin/python" bench/transform_peer.py --mode dl3 --data "$DATA" --workers "$THREADS" \
         --out "$WORK/dl3-$rep" 2>/dev/null | grep '^{' >>"$WORK/runs.jsonl"
-    rm -rf "$WORK/dl3-$rep"
+    log "rep $rep/$REPS: the bare function in a pool ($THREADS)"
+    "$DL3/bin/python" bench/transform_peer.py --mode bare --data "$DATA" --workers "$THREADS" \
+        >>"$WORK/runs.jsonl"
 done
 
 python3 - "$WORK/runs.jsonl" "$N" "$THREADS" "$REPS" <<'PY'
 import json, os, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 n, threads, reps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-med = {m: statistics.median(r["seconds"] for r in runs if r["mode"] == m) for m in ("rust", "ours", "dl3")}
+med = {m: statistics.median(r["seconds"] for r in runs if r["mode"] == m) for m in ("rust", "ours", "dl3", "bare")}
 out = {
     "rows": n, "threads": threads, "reps": reps,
     "transform": "decode JPEG 256x256, resize to 128x128 (bilinear), label % 5, store images as JPEG",
@@ -79,6 +89,8 @@ out = {
     "samples_per_s": {m: n / s for m, s in med.items()},
     "ratio_dl3_over_rust": med["dl3"] / med["rust"],
     "ratio_dl3_over_python": med["dl3"] / med["ours"],
+    "ratio_dl3_over_bare": med["dl3"] / med["bare"],
+    "libs": sorted({f'Pillow {r["pillow"]}, numpy {r["numpy"]}' for r in runs if "pillow" in r}),
     "goal": 2.0,
     "runs": runs,
     "load": os.getloadavg(),
@@ -90,5 +102,6 @@ print("| --- | ---: | ---: | ---: | --- |")
 print(f"| ours, Rust threads (`deeplake transform`) | {med['rust']:.2f} | {n / med['rust']:.0f} | {out['ratio_dl3_over_rust']:.2f} | >= 2 {ok(out['ratio_dl3_over_rust'])} |")
 print(f"| ours, Python processes (`@deeplake_rs.compute`) | {med['ours']:.2f} | {n / med['ours']:.0f} | {out['ratio_dl3_over_python']:.2f} | >= 2 {ok(out['ratio_dl3_over_python'])} |")
 print(f"| deeplake 3.9.52 `@deeplake.compute` | {med['dl3']:.2f} | {n / med['dl3']:.0f} | 1.00 | |")
+print(f"| the bare Python function, {threads} processes | {med['bare']:.2f} | {n / med['bare']:.0f} | {out['ratio_dl3_over_bare']:.2f} | (bound for Python) |")
 json.dump(out, open("bench/results/transform.json", "w"), indent=1)
 PY

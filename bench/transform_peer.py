@@ -7,6 +7,9 @@ resize-and-relabel function over the same JPEG files, with T worker processes.
   end.
 * ``--mode dl3``: deeplake 3.9.52's ``@deeplake.compute`` with ``scheduler="processed"``
   into a local dataset (``--out``).
+* ``--mode bare``: the function alone in a ``multiprocessing`` pool of T processes, each
+  output image encoded as JPEG and dropped: no dataset, no framework. What any
+  scheduler running this function on T processes costs at least.
 
 The function: read the file, decode (Pillow), resize to SIZExSIZE (bilinear), label %
 MOD; output tensors ``images`` (image, jpeg) and ``labels`` (class_label). Prints one
@@ -88,6 +91,29 @@ def run_dl3(args, rows):
     return secs
 
 
+def _bare_part(part):
+    size, mod, rows = part
+    n = 0
+    for row in rows:
+        img, _ = resize_relabel_row(row, size, mod)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=75)
+        n += 1
+    return n
+
+
+def run_bare(args, rows):
+    import multiprocessing as mp
+
+    parts = [(args.size, args.mod, rows[i:i + 64]) for i in range(0, len(rows), 64)]
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(args.workers) as pool:
+        done = sum(pool.imap_unordered(_bare_part, parts))
+    secs = time.perf_counter() - t0
+    assert done == len(rows), done
+    return secs
+
+
 def _ours_body(sample_in, samples_out, size, mod):
     img, label = resize_relabel_row(sample_in, size, mod)
     samples_out.append({"images": img, "labels": label})
@@ -106,7 +132,7 @@ dl3_fn = None
 def main():
     global ours_fn, dl3_fn
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["ours", "dl3"], required=True)
+    ap.add_argument("--mode", choices=["ours", "dl3", "bare"], required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", type=int, default=128)
@@ -115,7 +141,9 @@ def main():
     ap.add_argument("--out")
     args = ap.parse_args()
     rows = load_rows(args.data)
-    if args.mode == "ours":
+    if args.mode == "bare":
+        secs = run_bare(args, rows)
+    elif args.mode == "ours":
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "client", "python", "src"))
         import deeplake_rs
 
@@ -126,8 +154,11 @@ def main():
 
         dl3_fn = deeplake.compute(_dl3_body)
         secs = run_dl3(args, rows)
+    import PIL
+
     print(json.dumps({"mode": args.mode, "rows": len(rows), "workers": args.workers,
-                      "seconds": secs, "samples_per_s": len(rows) / secs}))
+                      "seconds": secs, "samples_per_s": len(rows) / secs,
+                      "pillow": PIL.__version__, "numpy": np.__version__}))
 
 
 if __name__ == "__main__":

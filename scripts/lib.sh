@@ -110,6 +110,8 @@ bench_data() {
 
 # The Python client's tests (numpy, pyarrow, pytest, torch).
 client_venv() { ensure_venv client "$REPO_ROOT/scripts/requirements/client.txt"; }
+# The transform bench's Python side of ours, on the Pillow and numpy of deeplake 3.9.52.
+transform_bench_venv() { ensure_venv transform-bench "$REPO_ROOT/scripts/requirements/transform-bench.txt"; }
 # Ray (and the client's needs) for the transform scheduler="ray" tests.
 client_ray_venv() { ensure_venv client-ray "$REPO_ROOT/scripts/requirements/client-ray.txt"; }
 # hadolint, pytest and PyYAML for the image test (integration-tests/image).
