@@ -803,17 +803,6 @@ impl Staging {
             .unwrap_or(0)
     }
 
-    /// Appends `columns` and records `marker` (with `done: false`) in ONE flush, so
-    /// after a crash the marker counts exactly the rows staged.
-    pub async fn write(
-        &mut self,
-        columns: Vec<(String, Vec<Sample>)>,
-        marker: Map<String, Value>,
-    ) -> Result<()> {
-        self.stage(columns).await?;
-        self.checkpoint(marker).await
-    }
-
     /// Appends `columns` as rows without making them durable (see
     /// [`Staging::checkpoint`]).
     pub async fn stage(&mut self, columns: Vec<(String, Vec<Sample>)>) -> Result<()> {
