@@ -220,6 +220,20 @@ fn samples(data: &[u8]) {
                 assert_eq!(out, arr.data, "jpeg decoded in place vs decoded");
             }
         }
+        // The per-thread buffer lends what a plain decode returns, whatever it held
+        // (a zero-sized header is answered without decoding, so it has nothing to lend).
+        if pixels > 0 {
+            let lent = compression::with_decoded_image(data, &codec, Dtype::U8, |px, s| {
+                Ok((s.to_vec(), px.to_vec()))
+            })
+            .expect("decodes when decode_sample does");
+            assert_eq!(
+                (lent.0, &lent.1[..]),
+                (arr.shape.clone(), &arr.data[..]),
+                "{} lent vs decoded",
+                codec.name()
+            );
+        }
         if pixels > 0 {
             // PNG is lossless: the decoded pixels survive a re-encode exactly.
             let png = compression::encode_sample(&arr, &Compression::Png)

@@ -464,36 +464,15 @@ pub fn decode_sample_into(
     if *compression != Compression::Jpeg || dtype != Dtype::U8 || shape.len() != 3 {
         return Ok(false);
     }
-    let corrupt = |reason: String| Error::corrupt("jpeg sample", reason);
-    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
-    decoder
-        .decode_headers()
-        .map_err(|e| corrupt(e.to_string()))?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| corrupt("no frame header".into()))?;
-    let input = decoder
-        .input_colorspace()
-        .ok_or_else(|| corrupt("no frame header".into()))?;
-    let output = jpeg_output_colorspace(input, info.components).map_err(corrupt)?;
-    let header = [
-        usize::from(info.height),
-        usize::from(info.width),
-        output.num_components(),
-    ];
-    if header != shape
-        || !matches!(output, ColorSpace::RGB | ColorSpace::Luma)
-        || header.iter().product::<usize>() != out.len()
-    {
+    let Some((mut decoder, header, size)) = plain_jpeg(bytes)? else {
         return Ok(false);
-    }
-    decoder.set_options(jpeg_options().jpeg_set_out_colorspace(output));
-    if decoder.output_buffer_size() != Some(out.len()) {
+    };
+    if header != shape || size != out.len() {
         return Ok(false);
     }
     decoder
         .decode_into(out)
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|e| Error::corrupt("jpeg sample", e.to_string()))?;
     Ok(true)
 }
 
