@@ -354,6 +354,85 @@ async fn one_to_many_and_stacked_pipelines_over_an_iterator() {
     }
 }
 
+/// Input rows the durable marker of `target`'s staging branch counts (0: none yet).
+async fn checkpointed(target: &str) -> u64 {
+    let ro = OpenOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    let ds = Dataset::open(target, ro.clone()).await.unwrap();
+    let Some(b) = ds
+        .branches()
+        .into_iter()
+        .find(|b| b.starts_with("transform-"))
+    else {
+        return 0;
+    };
+    let mut o = ro;
+    o.branch = Some(b.parse().unwrap());
+    let staged = Dataset::open(target, o).await.unwrap();
+    staged
+        .info()
+        .get(LINEAGE_KEY)
+        .and_then(|m| m["input_rows"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Batches become durable at checkpoints: with an interval of zero after every batch,
+/// so a reader of the staging branch sees progress midway; with an interval longer
+/// than the run, only at the end. Both runs land the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_follow_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = tokio::runtime::Handle::current();
+    for (name, every) in [
+        ("each", std::time::Duration::ZERO),
+        ("hourly", std::time::Duration::from_secs(3600)),
+    ] {
+        let target = dir.path().join(name).to_str().unwrap().to_owned();
+        let mut opts = TransformOptions::new(&target);
+        opts.tensors = vec![(
+            "x".into(),
+            TensorOptions::new("generic").dtype(deeplake_core::Dtype::I64),
+        )];
+        opts.num_workers = 2;
+        opts.batch_rows = 16;
+        opts.checkpoint_every = every;
+        let seen = Arc::new(AtomicU64::new(u64::MAX));
+        let (seen2, target2, handle2) = (seen.clone(), target.clone(), handle.clone());
+        // The input thread looks at the staging branch when it reaches row 250; by
+        // then the writer has staged the batches up to about row 200.
+        let rows = Box::new((0..300i64).map(move |i| {
+            if i == 250 {
+                seen2.store(handle2.block_on(checkpointed(&target2)), Ordering::SeqCst);
+            }
+            Row::from([("x".to_owned(), int(i))])
+        }));
+        let rep = transform::run(
+            &Pipeline::new().map("keep", Ok),
+            Input::Iter {
+                rows,
+                len: Some(300),
+            },
+            &opts,
+            &Control::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rep.input_rows, 300);
+        let midway = seen.load(Ordering::SeqCst);
+        if every.is_zero() {
+            assert!((16..300).contains(&midway), "{name}: {midway}");
+        } else {
+            assert_eq!(midway, 0, "{name}: a checkpoint before the interval");
+        }
+        let ds = Dataset::open(&target, OpenOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(int_column(&ds, "x").await, (0..300).collect::<Vec<i64>>());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_input_iterator_is_an_error_and_a_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();

@@ -102,6 +102,16 @@ fn run_to_end(args: &[&str]) -> Value {
     .unwrap()
 }
 
+/// Runs `deeplake ARGS`, which must fail, and returns its stderr.
+fn run_failing(args: &[String]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_deeplake"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "deeplake {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_transform_leaves_the_target_and_a_rerun_completes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,13 +289,7 @@ async fn meta_file_input_reads_each_image_file_and_names_an_unreadable_one() {
         format!("{meta}{{\"file\": \"files/missing.jpg\", \"label\": 1}}\n"),
     )
     .unwrap();
-    let a = args(bad_meta.to_str().unwrap());
-    let out = Command::new(env!("CARGO_BIN_EXE_deeplake"))
-        .args(&a)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failing(&args(bad_meta.to_str().unwrap()));
     assert!(
         err.contains("cannot read the image file") && err.contains("missing.jpg"),
         "{err}"
@@ -297,12 +301,7 @@ async fn meta_file_input_reads_each_image_file_and_names_an_unreadable_one() {
     for bad in ["--checkpoint-secs=-1", "--checkpoint-secs=soon"] {
         let mut a = args(meta_path.to_str().unwrap());
         a.push(bad.to_owned());
-        let out = Command::new(env!("CARGO_BIN_EXE_deeplake"))
-            .args(&a)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = run_failing(&a);
         assert!(err.contains("not a number of seconds"), "{bad}: {err}");
     }
 }
