@@ -470,9 +470,7 @@ pub fn decode_sample_into(
     if header != shape || size != out.len() {
         return Ok(false);
     }
-    decoder
-        .decode_into(out)
-        .map_err(|e| Error::corrupt("jpeg sample", e.to_string()))?;
+    decode_plain_into(&mut decoder, out)?;
     Ok(true)
 }
 
@@ -500,14 +498,23 @@ pub fn with_decoded_image<T>(
     };
     // Taken, not borrowed: an `f` that decodes again on this thread gets a fresh buffer.
     let mut buf = SCRATCH.take();
-    // Growing zeroes only the new tail; the decoder writes every pixel it returns.
     buf.resize(size, 0);
-    let res = match decoder.decode_into(&mut buf) {
-        Ok(()) => f(&buf, &shape),
-        Err(e) => Err(Error::corrupt("jpeg sample", e.to_string())),
-    };
+    let res = decode_plain_into(&mut decoder, &mut buf).and_then(|()| f(&buf, &shape));
     SCRATCH.set(buf);
     res
+}
+
+/// Decodes into a buffer that may hold an earlier image (a reused one). A damaged
+/// stream can leave pixels unwritten, which must read as a fresh buffer's zeros, not
+/// as the earlier image.
+fn decode_plain_into(
+    decoder: &mut JpegDecoder<ZCursor<&[u8]>>,
+    out: &mut [u8],
+) -> Result<(), Error> {
+    out.fill(0);
+    decoder
+        .decode_into(out)
+        .map_err(|e| Error::corrupt("jpeg sample", e.to_string()))
 }
 
 /// A JPEG decoder past the headers, the `(height, width, channels)` it decodes to and
@@ -1406,6 +1413,33 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("the closure's own error"), "{e}");
+    }
+
+    /// A damaged JPEG the decoder accepts without writing every pixel: decoded into a
+    /// buffer that held other pixels, it reads as a fresh decode, not the old image.
+    #[test]
+    fn a_reused_buffer_never_shows_an_earlier_image() {
+        let bytes = include_bytes!("../../../fuzz/corpus/decode_format/regress_jpeg_stale_pixels");
+        let plain = decode_sample(bytes, &Compression::Jpeg, Dtype::U8, &[1]).unwrap();
+        let mut out = vec![0xAB; plain.data.len()];
+        assert!(
+            decode_sample_into(bytes, &Compression::Jpeg, Dtype::U8, &plain.shape, &mut out)
+                .unwrap()
+        );
+        assert!(
+            out == plain.data.as_ref(),
+            "decoded in place over other pixels"
+        );
+        let big = encode_sample(&test_image(&[300, 300, 3]), &Compression::Jpeg).unwrap();
+        with_decoded_image(&big, &Compression::Jpeg, Dtype::U8, |_, _| Ok(())).unwrap();
+        let lent = with_decoded_image(
+            bytes,
+            &Compression::Jpeg,
+            Dtype::U8,
+            |px, _| Ok(px.to_vec()),
+        )
+        .unwrap();
+        assert!(lent == plain.data.as_ref(), "lent after a larger image");
     }
 
     #[test]
